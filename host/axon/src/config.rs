@@ -1,0 +1,114 @@
+//! Axon's configuration: command-line flags with environment fallbacks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::sandbox::{LimitPolicy, Limits, LogLimits, SandboxConfig};
+
+const MIB: u64 = 1 << 20;
+
+/// Everything Axon needs to start. Every flag has a default that works for
+/// the local stack.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AxonConfig {
+    /// Address to serve on.
+    #[arg(long, env = "AXON_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+    /// Directory holding the embedded plugin store (`plugins/`) and the
+    /// compile cache (`axon-cache/`).
+    #[arg(long, env = "AGENT_RUNTIME_DATA_DIR", default_value = ".agent-runtime")]
+    pub data_dir: PathBuf,
+    /// Instances that may run at once, host-wide.
+    #[arg(long, env = "AXON_POOL_SIZE", default_value_t = 256)]
+    pub pool_size: u32,
+    /// Memory for plugins that do not ask, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub default_memory_mib: u32,
+    /// Most memory any plugin may have, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub max_memory_mib: u32,
+    /// Deadline for plugins that do not ask, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub default_deadline_ms: u32,
+    /// Longest deadline any plugin may have, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    pub max_deadline_ms: u32,
+    /// Output size for plugins that do not ask, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub default_output_kib: u32,
+    /// Largest output any plugin may have, in KiB.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_output_kib: u32,
+    /// Instances of one plugin at once, for plugins that do not ask.
+    #[arg(long, default_value_t = 64)]
+    pub default_concurrency: u32,
+    /// Largest request body accepted, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub max_body_kib: u32,
+    /// Load plugins on first request instead of at start-up.
+    #[arg(long)]
+    pub lazy_load: bool,
+    /// Allocate instances with mmap instead of the pooling allocator
+    /// (slower; for measurements).
+    #[arg(long, hide = true)]
+    pub no_pooling: bool,
+}
+
+impl AxonConfig {
+    /// The defaults, as if no flag were given, with `data_dir` and `listen` set.
+    pub fn local(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            data_dir,
+            pool_size: 256,
+            default_memory_mib: 64,
+            max_memory_mib: 256,
+            default_deadline_ms: 1000,
+            max_deadline_ms: 30_000,
+            default_output_kib: 1024,
+            max_output_kib: 16 * 1024,
+            default_concurrency: 64,
+            max_body_kib: 1024,
+            lazy_load: false,
+            no_pooling: false,
+        }
+    }
+
+    /// Where the embedded plugin store lives.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.data_dir.join("plugins")
+    }
+
+    /// The sandbox settings these flags describe.
+    pub fn sandbox(&self) -> SandboxConfig {
+        let limits =
+            |memory_mib: u32, deadline_ms: u32, output_kib: u32, concurrency: u32| Limits {
+                memory_bytes: u64::from(memory_mib) * MIB,
+                deadline: Duration::from_millis(u64::from(deadline_ms)),
+                output_bytes: output_kib as usize * 1024,
+                max_concurrency: concurrency,
+            };
+        SandboxConfig {
+            pool_size: self.pool_size,
+            pooling: !self.no_pooling,
+            limits: LimitPolicy {
+                defaults: limits(
+                    self.default_memory_mib,
+                    self.default_deadline_ms,
+                    self.default_output_kib,
+                    self.default_concurrency.min(self.pool_size),
+                ),
+                maxima: limits(
+                    self.max_memory_mib,
+                    self.max_deadline_ms,
+                    self.max_output_kib,
+                    self.pool_size,
+                ),
+            },
+            log_limits: LogLimits::default(),
+            cache_dir: Some(self.data_dir.join("axon-cache")),
+            ..SandboxConfig::default()
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Axon: the wasmtime host that runs reasoning plugins.
+//!
+//! A request names a plugin version and carries the caller's input. Axon
+//! finds the version in its plugin source (checking the module digest),
+//! compiles it once, and runs the request in a fresh sandbox with the
+//! plugin's limits ([`sandbox`]). Everything a plugin can reach is what the
+//! WIT contract offers: logging, its configuration, and WASI built to deny.
+//!
+//! ```text
+//! POST /v1/reason -> server -> plugins (load once per version) -> sandbox (fresh Store per request)
+//! ```
+
+pub mod config;
+pub mod metrics;
+pub mod plugins;
+pub mod sandbox;
+pub mod server;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use plugin_store::{LocalBlobStore, LocalRegistry, PluginSource};
+use prometheus_client::registry::Registry;
+use service_kit::metrics::{HttpMetrics, MetricsEndpoint};
+use tokio::net::TcpListener;
+
+pub use config::AxonConfig;
+pub use server::{AxonState, router};
+
+/// The embedded plugin source: blobs and manifests under `dir`.
+pub async fn local_source(dir: &std::path::Path) -> anyhow::Result<PluginSource> {
+    let blobs = LocalBlobStore::open(dir)
+        .await
+        .with_context(|| format!("opening the plugin blob store in `{}`", dir.display()))?;
+    let registry = LocalRegistry::open(dir)
+        .await
+        .with_context(|| format!("opening the plugin registry in `{}`", dir.display()))?;
+    Ok(PluginSource::new(Arc::new(blobs), Arc::new(registry)))
+}
+
+/// Builds Axon's state: sandbox, plugin host and metrics. Not ready yet:
+/// call [`start`] or [`AxonState::set_ready`].
+pub fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<AxonState> {
+    let sandbox = sandbox::Sandbox::new(&config.sandbox())?;
+    let mut registry = Registry::default();
+    let http_metrics = HttpMetrics::register(&mut registry);
+    let axon_metrics = metrics::AxonMetrics::register(&mut registry);
+    let plugins = plugins::PluginHost::new(Arc::new(sandbox), source, axon_metrics);
+    Ok(AxonState::new(
+        plugins,
+        http_metrics,
+        MetricsEndpoint::new(registry),
+        config.max_body_kib as usize * 1024,
+    ))
+}
+
+/// Preloads plugins (unless lazy) and marks the state ready.
+pub async fn start(config: &AxonConfig, state: &AxonState) -> anyhow::Result<()> {
+    if !config.lazy_load {
+        let (loaded, failed) = state
+            .plugins()
+            .preload()
+            .await
+            .context("listing plugins to preload")?;
+        tracing::info!(loaded, failed, "plugins preloaded");
+    }
+    state.set_ready(true);
+    Ok(())
+}
+
+/// Serves Axon on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AxonState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    tracing::info!(%addr, "axon listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving axon")
+}

@@ -1,0 +1,33 @@
+//! The Axon binary: parse flags, set up logging, serve.
+
+use anyhow::Context;
+use clap::Parser;
+use service_kit::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "axon",
+    version,
+    about = "Runs reasoning plugins, each request in a fresh WebAssembly sandbox"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: axon::AxonConfig,
+    /// Log format: `json` or `text`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, "info");
+    let config = cli.config;
+    let source = axon::local_source(&config.plugin_dir()).await?;
+    let state = axon::build(&config, source)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    axon::start(&config, &state).await?;
+    axon::serve(listener, state, service_kit::shutdown_signal()).await
+}

@@ -1,0 +1,273 @@
+//! What one request's Store holds, and the host side of the contract's
+//! imports (`log`, `config`).
+//!
+//! The WASI context is built to deny: no preopened directories, no
+//! environment, no arguments, no sockets or name lookup, stdin closed, stdout
+//! and stderr captured with a bound. Clocks are frozen at the Unix epoch and
+//! randomness is a generator seeded from the module digest, so a plugin
+//! version gives the same answer to the same input, and cannot time the host.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
+
+use super::bindings::{config, log, types};
+use super::capture::Capture;
+
+/// Per-request bounds on the `log` import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Records kept per request; the rest are counted as dropped.
+    pub max_records: u32,
+    /// Bytes of one message (and of all its fields together) kept.
+    pub max_record_bytes: usize,
+    /// Bytes of stdout, and separately of stderr, kept per request.
+    pub max_stdio_bytes: usize,
+}
+
+impl Default for LogLimits {
+    /// 100 records of 2 KiB; 16 KiB each of stdout and stderr.
+    fn default() -> Self {
+        Self {
+            max_records: 100,
+            max_record_bytes: 2048,
+            max_stdio_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Who is running, for log lines.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestIdentity {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) correlation_id: Arc<str>,
+}
+
+/// The data of one request's Store.
+pub(crate) struct RequestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    config: Arc<[(String, String)]>,
+    identity: RequestIdentity,
+    log_limits: LogLimits,
+    pub(crate) log_records: u32,
+    pub(crate) logs_dropped: u32,
+}
+
+impl RequestState {
+    pub(crate) fn new(
+        identity: RequestIdentity,
+        config: Arc<[(String, String)]>,
+        random_seed: u64,
+        memory_limit: u64,
+        log_limits: LogLimits,
+        stdout: Capture,
+        stderr: Capture,
+    ) -> Self {
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout)
+            .stderr(stderr)
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .secure_random(StdRng::seed_from_u64(random_seed))
+            .insecure_random(StdRng::seed_from_u64(random_seed.rotate_left(32)))
+            .insecure_random_seed(u128::from(random_seed))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_limit),
+            config,
+            identity,
+            log_limits,
+            log_records: 0,
+            logs_dropped: 0,
+        }
+    }
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Both clocks read zero: the Unix epoch, and the start of monotonic time.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Caps linear memory and remembers whether the cap was hit, so that the
+/// trap that follows (a Rust guest aborts when allocation fails) is reported
+/// as `PLUGIN_MEMORY_LIMIT` rather than a generic trap.
+pub(crate) struct MemoryLimiter {
+    limit: u64,
+    pub(crate) peak: u64,
+    pub(crate) exceeded: bool,
+}
+
+/// Table elements one instance may grow to; Rust guests use a few hundred.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl MemoryLimiter {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            peak: 0,
+            exceeded: false,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limit {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired as u64);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}
+
+impl log::Host for RequestState {
+    fn log(&mut self, level: log::Level, mut message: String, fields: Vec<(String, String)>) {
+        if self.log_records >= self.log_limits.max_records {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_records += 1;
+        let max = self.log_limits.max_record_bytes;
+        truncate(&mut message, max);
+        let mut rendered = String::new();
+        for (key, value) in &fields {
+            if rendered.len() + key.len() + value.len() + 2 > max {
+                rendered.push_str(" …");
+                break;
+            }
+            if !rendered.is_empty() {
+                rendered.push(' ');
+            }
+            rendered.push_str(key);
+            rendered.push('=');
+            rendered.push_str(value);
+        }
+        let plugin = &*self.identity.plugin;
+        let correlation_id = &*self.identity.correlation_id;
+        macro_rules! emit {
+            ($level:ident) => {
+                tracing::$level!(target: "plugin", plugin, correlation_id, fields = %rendered, "{message}")
+            };
+        }
+        match level {
+            log::Level::Trace => emit!(trace),
+            log::Level::Debug => emit!(debug),
+            log::Level::Info => emit!(info),
+            log::Level::Warn => emit!(warn),
+            log::Level::Error => emit!(error),
+        }
+    }
+}
+
+/// The `types` interface declares types only.
+impl types::Host for RequestState {}
+
+impl config::Host for RequestState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.config
+            .binary_search_by(|(k, _)| k.as_str().cmp(&key))
+            .ok()
+            .map(|i| self.config[i].1.clone())
+    }
+
+    fn get_all(&mut self) -> Vec<(String, String)> {
+        self.config.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limiter_denies_growth_past_the_limit_and_remembers() {
+        let mut limiter = MemoryLimiter::new(1 << 20);
+        assert!(limiter.memory_growing(0, 1 << 19, None).unwrap());
+        assert!(!limiter.exceeded);
+        assert!(
+            !limiter
+                .memory_growing(1 << 19, (1 << 20) + 1, None)
+                .unwrap()
+        );
+        assert!(limiter.exceeded);
+        assert_eq!(limiter.peak, 1 << 19);
+    }
+
+    #[test]
+    fn truncation_respects_character_boundaries() {
+        let mut text = "héllo".to_owned();
+        truncate(&mut text, 2);
+        assert_eq!(text, "h…");
+        let mut short = "ok".to_owned();
+        truncate(&mut short, 10);
+        assert_eq!(short, "ok");
+    }
+}

@@ -1,0 +1,282 @@
+//! Axon's HTTP API: `POST /v1/reason`, `GET /v1/plugins`, `/health`, `/ready`,
+//! `/metrics`. Errors use the project envelope ([`service_kit::ApiError`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use plugin_store::{Digest, PluginName, Version};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use service_kit::metrics::{HttpMetrics, MetricsEndpoint};
+use service_kit::{ApiError, ApiJson, CorrelationId, ErrorCode};
+
+use crate::plugins::{LoadError, PluginHost};
+use crate::sandbox::{Invocation, RunError, RunStats};
+
+/// Most context entries per request.
+pub const MAX_CONTEXT_ENTRIES: usize = 64;
+/// Longest context key, in bytes.
+pub const MAX_CONTEXT_KEY_BYTES: usize = 128;
+/// Longest context value, in bytes.
+pub const MAX_CONTEXT_VALUE_BYTES: usize = 4096;
+/// Longest intent, in bytes.
+pub const MAX_INTENT_BYTES: usize = 256;
+
+/// Shared state of the Axon service.
+#[derive(Clone)]
+pub struct AxonState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    plugins: PluginHost,
+    http_metrics: HttpMetrics,
+    metrics: MetricsEndpoint,
+    ready: AtomicBool,
+    max_body_bytes: usize,
+}
+
+impl AxonState {
+    pub fn new(
+        plugins: PluginHost,
+        http_metrics: HttpMetrics,
+        metrics: MetricsEndpoint,
+        max_body_bytes: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                plugins,
+                http_metrics,
+                metrics,
+                ready: AtomicBool::new(false),
+                max_body_bytes,
+            }),
+        }
+    }
+
+    /// The plugins this Axon serves.
+    pub fn plugins(&self) -> &PluginHost {
+        &self.inner.plugins
+    }
+
+    /// Marks Axon ready (or not) for `/ready`.
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::Release);
+    }
+}
+
+/// The Axon router with the shared layers.
+pub fn router(state: AxonState) -> Router {
+    let http_metrics = state.inner.http_metrics.clone();
+    let max_body = state.inner.max_body_bytes;
+    let router = Router::new()
+        .route("/v1/reason", post(reason))
+        .route("/v1/plugins", get(plugins))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state);
+    service_kit::with_common_layers(router, http_metrics)
+}
+
+/// `POST /v1/reason` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    pub plugin: String,
+    pub version: String,
+    pub request: RequestBody,
+}
+
+/// The `request` member: what the plugin sees.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBody {
+    pub intent: String,
+    pub input: Box<RawValue>,
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+/// Which plugin version answered.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct PluginRef {
+    pub name: String,
+    pub version: String,
+    pub digest: Digest,
+}
+
+/// `POST /v1/reason` success body.
+#[derive(Serialize)]
+struct ReasonReply<'a> {
+    output: &'a RawValue,
+    confidence: Option<f64>,
+    notes: &'a [String],
+    plugin: PluginRef,
+    correlation_id: &'a str,
+    timestamp: String,
+    stats: RunStats,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message)
+}
+
+fn check_request(request: &RequestBody) -> Result<(), ApiError> {
+    if request.intent.len() > MAX_INTENT_BYTES {
+        return Err(invalid(format!(
+            "`request.intent` is longer than {MAX_INTENT_BYTES} bytes"
+        )));
+    }
+    if request.context.len() > MAX_CONTEXT_ENTRIES {
+        return Err(invalid(format!(
+            "`request.context` has {} entries; at most {MAX_CONTEXT_ENTRIES} are allowed",
+            request.context.len()
+        )));
+    }
+    for (key, value) in &request.context {
+        if key.is_empty() || key.len() > MAX_CONTEXT_KEY_BYTES {
+            return Err(invalid(format!(
+                "`request.context` keys must be 1 to {MAX_CONTEXT_KEY_BYTES} bytes"
+            )));
+        }
+        if value.len() > MAX_CONTEXT_VALUE_BYTES {
+            return Err(invalid(format!(
+                "`request.context.{key}` is longer than {MAX_CONTEXT_VALUE_BYTES} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn reason(
+    State(state): State<AxonState>,
+    correlation_id: CorrelationId,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    let name: PluginName = body
+        .plugin
+        .parse()
+        .map_err(|e| invalid(format!("`plugin`: {e}")))?;
+    let version: Version = body.version.parse().map_err(|e| {
+        invalid(format!(
+            "`version` must be a semantic version such as `1.0.0`: {e}"
+        ))
+    })?;
+    check_request(&body.request)?;
+
+    let plugins = state.plugins();
+    let plugin = plugins.get(&name, &version).await.map_err(load_error)?;
+    let invocation = Invocation {
+        correlation_id: correlation_id.as_str().into(),
+        intent: body.request.intent,
+        input: body.request.input.get().to_owned(),
+        context: body.request.context.into_iter().collect(),
+    };
+    let answer = plugins
+        .run(&plugin, invocation)
+        .await
+        .map_err(|e| run_error(&name, e))?;
+    let reply = ReasonReply {
+        output: &answer.output,
+        confidence: answer.confidence,
+        notes: &answer.notes,
+        plugin: PluginRef {
+            name: plugin.manifest.name.to_string(),
+            version: plugin.manifest.version.to_string(),
+            digest: plugin.manifest.digest,
+        },
+        correlation_id: correlation_id.as_str(),
+        timestamp: service_kit::timestamp(),
+        stats: answer.stats,
+    };
+    Ok(Json(reply).into_response())
+}
+
+fn load_error(error: LoadError) -> ApiError {
+    match error {
+        LoadError::NotFound { .. } => ApiError::new(ErrorCode::PluginNotFound, error.to_string()),
+        LoadError::Unusable { .. } => ApiError::new(ErrorCode::PluginError, error.to_string()),
+        LoadError::StoreUnavailable(_) => {
+            ApiError::new(ErrorCode::ServiceUnavailable, error.to_string()).retry_after(1)
+        }
+    }
+}
+
+/// The API error for a failed run; every plugin failure has its own code.
+pub fn run_error(plugin: &PluginName, error: RunError) -> ApiError {
+    let code = match &error {
+        RunError::Overloaded { .. } => ErrorCode::Overloaded,
+        RunError::InvalidInput(_) => ErrorCode::PluginInvalidInput,
+        RunError::Failed(_) | RunError::InvalidOutput(_) => ErrorCode::PluginError,
+        RunError::Timeout { .. } => ErrorCode::PluginTimeout,
+        RunError::MemoryLimit { .. } => ErrorCode::PluginMemoryLimit,
+        RunError::OutputLimit { .. } => ErrorCode::PluginOutputLimit,
+        RunError::Trapped(_) => ErrorCode::PluginTrapped,
+    };
+    let api = ApiError::new(code, format!("plugin `{plugin}`: {error}"));
+    if code == ErrorCode::Overloaded {
+        api.retry_after(1)
+    } else {
+        api
+    }
+}
+
+#[derive(Serialize)]
+struct PluginEntry {
+    name: String,
+    version: String,
+    digest: Digest,
+    description: String,
+    tags: Vec<String>,
+}
+
+async fn plugins(State(state): State<AxonState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let manifests = state.plugins().published().await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            format!("the plugin store is unavailable: {e}"),
+        )
+        .retry_after(1)
+    })?;
+    let entries: Vec<PluginEntry> = manifests
+        .into_iter()
+        .map(|m| PluginEntry {
+            name: m.name.to_string(),
+            version: m.version.to_string(),
+            digest: m.digest,
+            description: m.description,
+            tags: m.tags.into_iter().collect(),
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "plugins": entries })))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<AxonState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.inner.ready.load(Ordering::Acquire) {
+        Ok(Json(serde_json::json!({
+            "status": "ready",
+            "instances_in_flight": state.plugins().sandbox().in_flight(),
+        })))
+    } else {
+        Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "axon is still loading plugins",
+        )
+        .retry_after(1))
+    }
+}
+
+async fn metrics(State(state): State<AxonState>) -> Response {
+    state.inner.metrics.response()
+}

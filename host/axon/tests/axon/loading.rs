@@ -1,0 +1,154 @@
+//! Loading plugins: unusable modules, tampered blobs, the compile cache.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::TestAxon;
+
+fn spec(name: &str) -> plugin_store::PublishSpec {
+    plugin_store::PublishSpec::from_toml(&format!("name = \"{name}\"\nversion = \"1.0.0\""))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_module_that_is_not_a_component_fails_once_and_is_remembered() {
+    let axon = TestAxon::start_with(|c| c.lazy_load = true).await;
+    // A valid core module, but not a component.
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    axon.source
+        .publish(&core_module, spec("not-a-component"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let reply = axon.reason("not-a-component", json!({})).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::BAD_GATEWAY, "PLUGIN_ERROR"),
+            "{}",
+            reply.body
+        );
+        assert!(
+            reply.message().contains("cannot be loaded"),
+            "{}",
+            reply.message()
+        );
+    }
+    let metrics = axon.metrics().await;
+    assert!(
+        metrics.contains(r#"axon_plugin_loads_total{result="failed"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_that_asks_for_more_than_the_host_allows_is_refused() {
+    let axon = TestAxon::start_with(|c| c.lazy_load = true).await;
+    let spec = plugin_store::PublishSpec::from_toml(
+        "name = \"greedy\"\nversion = \"1.0.0\"\n[limits]\nmemory_mib = 4096",
+    )
+    .unwrap();
+    axon.source
+        .publish(&plugin_artifacts::ECHO.bytes().unwrap(), spec)
+        .await
+        .unwrap();
+    let reply = axon.reason("greedy", json!({})).await;
+    assert_eq!(reply.code(), "PLUGIN_ERROR");
+    assert!(
+        reply.message().contains("asks for 4096 MiB of memory"),
+        "{}",
+        reply.message()
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_module_never_runs() {
+    let axon = TestAxon::start_with(|c| c.lazy_load = true).await;
+    let manifest = axon
+        .source
+        .manifest(
+            &"echo".parse().unwrap(),
+            &plugin_store::Version::new(1, 0, 0),
+        )
+        .await
+        .unwrap();
+    let blob = axon
+        .data_dir
+        .join("plugins/blobs/sha256")
+        .join(manifest.digest.hex());
+    // Swap in another valid component: it would run, were it not checked.
+    std::fs::write(&blob, plugin_artifacts::COUNTER.bytes().unwrap()).unwrap();
+    let reply = axon.reason("echo", json!("hello")).await;
+    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+    assert!(
+        reply.message().contains("digest mismatch"),
+        "{}",
+        reply.message()
+    );
+}
+
+#[tokio::test]
+async fn compiled_components_are_reused_across_restarts_but_never_trusted_blindly() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestAxon::start_in(dir.path(), |_| {}, true).await;
+    assert_eq!(first.reason("echo", json!(1)).await.status, StatusCode::OK);
+    let metrics = first.metrics().await;
+    assert!(
+        !metrics.contains(r#"axon_plugin_loads_total{result="disk_cache"}"#),
+        "{metrics}"
+    );
+    first.stop().await;
+
+    let second = TestAxon::start_in(dir.path(), |_| {}, false).await;
+    assert_eq!(second.reason("echo", json!(2)).await.body["output"], 2);
+    let metrics = second.metrics().await;
+    assert!(
+        metrics.contains(r#"axon_plugin_loads_total{result="disk_cache"} 10"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"axon_plugin_loads_total{result="compiled"}"#),
+        "{metrics}"
+    );
+    second.stop().await;
+
+    // Plant artifacts that were not sealed by this cache's key: all ignored.
+    let cache = dir.path().join("axon-cache");
+    let engine_dir = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    for entry in std::fs::read_dir(&engine_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let third = TestAxon::start_in(dir.path(), |_| {}, false).await;
+    assert_eq!(third.reason("echo", json!(3)).await.body["output"], 3);
+    let metrics = third.metrics().await;
+    assert!(
+        metrics.contains(r#"axon_plugin_loads_total{result="compiled"} 10"#),
+        "{metrics}"
+    );
+    third.stop().await;
+}
+
+#[tokio::test]
+async fn versions_that_share_a_module_compile_it_once() {
+    let axon = TestAxon::start().await;
+    axon.source
+        .publish(&plugin_artifacts::ECHO.bytes().unwrap(), spec("echo-copy"))
+        .await
+        .unwrap();
+    assert_eq!(
+        axon.reason("echo-copy", json!("same code")).await.body["output"],
+        "same code"
+    );
+    let metrics = axon.metrics().await;
+    assert!(
+        metrics.contains(r#"axon_plugin_loads_total{result="memory"} 1"#),
+        "{metrics}"
+    );
+}

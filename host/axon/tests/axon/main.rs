@@ -1,0 +1,10 @@
+//! Axon over real sockets, with real components compiled from `plugins/`.
+//! One test binary (each links wasmtime); modules by theme.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api;
+mod hostile;
+mod isolation;
+mod loading;
+mod support;

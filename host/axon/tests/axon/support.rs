@@ -1,0 +1,215 @@
+//! A real Axon on a loopback port, with every test plugin published.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use axon::AxonConfig;
+use plugin_artifacts::Artifact;
+use plugin_store::{PluginSource, PublishSpec};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Limits the hostile plugins are published with (see each test).
+pub const SPIN_DEADLINE_MS: u64 = 1000;
+pub const BOMB_MEMORY_MIB: u64 = 16;
+pub const OUTPUT_LIMIT_KIB: u64 = 64;
+pub const SPIN_CONCURRENCY: u32 = 2;
+
+pub struct TestAxon {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    pub source: PluginSource,
+    _dir: Option<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error code of an error envelope.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an error envelope: {}", self.body))
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap()
+    }
+}
+
+fn spec(name: &str, extra: &str) -> PublishSpec {
+    PublishSpec::from_toml(&format!("name = \"{name}\"\nversion = \"1.0.0\"\n{extra}")).unwrap()
+}
+
+/// Publishes every example (from its plugin.toml) and hostile plugin.
+pub async fn publish_all(source: &PluginSource) {
+    for example in plugin_artifacts::EXAMPLES {
+        let spec = PublishSpec::from_toml(&example.manifest_text().unwrap().unwrap()).unwrap();
+        source
+            .publish(&example.bytes().unwrap(), spec)
+            .await
+            .unwrap();
+    }
+    let hostile: [(Artifact, String); 7] = [
+        (plugin_artifacts::COUNTER, String::new()),
+        (plugin_artifacts::DEEP_RECURSION, String::new()),
+        (plugin_artifacts::ESCAPE, String::new()),
+        (
+            plugin_artifacts::HUGE_OUTPUT,
+            format!("[limits]\noutput_kib = {OUTPUT_LIMIT_KIB}"),
+        ),
+        (
+            plugin_artifacts::MEMORY_BOMB,
+            format!("[limits]\nmemory_mib = {BOMB_MEMORY_MIB}"),
+        ),
+        (plugin_artifacts::PANIC, String::new()),
+        (
+            plugin_artifacts::SPIN_LOOP,
+            format!(
+                "[limits]\ndeadline_ms = {SPIN_DEADLINE_MS}\nmax_concurrency = {SPIN_CONCURRENCY}"
+            ),
+        ),
+    ];
+    for (artifact, limits) in hostile {
+        source
+            .publish(&artifact.bytes().unwrap(), spec(artifact.name, &limits))
+            .await
+            .unwrap();
+    }
+}
+
+impl TestAxon {
+    /// A fresh data directory with every test plugin published.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut AxonConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_owned();
+        let mut axon = Self::start_in(&data_dir, adjust, true).await;
+        axon._dir = Some(dir);
+        axon
+    }
+
+    /// Axon on `data_dir`; `publish` publishes the test plugins first.
+    pub async fn start_in(
+        data_dir: &Path,
+        adjust: impl FnOnce(&mut AxonConfig),
+        publish: bool,
+    ) -> Self {
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut config = AxonConfig::local(data_dir.to_owned(), listen);
+        config.pool_size = 32;
+        adjust(&mut config);
+        let source = axon::local_source(&config.plugin_dir()).await.unwrap();
+        if publish {
+            publish_all(&source).await;
+        }
+        let state = axon::build(&config, source.clone()).unwrap();
+        axon::start(&config, &state).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            axon::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            url,
+            client: reqwest::Client::new(),
+            data_dir: data_dir.to_owned(),
+            source,
+            _dir: None,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    /// `POST /v1/reason` for `plugin` 1.0.0 with `input`.
+    pub async fn reason(&self, plugin: &str, input: Value) -> Reply {
+        self.post(serde_json::json!({
+            "plugin": plugin,
+            "version": "1.0.0",
+            "request": { "intent": "test", "input": input },
+        }))
+        .await
+    }
+
+    pub async fn post(&self, body: Value) -> Reply {
+        self.post_raw(body.to_string().into_bytes()).await
+    }
+
+    pub async fn post_raw(&self, body: Vec<u8>) -> Reply {
+        let response = self
+            .client
+            .post(format!("{}/v1/reason", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        Self::reply(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        Self::reply(response).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn reply(response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "non-JSON body ({e}) with {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}

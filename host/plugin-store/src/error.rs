@@ -1,0 +1,44 @@
+use std::path::PathBuf;
+
+use crate::manifest::Digest;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such plugin version, or no such blob.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The version exists already with different content; versions are immutable.
+    #[error(
+        "plugin `{name}` version `{version}` is already published with another module; publish a new version"
+    )]
+    AlreadyPublished { name: String, version: String },
+    /// A name, version or spec that cannot be accepted; says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// The bytes fetched do not match the manifest: tampering or corruption.
+    #[error("module digest mismatch: manifest says {expected}, fetched bytes are {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    /// A stored manifest cannot be read back.
+    #[error("stored manifest `{}` is corrupt: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    /// The backing storage failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+
+    /// True when the thing asked for does not exist (as opposed to a failure).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_))
+    }
+}

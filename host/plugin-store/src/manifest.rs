@@ -1,0 +1,300 @@
+//! Plugin manifests: what a published version is, immutably.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+use semver::Version;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::StoreError;
+
+/// The WIT world every plugin of this release targets.
+pub const WORLD: &str = "agent:reasoning/reasoning-plugin@1.0.0";
+
+/// A plugin name: 1 to 64 characters, lowercase letters, digits and `-`,
+/// starting with a letter.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PluginName(String);
+
+impl PluginName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PluginName {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        let valid = (1..=64).contains(&s.len())
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(StoreError::Invalid(format!(
+                "plugin name `{s}` is invalid: use 1 to 64 lowercase letters, digits or `-`, starting with a letter"
+            )))
+        }
+    }
+}
+
+impl fmt::Display for PluginName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for PluginName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PluginName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The sha256 of a module's bytes, written `sha256:<64 hex digits>`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The 64 hex digits, without the `sha256:` prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Digest {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        let invalid =
+            || StoreError::Invalid(format!("digest `{s}` is not `sha256:` and 64 hex digits"));
+        let hex_part = s.strip_prefix("sha256:").ok_or_else(invalid)?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut bytes).map_err(|_| invalid())?;
+        Ok(Self(bytes))
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Limits a plugin asks for. Unset means the host's default; the host refuses
+/// to load a plugin that asks for more than its maxima.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestedLimits {
+    /// Linear memory, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+    /// Wall-clock time for one request, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u32>,
+    /// Size of the answer (output JSON and notes), in KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_kib: Option<u32>,
+    /// Instances of this plugin running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+}
+
+/// What a publisher says about a version; the store adds digest, size and time.
+/// This is the format of a plugin's `plugin.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    pub name: PluginName,
+    pub version: Version,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub publisher: String,
+    #[serde(default)]
+    pub tags: BTreeSet<String>,
+    /// Read-only configuration the plugin reads through `config.get`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: RequestedLimits,
+}
+
+impl PublishSpec {
+    /// Parses a `plugin.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, StoreError> {
+        toml::from_str(text).map_err(|e| StoreError::Invalid(format!("plugin manifest: {e}")))
+    }
+}
+
+/// One published plugin version. Immutable once published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginManifest {
+    pub name: PluginName,
+    pub version: Version,
+    /// sha256 of the module bytes.
+    pub digest: Digest,
+    /// Size of the module in bytes.
+    pub size: u64,
+    /// The WIT world the module targets.
+    pub world: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub publisher: String,
+    #[serde(default)]
+    pub tags: BTreeSet<String>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: RequestedLimits,
+    /// RFC 3339 time of publication.
+    pub created_at: String,
+}
+
+impl PluginManifest {
+    /// The manifest for `module` published under `spec`.
+    pub fn new(spec: PublishSpec, module: &[u8]) -> Self {
+        Self {
+            name: spec.name,
+            version: spec.version,
+            digest: Digest::of(module),
+            size: module.len() as u64,
+            world: WORLD.to_owned(),
+            description: spec.description,
+            publisher: spec.publisher,
+            tags: spec.tags,
+            config: spec.config,
+            limits: spec.limits,
+            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }
+    }
+
+    /// True when `other` describes the same module with the same settings
+    /// (publication time aside): republishing it is a no-op.
+    pub fn same_content(&self, other: &Self) -> bool {
+        Self {
+            created_at: String::new(),
+            ..self.clone()
+        } == Self {
+            created_at: String::new(),
+            ..other.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        for good in ["keywords", "a", "triage-v2", &"a".repeat(64)] {
+            assert!(good.parse::<PluginName>().is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Keywords",
+            "1abc",
+            "-a",
+            "a_b",
+            "a.b",
+            &"a".repeat(65),
+            "../etc",
+        ] {
+            assert!(bad.parse::<PluginName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn digests_round_trip_through_text() {
+        let digest = Digest::of(b"hello");
+        let text = digest.to_string();
+        assert_eq!(
+            text,
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(text.parse::<Digest>().unwrap(), digest);
+        assert!("sha256:abc".parse::<Digest>().is_err());
+        assert!(
+            "md5:2cf24dba5fb0a30e26e83b2ac5b9e29e"
+                .parse::<Digest>()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn plugin_toml_parses_and_rejects_unknown_keys() {
+        let spec = PublishSpec::from_toml(
+            r#"
+            name = "triage"
+            version = "1.2.3"
+            tags = ["support"]
+            [config]
+            default_category = "general"
+            [limits]
+            memory_mib = 32
+            "#,
+        )
+        .unwrap();
+        assert_eq!(spec.name.as_str(), "triage");
+        assert_eq!(spec.version, Version::new(1, 2, 3));
+        assert_eq!(spec.limits.memory_mib, Some(32));
+        assert_eq!(spec.config["default_category"], "general");
+
+        let err =
+            PublishSpec::from_toml("name = \"x\"\nversion = \"1.0.0\"\nmemory = 3").unwrap_err();
+        assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn manifest_json_round_trips() {
+        let spec = PublishSpec::from_toml("name = \"echo\"\nversion = \"1.0.0\"").unwrap();
+        let manifest = PluginManifest::new(spec, b"\0asm");
+        let json = serde_json::to_string(&manifest).unwrap();
+        let back: PluginManifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, manifest);
+        assert_eq!(back.size, 4);
+        assert_eq!(back.world, WORLD);
+    }
+}

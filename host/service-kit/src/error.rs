@@ -1,0 +1,261 @@
+//! The one error envelope of the project.
+//!
+//! Every error any service returns has the same shape:
+//!
+//! ```json
+//! {"error": {"code": "PLUGIN_TIMEOUT", "message": "..."}, "correlation_id": "...", "timestamp": "..."}
+//! ```
+//!
+//! `code` is stable (clients branch on it); `message` is for people and says
+//! what to fix. Internals (paths, Rust types, backtraces) never reach it.
+
+use std::any::Any;
+use std::fmt;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::correlation;
+
+/// Stable error codes, shared by every service. Each has one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The request is malformed: bad JSON, a missing or invalid field.
+    InvalidRequest,
+    /// The request body is larger than the endpoint accepts.
+    PayloadTooLarge,
+    /// No such route.
+    NotFound,
+    /// The route exists but not for this method.
+    MethodNotAllowed,
+    /// No such plugin, or no such version of it.
+    PluginNotFound,
+    /// The plugin rejected the input: the caller must change it.
+    PluginInvalidInput,
+    /// The plugin reported that it could not answer, or answered with
+    /// something that is not valid JSON.
+    PluginError,
+    /// The plugin trapped: a panic, an abort, a stack overflow.
+    PluginTrapped,
+    /// The plugin tried to use more memory than its limit.
+    PluginMemoryLimit,
+    /// The plugin's answer was larger than its output limit.
+    PluginOutputLimit,
+    /// The plugin ran past its deadline.
+    PluginTimeout,
+    /// Every sandbox slot (or the plugin's share of them) is busy: retry later.
+    Overloaded,
+    /// A dependency is down or the service is not ready: retry later.
+    ServiceUnavailable,
+    /// A fault on our side; the correlation id finds it in the logs.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound | Self::PluginNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PluginInvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PluginError
+            | Self::PluginTrapped
+            | Self::PluginMemoryLimit
+            | Self::PluginOutputLimit => StatusCode::BAD_GATEWAY,
+            Self::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Overloaded | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The code as it appears on the wire, e.g. `PLUGIN_TIMEOUT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "INVALID_REQUEST",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::PluginNotFound => "PLUGIN_NOT_FOUND",
+            Self::PluginInvalidInput => "PLUGIN_INVALID_INPUT",
+            Self::PluginError => "PLUGIN_ERROR",
+            Self::PluginTrapped => "PLUGIN_TRAPPED",
+            Self::PluginMemoryLimit => "PLUGIN_MEMORY_LIMIT",
+            Self::PluginOutputLimit => "PLUGIN_OUTPUT_LIMIT",
+            Self::PluginTimeout => "PLUGIN_TIMEOUT",
+            Self::Overloaded => "OVERLOADED",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Self::InternalError => "INTERNAL_ERROR",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error on its way to the client: a code, a message that says what to fix,
+/// and for retryable codes how long to wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with `code` and a message for the client.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// An internal fault. The detail goes to the log with the correlation id;
+    /// the client gets a generic message.
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            ErrorCode::InternalError,
+            "internal error; quote the correlation id when reporting it",
+        )
+    }
+
+    /// Adds a `Retry-After` header of `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The client-facing message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The wire form of an error, for clients that parse it (Orbit parses Axon's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+    pub correlation_id: String,
+    pub timestamp: String,
+}
+
+/// The `error` member of [`ErrorEnvelope`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Marks a response whose body is already an [`ErrorEnvelope`].
+#[derive(Clone, Copy)]
+pub(crate) struct Enveloped;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let envelope = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code,
+                message: self.message,
+            },
+            correlation_id: correlation::current()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            timestamp: crate::timestamp(),
+        };
+        let mut response = (self.code.status(), axum::Json(envelope)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response.extensions_mut().insert(Enveloped);
+        response
+    }
+}
+
+/// The envelope for an error response some layer produced without one (an
+/// unknown route, a wrong method), chosen by its status.
+pub(crate) fn envelope_for_status(status: StatusCode, method: &str, path: &str) -> Response {
+    let error = match status {
+        StatusCode::NOT_FOUND => ApiError::new(
+            ErrorCode::NotFound,
+            format!("no route for `{method} {path}`"),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("`{path}` does not accept `{method}`"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+        }
+        s if s.is_server_error() => ApiError::internal(format!("bare {s} from `{method} {path}`")),
+        s => ApiError::new(
+            ErrorCode::InvalidRequest,
+            s.canonical_reason().unwrap_or("bad request").to_lowercase(),
+        ),
+    };
+    let mut response = error.into_response();
+    // Keep the original status: the code's own status may differ (e.g. 415).
+    *response.status_mut() = status;
+    response
+}
+
+/// Turns a panic in a handler into an `INTERNAL_ERROR` envelope, never a bare 500.
+pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    ApiError::internal(format!("handler panicked: {detail}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialise_as_their_wire_names() {
+        for code in [
+            ErrorCode::InvalidRequest,
+            ErrorCode::PluginMemoryLimit,
+            ErrorCode::Overloaded,
+            ErrorCode::InternalError,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+        }
+    }
+
+    #[test]
+    fn retryable_errors_carry_retry_after() {
+        let response = ApiError::new(ErrorCode::Overloaded, "busy")
+            .retry_after(1)
+            .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the local stack on embedded defaults (no AWS account): installs the
+# wasm target if needed, builds, publishes the example plugins and starts it.
+# Extra arguments go to `agentctl up` (try `--help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ensure_wasm_target
+echo "==> building (the first build takes several minutes)" >&2
+exec cargo run --quiet -p agentctl -- up "$@"
