@@ -12,3 +12,16 @@ ensure_wasm_target() {
 host_target() {
     rustc -vV | sed -n 's/^host: //p'
 }
+
+# A virtual environment with the Python the tests use (botocore); exports
+# AGENT_RUNTIME_PYTHON for them.
+ensure_test_python() {
+    local venv=.venv
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import botocore' 2>/dev/null; then
+        echo "==> setting up $venv (Python test dependencies)" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+    fi
+    AGENT_RUNTIME_PYTHON="$(pwd)/$venv/bin/python"
+    export AGENT_RUNTIME_PYTHON
+}

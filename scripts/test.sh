@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: the plugins' own unit tests (natively), then the host
-# workspace with cargo-nextest (falling back to cargo test).
+# workspace with cargo-nextest (falling back to cargo test). Sets up what the
+# tests need first: the wasm target, and a Python venv with botocore.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_wasm_target
+ensure_test_python
 
 echo "==> plugin unit tests" >&2
 (cd plugins && cargo test --quiet --target "$(host_target)" --workspace)

@@ -46,6 +46,16 @@ pub struct AxonConfig {
     /// Largest request body accepted, in KiB.
     #[arg(long, default_value_t = 1024)]
     pub max_body_kib: u32,
+    /// Principals whose keys may sign requests to Axon (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "orbit")]
+    pub trusted_callers: Vec<String>,
+    /// The SigV4 signing region callers use.
+    #[arg(long, env = "AGENT_RUNTIME_REGION", default_value = auth::DEFAULT_REGION)]
+    pub region: String,
+    /// Serve `/v1/reason` without SigV4. For tests and benchmarks on
+    /// loopback only: anyone who can connect can run plugins.
+    #[arg(long, hide = true)]
+    pub insecure_no_auth: bool,
     /// Load plugins on first request instead of at start-up.
     #[arg(long)]
     pub lazy_load: bool,
@@ -70,9 +80,17 @@ impl AxonConfig {
             max_output_kib: 16 * 1024,
             default_concurrency: 64,
             max_body_kib: 1024,
+            trusted_callers: vec!["orbit".to_owned()],
+            region: auth::DEFAULT_REGION.to_owned(),
+            insecure_no_auth: false,
             lazy_load: false,
             no_pooling: false,
         }
+    }
+
+    /// Where the keyring lives.
+    pub fn keyring_path(&self) -> PathBuf {
+        self.data_dir.join("keys.json")
     }
 
     /// Where the embedded plugin store lives.

@@ -28,6 +28,9 @@ use tokio::net::TcpListener;
 pub use config::AxonConfig;
 pub use server::{AxonState, router};
 
+/// How often the keyring file is checked for changes.
+const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The embedded plugin source: blobs and manifests under `dir`.
 pub async fn local_source(dir: &std::path::Path) -> anyhow::Result<PluginSource> {
     let blobs = LocalBlobStore::open(dir)
@@ -47,11 +50,38 @@ pub fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<AxonSt
     let http_metrics = HttpMetrics::register(&mut registry);
     let axon_metrics = metrics::AxonMetrics::register(&mut registry);
     let plugins = plugins::PluginHost::new(Arc::new(sandbox), source, axon_metrics);
+    let max_body_bytes = config.max_body_kib as usize * 1024;
+    let auth = if config.insecure_no_auth {
+        tracing::warn!("SigV4 is off: anyone who can connect can run plugins");
+        None
+    } else {
+        let keyring = auth::LocalKeyring::open(&config.keyring_path())
+            .and_then(|k| k.trusting_only(config.trusted_callers.clone()))
+            .with_context(|| {
+                format!("opening the keyring `{}`", config.keyring_path().display())
+            })?;
+        let keyring = Arc::new(keyring);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            auth::keyring::spawn_reloader(&keyring, KEYRING_RELOAD);
+        }
+        let verifier = auth::Verifier::new(
+            auth::VerifierConfig {
+                region: config.region.clone(),
+                ..auth::VerifierConfig::default()
+            },
+            keyring,
+        );
+        Some(auth::middleware::SigV4 {
+            verifier: Arc::new(verifier),
+            max_body_bytes,
+        })
+    };
     Ok(AxonState::new(
         plugins,
+        auth,
         http_metrics,
         MetricsEndpoint::new(registry),
-        config.max_body_kib as usize * 1024,
+        max_body_bytes,
     ))
 }
 

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use auth::middleware::{SigV4, require_sigv4};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use plugin_store::{Digest, PluginName, Version};
+use plugin_store::{Digest, PluginName, PluginRef, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use service_kit::metrics::{HttpMetrics, MetricsEndpoint};
@@ -35,6 +36,8 @@ pub struct AxonState {
 
 struct Inner {
     plugins: PluginHost,
+    /// SigV4 verification; `None` only with `--insecure-no-auth`.
+    auth: Option<SigV4>,
     http_metrics: HttpMetrics,
     metrics: MetricsEndpoint,
     ready: AtomicBool,
@@ -44,6 +47,7 @@ struct Inner {
 impl AxonState {
     pub fn new(
         plugins: PluginHost,
+        auth: Option<SigV4>,
         http_metrics: HttpMetrics,
         metrics: MetricsEndpoint,
         max_body_bytes: usize,
@@ -51,6 +55,7 @@ impl AxonState {
         Self {
             inner: Arc::new(Inner {
                 plugins,
+                auth,
                 http_metrics,
                 metrics,
                 ready: AtomicBool::new(false),
@@ -74,9 +79,16 @@ impl AxonState {
 pub fn router(state: AxonState) -> Router {
     let http_metrics = state.inner.http_metrics.clone();
     let max_body = state.inner.max_body_bytes;
-    let router = Router::new()
+    let mut api = Router::new()
         .route("/v1/reason", post(reason))
-        .route("/v1/plugins", get(plugins))
+        .route("/v1/plugins", get(plugins));
+    if let Some(sigv4) = &state.inner.auth {
+        api = api.route_layer(axum::middleware::from_fn_with_state(
+            sigv4.clone(),
+            require_sigv4,
+        ));
+    }
+    let router = api
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -102,14 +114,6 @@ pub struct RequestBody {
     pub input: Box<RawValue>,
     #[serde(default)]
     pub context: BTreeMap<String, String>,
-}
-
-/// Which plugin version answered.
-#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
-pub struct PluginRef {
-    pub name: String,
-    pub version: String,
-    pub digest: Digest,
 }
 
 /// `POST /v1/reason` success body.
@@ -187,11 +191,7 @@ async fn reason(
         output: &answer.output,
         confidence: answer.confidence,
         notes: &answer.notes,
-        plugin: PluginRef {
-            name: plugin.manifest.name.to_string(),
-            version: plugin.manifest.version.to_string(),
-            digest: plugin.manifest.digest,
-        },
+        plugin: plugin.manifest.reference(),
         correlation_id: correlation_id.as_str(),
         timestamp: service_kit::timestamp(),
         stats: answer.stats,

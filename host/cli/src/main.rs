@@ -1,8 +1,12 @@
 //! `agentctl`: the operator CLI of agent-runtime.
 //!
-//! - `agentctl up` runs the local stack on embedded defaults;
+//! - `agentctl up` runs the whole local stack on embedded defaults;
+//! - `agentctl dispatch` sends a signed `/dispatch`;
+//! - `agentctl keys create|list|revoke` manages access keys;
 //! - `agentctl plugin publish|list` manages the embedded plugin store.
 
+mod dispatch;
+mod keys;
 mod plugin;
 mod up;
 
@@ -15,10 +19,10 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "agentctl",
     version,
-    about = "Operate agent-runtime: run the local stack, publish plugins"
+    about = "Operate agent-runtime: run the local stack, dispatch, manage keys and plugins"
 )]
 struct Cli {
-    /// Directory of the local stack's state (plugin store, compile cache).
+    /// Directory of the local stack's state (keys, policies, plugins, caches).
     #[arg(
         long,
         global = true,
@@ -32,9 +36,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the local stack: publish the example plugins, start Axon, send a
-    /// sample request, serve until Ctrl-C.
+    /// Run the whole local stack: keys, default policies and example plugins
+    /// on first run; governance, Orbit and Axon on loopback; until Ctrl-C.
     Up(up::UpArgs),
+    /// Send a signed `/dispatch` to Orbit and print the answer.
+    Dispatch(dispatch::DispatchArgs),
+    /// Manage access keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Manage plugins in the embedded store.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -45,6 +54,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(&cli.data_dir, args).await,
+        Command::Dispatch(args) => dispatch::run(&cli.data_dir, args).await,
+        Command::Keys(command) => keys::run(&cli.data_dir, command),
         Command::Plugin(command) => plugin::run(&cli.data_dir, command).await,
     };
     match result {

@@ -1,5 +1,6 @@
 //! The README's first command, end to end: `agentctl up --check` on a fresh
-//! data directory publishes the examples, starts the stack, and answers.
+//! data directory creates keys and policies, publishes the examples, starts
+//! Axon and Orbit, and dispatches through them with a signed request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,7 +14,14 @@ fn up_check_starts_the_stack_and_answers_a_sample_request() {
         Command::new(env!("CARGO_BIN_EXE_agentctl"))
             .args(["--data-dir"])
             .arg(&data_dir)
-            .args(["up", "--check", "--axon-listen", "127.0.0.1:0"])
+            .args([
+                "up",
+                "--check",
+                "--axon-listen",
+                "127.0.0.1:0",
+                "--orbit-listen",
+                "127.0.0.1:0",
+            ])
             .output()
             .unwrap()
     };
@@ -37,6 +45,21 @@ fn up_check_starts_the_stack_and_answers_a_sample_request() {
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
+
+    // The credentials file works for standard AWS clients: 0600, profile agent-runtime.
+    let credentials = std::fs::read_to_string(data_dir.join("credentials")).unwrap();
+    assert!(
+        credentials.contains("[agent-runtime]") && credentials.contains("aws_access_key_id = AKAR")
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data_dir.join("credentials"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     let list = Command::new(env!("CARGO_BIN_EXE_agentctl"))
         .arg("--data-dir")

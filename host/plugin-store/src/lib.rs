@@ -17,6 +17,8 @@ mod source;
 
 pub use error::StoreError;
 pub use local::{LocalBlobStore, LocalRegistry};
-pub use manifest::{Digest, PluginManifest, PluginName, PublishSpec, RequestedLimits, WORLD};
+pub use manifest::{
+    Digest, PluginManifest, PluginName, PluginRef, PublishSpec, RequestedLimits, WORLD,
+};
 pub use semver::Version;
 pub use source::{BlobStore, PluginSource, Registry};

@@ -167,6 +167,14 @@ impl PublishSpec {
     }
 }
 
+/// Which plugin version answered a request: how responses name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRef {
+    pub name: String,
+    pub version: String,
+    pub digest: Digest,
+}
+
 /// One published plugin version. Immutable once published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginManifest {
@@ -207,6 +215,15 @@ impl PluginManifest {
             config: spec.config,
             limits: spec.limits,
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }
+    }
+
+    /// How responses name this version.
+    pub fn reference(&self) -> PluginRef {
+        PluginRef {
+            name: self.name.to_string(),
+            version: self.version.to_string(),
+            digest: self.digest,
         }
     }
 

@@ -26,6 +26,20 @@ pub enum ErrorCode {
     InvalidRequest,
     /// The request body is larger than the endpoint accepts.
     PayloadTooLarge,
+    /// No `Authorization` header: the request is not signed.
+    MissingAuthorization,
+    /// The signing key is not known (or was revoked).
+    UnknownAccessKey,
+    /// The signature does not verify, or the signed request is malformed.
+    InvalidSignature,
+    /// The request was signed too long ago (or in the future).
+    SignatureExpired,
+    /// The same signature was already accepted once.
+    ReplayedRequest,
+    /// Governance denied the request.
+    GovernanceDenied,
+    /// Too many requests from this principal or address.
+    RateLimitExceeded,
     /// No such route.
     NotFound,
     /// The route exists but not for this method.
@@ -58,6 +72,13 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::MissingAuthorization
+            | Self::UnknownAccessKey
+            | Self::InvalidSignature
+            | Self::SignatureExpired
+            | Self::ReplayedRequest => StatusCode::UNAUTHORIZED,
+            Self::GovernanceDenied => StatusCode::FORBIDDEN,
+            Self::RateLimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound | Self::PluginNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -77,6 +98,13 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest => "INVALID_REQUEST",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::MissingAuthorization => "MISSING_AUTHORIZATION",
+            Self::UnknownAccessKey => "UNKNOWN_ACCESS_KEY",
+            Self::InvalidSignature => "INVALID_SIGNATURE",
+            Self::SignatureExpired => "SIGNATURE_EXPIRED",
+            Self::ReplayedRequest => "REPLAYED_REQUEST",
+            Self::GovernanceDenied => "GOVERNANCE_DENIED",
+            Self::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
             Self::NotFound => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::PluginNotFound => "PLUGIN_NOT_FOUND",
@@ -101,11 +129,12 @@ impl fmt::Display for ErrorCode {
 
 /// An error on its way to the client: a code, a message that says what to fix,
 /// and for retryable codes how long to wait.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     code: ErrorCode,
     message: String,
     retry_after_secs: Option<u64>,
+    details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -115,7 +144,16 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// Adds a top-level member to the envelope next to `error` (for example
+    /// the governance decision behind a `GOVERNANCE_DENIED`).
+    pub fn with_detail(mut self, key: &str, value: impl serde::Serialize) -> Self {
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        self.details.insert(key.to_owned(), value);
+        self
     }
 
     /// An internal fault. The detail goes to the log with the correlation id;
@@ -159,6 +197,9 @@ pub struct ErrorEnvelope {
     pub error: ErrorBody,
     pub correlation_id: String,
     pub timestamp: String,
+    /// Members some errors add (see [`ApiError::with_detail`]).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The `error` member of [`ErrorEnvelope`].
@@ -183,6 +224,7 @@ impl IntoResponse for ApiError {
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
             timestamp: crate::timestamp(),
+            details: self.details,
         };
         let mut response = (self.code.status(), axum::Json(envelope)).into_response();
         if let Some(secs) = self.retry_after_secs {
@@ -241,6 +283,8 @@ mod tests {
         for code in [
             ErrorCode::InvalidRequest,
             ErrorCode::PluginMemoryLimit,
+            ErrorCode::ReplayedRequest,
+            ErrorCode::RateLimitExceeded,
             ErrorCode::Overloaded,
             ErrorCode::InternalError,
         ] {

@@ -1,0 +1,91 @@
+//! Governance decision cost at 10, 100 and 1,000 policies, with slicing (the
+//! default) and without, to show that unrelated policies cost nothing.
+//!
+//! ```text
+//! cargo bench -p governance --bench decide
+//! ```
+//!
+//! Each set holds one permit that matches the request plus N-1 policies
+//! scoped to other plugins and tenants: what a busy multi-tenant set looks
+//! like from one request's point of view.
+
+#![allow(clippy::expect_used)] // a benchmark fails loudly
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use divan::Bencher;
+use governance::{
+    DecisionRequest, Governance, GovernanceConfig, LocalPolicyDir, PluginInfo, Principal,
+    PrincipalKind,
+};
+
+fn main() {
+    divan::main();
+}
+
+fn governance(policies: usize, slice: bool) -> (tempfile::TempDir, Governance) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = String::from(
+        "@id(\"developers-may-dispatch-examples\") permit(principal in AgentRuntime::Group::\"developers\", action, resource) when { resource.tags.contains(\"example\") };\n",
+    );
+    for i in 1..policies {
+        let line = if i % 2 == 0 {
+            format!(
+                "permit(principal, action, resource == AgentRuntime::Plugin::\"plugin-{i}\") when {{ context.intent == \"run\" }};\n"
+            )
+        } else {
+            format!(
+                "forbid(principal in AgentRuntime::Tenant::\"tenant-{i}\", action, resource) when {{ resource.tags.contains(\"restricted\") }};\n"
+            )
+        };
+        text.push_str(&line);
+    }
+    std::fs::write(dir.path().join("bench.cedar"), text).expect("write policies");
+    let config = GovernanceConfig {
+        slice,
+        ..GovernanceConfig::default()
+    };
+    let governance =
+        Governance::load(Arc::new(LocalPolicyDir::new(dir.path())), config).expect("load");
+    (dir, governance)
+}
+
+#[divan::bench(args = [10, 100, 1000], sample_count = 1000)]
+fn sliced(bencher: Bencher, policies: usize) {
+    run(bencher, policies, true);
+}
+
+#[divan::bench(args = [10, 100, 1000], sample_count = 300)]
+fn unsliced(bencher: Bencher, policies: usize) {
+    run(bencher, policies, false);
+}
+
+fn run(bencher: Bencher, policies: usize, slice: bool) {
+    let (_dir, governance) = governance(policies, slice);
+    let principal = Principal {
+        id: "dev".into(),
+        kind: PrincipalKind::User,
+        groups: vec!["developers".into()],
+        tenant: "local".into(),
+    };
+    let plugin = PluginInfo {
+        name: "keywords".into(),
+        version: semver::Version::new(1, 0, 0),
+        publisher: "agent-runtime".into(),
+        tags: BTreeSet::from(["example".to_owned()]),
+    };
+    bencher.bench_local(|| {
+        let decision = governance.decide_now(&DecisionRequest {
+            principal: &principal,
+            plugin: &plugin,
+            intent: "extract",
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            time: SystemTime::now(),
+        });
+        assert!(decision.allowed);
+        decision
+    });
+}

@@ -1,0 +1,134 @@
+//! The question governance answers and the answer, as values.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use semver::Version;
+use serde::Serialize;
+
+/// A person or a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrincipalKind {
+    User,
+    Service,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub id: String,
+    pub kind: PrincipalKind,
+    pub groups: Vec<String>,
+    pub tenant: String,
+}
+
+/// The plugin version asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: Version,
+    pub publisher: String,
+    pub tags: BTreeSet<String>,
+}
+
+/// One `dispatch` question.
+#[derive(Debug, Clone)]
+pub struct DecisionRequest<'a> {
+    pub principal: &'a Principal,
+    pub plugin: &'a PluginInfo,
+    /// The caller's intent, as sent.
+    pub intent: &'a str,
+    /// The client's address.
+    pub source_ip: IpAddr,
+    pub time: SystemTime,
+}
+
+/// Why a decision came out as it did: a stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A permit matched and no forbid did.
+    Allowed,
+    /// A forbid matched.
+    ForbiddenByPolicy,
+    /// Nothing permits the request (the default).
+    NoPermittingPolicy,
+    /// A policy failed to evaluate and nothing else permits the request.
+    EvaluationError,
+    /// The request does not fit the schema (a bug, or unexpected input).
+    InvalidRequest,
+    /// No usable policy set: not loaded, or the source has been unreachable
+    /// past the staleness bound.
+    Unavailable,
+}
+
+impl Outcome {
+    /// The code as it appears on the wire and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::ForbiddenByPolicy => "forbidden_by_policy",
+            Self::NoPermittingPolicy => "no_permitting_policy",
+            Self::EvaluationError => "evaluation_error",
+            Self::InvalidRequest => "invalid_request",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// An answer. Every path that is not an explicit allow is a deny.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Outcome,
+    /// Ids of the policies that decided (the permits for an allow, the
+    /// forbids for a deny).
+    pub policies: Vec<String>,
+    /// Evaluation errors, if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// Hash of the policy set that decided.
+    pub policy_set: String,
+    pub decision_time_us: u64,
+}
+
+impl Decision {
+    pub(crate) fn deny(
+        reason: Outcome,
+        errors: Vec<String>,
+        policy_set: String,
+        decision_time_us: u64,
+    ) -> Self {
+        Self {
+            allowed: false,
+            reason,
+            policies: Vec::new(),
+            errors,
+            policy_set,
+            decision_time_us,
+        }
+    }
+
+    /// One line for people: why this was decided.
+    pub fn explain(&self) -> String {
+        match self.reason {
+            Outcome::Allowed => format!("allowed by {}", self.policies.join(", ")),
+            Outcome::ForbiddenByPolicy => {
+                format!("forbidden by policy {}", self.policies.join(", "))
+            }
+            Outcome::NoPermittingPolicy => "no policy permits this request".to_owned(),
+            Outcome::EvaluationError => {
+                format!("policy evaluation failed: {}", self.errors.join("; "))
+            }
+            Outcome::InvalidRequest => format!(
+                "the request does not fit the policy schema: {}",
+                self.errors.join("; ")
+            ),
+            Outcome::Unavailable => {
+                format!("governance is unavailable: {}", self.errors.join("; "))
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Calls to Axon: signed with Orbit's own key, pooled connections, a
+//! deadline, retries only for requests that never reached Axon, and a
+//! circuit breaker.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use auth::{LocalKeyring, SigningKey};
+use plugin_store::PluginRef;
+use rand::RngExt;
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use service_kit::error::ErrorEnvelope;
+use service_kit::{ApiError, CorrelationId, ErrorCode};
+
+use crate::breaker::{Breaker, BreakerState};
+use crate::metrics::OrbitMetrics;
+
+/// Time allowed on top of a plugin's own deadline (Axon enforces the deadline;
+/// this covers the hop and Axon's own work).
+const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+/// First retry delay; doubled per attempt, with up to 100% jitter.
+const RETRY_BASE: Duration = Duration::from_millis(25);
+
+/// How Orbit reaches Axon.
+#[derive(Debug, Clone)]
+pub struct AxonClientConfig {
+    /// e.g. `http://127.0.0.1:8081`.
+    pub base_url: String,
+    /// The principal whose key signs the calls (`orbit`).
+    pub principal: String,
+    pub region: String,
+    /// Retries of calls that never reached Axon (connection refused or reset
+    /// before sending).
+    pub retries: u32,
+    pub breaker_failures: u32,
+    pub breaker_open_for: Duration,
+}
+
+/// A plugin's answer as Axon returns it.
+#[derive(Debug, Deserialize)]
+pub struct AxonAnswer {
+    pub output: Box<RawValue>,
+    #[serde(default)]
+    pub confidence: Option<f64>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+    pub plugin: PluginRef,
+}
+
+pub struct AxonClient {
+    http: reqwest::Client,
+    reason_url: String,
+    ready_url: String,
+    keyring: Arc<LocalKeyring>,
+    config: AxonClientConfig,
+    breaker: Breaker,
+    metrics: OrbitMetrics,
+}
+
+fn unavailable(message: impl Into<String>, retry_after: Duration) -> ApiError {
+    ApiError::new(ErrorCode::ServiceUnavailable, message).retry_after(retry_after.as_secs().max(1))
+}
+
+impl AxonClient {
+    pub fn new(
+        config: AxonClientConfig,
+        keyring: Arc<LocalKeyring>,
+        metrics: OrbitMetrics,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        let base = config.base_url.trim_end_matches('/').to_owned();
+        Ok(Self {
+            http,
+            reason_url: format!("{base}/v1/reason"),
+            ready_url: format!("{base}/ready"),
+            keyring,
+            breaker: Breaker::new(config.breaker_failures, config.breaker_open_for),
+            config,
+            metrics,
+        })
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        let state = self.breaker.state();
+        self.metrics.breaker.set(state.gauge());
+        state
+    }
+
+    fn signing_key(&self) -> Result<SigningKey, ApiError> {
+        let key = self.keyring.newest_key_of(&self.config.principal).ok_or_else(|| {
+            tracing::error!(principal = %self.config.principal, "orbit has no key to sign calls to axon");
+            unavailable("orbit cannot sign calls to axon: it has no key (see the runbook)", Duration::from_secs(5))
+        })?;
+        Ok(SigningKey {
+            access_key_id: key.access_key_id.clone(),
+            secret_access_key: key.secret_access_key.clone(),
+            region: self.config.region.clone(),
+        })
+    }
+
+    /// `POST /v1/reason` with `body`; `deadline` is the plugin's own.
+    pub async fn reason(
+        &self,
+        correlation_id: &CorrelationId,
+        body: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<AxonAnswer, ApiError> {
+        let admission = match self.breaker.admit() {
+            Ok(admission) => admission,
+            Err(wait) => {
+                self.metrics.axon_call("breaker_open", None);
+                self.breaker_state();
+                return Err(unavailable(
+                    "axon is unavailable (circuit open); retry shortly",
+                    wait,
+                ));
+            }
+        };
+        let key = self.signing_key()?;
+        let body = bytes::Bytes::from(body);
+        let started = Instant::now();
+        let mut attempt = 0;
+        let response = loop {
+            // A fresh request id per attempt: each signature is used once.
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let headers = [
+                ("content-type", "application/json"),
+                ("x-correlation-id", correlation_id.as_str()),
+                ("x-orbit-request-id", request_id.as_str()),
+            ];
+            let signed = auth::sign(
+                &key,
+                "POST",
+                &self.reason_url,
+                &headers,
+                &body,
+                SystemTime::now(),
+            )
+            .map_err(ApiError::internal)?;
+            let mut request = self.http.post(&self.reason_url).body(body.clone());
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            for (name, value) in signed {
+                request = request.header(name, value);
+            }
+            match tokio::time::timeout(deadline + DEADLINE_MARGIN, request.send()).await {
+                Ok(Ok(response)) => break response,
+                Ok(Err(error)) if error.is_connect() && attempt < self.config.retries => {
+                    attempt += 1;
+                    let backoff = RETRY_BASE * 2u32.pow(attempt - 1);
+                    let jitter = backoff.mul_f64(rand::rng().random_range(0.0..1.0));
+                    tracing::debug!(%error, attempt, "axon unreachable; retrying");
+                    tokio::time::sleep(backoff + jitter).await;
+                }
+                Ok(Err(error)) => {
+                    admission.failed();
+                    self.breaker_state();
+                    self.metrics.axon_call("unreachable", None);
+                    tracing::warn!(%error, "axon is unreachable");
+                    return Err(unavailable(
+                        "axon is unreachable; retry shortly",
+                        Duration::from_secs(1),
+                    ));
+                }
+                Err(_elapsed) => {
+                    admission.failed();
+                    self.breaker_state();
+                    self.metrics.axon_call("timed_out", None);
+                    tracing::warn!("axon did not answer in time");
+                    return Err(unavailable(
+                        "axon did not answer in time",
+                        Duration::from_secs(1),
+                    ));
+                }
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                admission.failed();
+                self.breaker_state();
+                self.metrics.axon_call("unreachable", None);
+                tracing::warn!(%error, "axon's answer was cut off");
+                return Err(unavailable(
+                    "axon's answer was cut off; retry",
+                    Duration::from_secs(1),
+                ));
+            }
+        };
+        admission.succeeded();
+        self.breaker_state();
+        self.metrics.axon_call(
+            if status.is_success() {
+                "answered"
+            } else {
+                "rejected"
+            },
+            Some(started.elapsed().as_secs_f64()),
+        );
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::internal(format!("axon answered 200 with an unreadable body: {e}"))
+            });
+        }
+        let envelope: ErrorEnvelope = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::internal(format!(
+                "axon answered {status} without an error envelope: {e}"
+            ))
+        })?;
+        if status == StatusCode::UNAUTHORIZED {
+            tracing::error!(code = %envelope.error.code, message = %envelope.error.message, "axon refused orbit's signature");
+            return Err(unavailable(
+                "orbit cannot authenticate to axon (check that both use the same keyring)",
+                Duration::from_secs(5),
+            ));
+        }
+        let error = ApiError::new(envelope.error.code, envelope.error.message);
+        Err(match retry_after {
+            Some(secs) => error.retry_after(secs),
+            None => error,
+        })
+    }
+
+    /// Whether Axon answers `/ready` now.
+    pub async fn ready(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.http.get(&self.ready_url).send()).await,
+            Ok(Ok(response)) if response.status().is_success()
+        )
+    }
+}

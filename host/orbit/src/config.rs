@@ -1,0 +1,126 @@
+//! Orbit's configuration: command-line flags with environment fallbacks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::axon_client::AxonClientConfig;
+use crate::rate_limit::Rate;
+
+/// Everything Orbit needs to start; every default suits the local stack.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrbitConfig {
+    /// Address to serve on.
+    #[arg(long, env = "ORBIT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the local stack's state: keyring (`keys.json`), policies
+    /// (`policies/`), plugin registry (`plugins/`).
+    #[arg(long, env = "AGENT_RUNTIME_DATA_DIR", default_value = ".agent-runtime")]
+    pub data_dir: PathBuf,
+    /// Axon's base URL.
+    #[arg(long, env = "ORBIT_AXON_URL", default_value = "http://127.0.0.1:8081")]
+    pub axon_url: String,
+    /// The SigV4 region clients sign for (service `execute-api`).
+    #[arg(long, env = "AGENT_RUNTIME_REGION", default_value = auth::DEFAULT_REGION)]
+    pub region: String,
+    /// The principal whose key Orbit signs its calls to Axon with.
+    #[arg(long, default_value = "orbit")]
+    pub service_principal: String,
+    /// Sustained requests per second per principal.
+    #[arg(long, default_value_t = 50)]
+    pub principal_rate: u32,
+    /// Burst per principal.
+    #[arg(long, default_value_t = 100)]
+    pub principal_burst: u32,
+    /// Sustained requests per second per client address.
+    #[arg(long, default_value_t = 100)]
+    pub ip_rate: u32,
+    /// Burst per client address.
+    #[arg(long, default_value_t = 200)]
+    pub ip_burst: u32,
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy
+    /// that sets it).
+    #[arg(long)]
+    pub trust_forwarded_for: bool,
+    /// Largest request body, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub max_body_kib: u32,
+    /// Retries of calls that never reached Axon.
+    #[arg(long, default_value_t = 2)]
+    pub axon_retries: u32,
+    /// Consecutive Axon failures that open the circuit breaker.
+    #[arg(long, default_value_t = 5)]
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe, in ms.
+    #[arg(long, default_value_t = 2000)]
+    pub breaker_open_ms: u64,
+    /// How often policies, keys and the plugin list are re-read, in seconds.
+    #[arg(long, default_value_t = 2)]
+    pub refresh_secs: u64,
+    /// How long the last good policy set serves while the policy source
+    /// cannot be read; then every request is denied. In seconds.
+    #[arg(long, default_value_t = 300)]
+    pub policy_max_staleness_secs: u64,
+}
+
+impl OrbitConfig {
+    /// The defaults, as if no flag were given, with `data_dir`, `listen` and
+    /// the Axon URL set.
+    pub fn local(data_dir: PathBuf, listen: SocketAddr, axon_url: String) -> Self {
+        Self {
+            listen,
+            data_dir,
+            axon_url,
+            region: auth::DEFAULT_REGION.to_owned(),
+            service_principal: "orbit".to_owned(),
+            principal_rate: 50,
+            principal_burst: 100,
+            ip_rate: 100,
+            ip_burst: 200,
+            trust_forwarded_for: false,
+            max_body_kib: 1024,
+            axon_retries: 2,
+            breaker_failures: 5,
+            breaker_open_ms: 2000,
+            refresh_secs: 2,
+            policy_max_staleness_secs: 300,
+        }
+    }
+
+    pub fn keyring_path(&self) -> PathBuf {
+        self.data_dir.join("keys.json")
+    }
+
+    pub fn policy_dir(&self) -> PathBuf {
+        self.data_dir.join("policies")
+    }
+
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.data_dir.join("plugins")
+    }
+
+    pub(crate) fn axon_client(&self) -> AxonClientConfig {
+        AxonClientConfig {
+            base_url: self.axon_url.clone(),
+            principal: self.service_principal.clone(),
+            region: self.region.clone(),
+            retries: self.axon_retries,
+            breaker_failures: self.breaker_failures,
+            breaker_open_for: Duration::from_millis(self.breaker_open_ms),
+        }
+    }
+
+    pub(crate) fn principal_rate(&self) -> Rate {
+        Rate {
+            per_second: self.principal_rate,
+            burst: self.principal_burst,
+        }
+    }
+
+    pub(crate) fn ip_rate(&self) -> Rate {
+        Rate {
+            per_second: self.ip_rate,
+            burst: self.ip_burst,
+        }
+    }
+}

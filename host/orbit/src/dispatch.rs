@@ -1,0 +1,220 @@
+//! `POST /dispatch`: Think -> Govern -> Act.
+//!
+//! The caller is who signed the request (never anything in the body). The
+//! plugin version is resolved (the newest release if none is named),
+//! governance decides, and only on an allow is the request signed again by
+//! Orbit and sent to Axon.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use auth::Authenticated;
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use governance::{Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind};
+use plugin_store::{PluginName, PluginRef, Version};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use service_kit::{ApiError, ApiJson, CorrelationId, ErrorCode};
+
+use crate::catalogue::ResolveError;
+use crate::server::OrbitState;
+
+/// How long Orbit waits for a plugin that does not state a deadline: the
+/// longest Axon allows by default (Axon enforces the real one).
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `POST /dispatch` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchBody {
+    pub plugin: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    pub intent: String,
+    pub input: Box<RawValue>,
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+/// The governance part of a response.
+#[derive(Debug, Serialize)]
+struct GovernanceSummary<'a> {
+    allowed: bool,
+    reason: Outcome,
+    policies: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    errors: &'a [String],
+    policy_set: &'a str,
+    decision_time_us: u64,
+}
+
+impl<'a> From<&'a Decision> for GovernanceSummary<'a> {
+    fn from(d: &'a Decision) -> Self {
+        Self {
+            allowed: d.allowed,
+            reason: d.reason,
+            policies: &d.policies,
+            errors: &d.errors,
+            policy_set: &d.policy_set,
+            decision_time_us: d.decision_time_us,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DispatchReply<'a> {
+    status: &'static str,
+    output: &'a RawValue,
+    confidence: Option<f64>,
+    notes: &'a [String],
+    plugin: &'a PluginRef,
+    correlation_id: &'a str,
+    timestamp: String,
+    governance: GovernanceSummary<'a>,
+}
+
+/// What Orbit sends Axon: the caller's input passed through as raw JSON.
+#[derive(Serialize)]
+struct AxonReason<'a> {
+    plugin: &'a str,
+    version: String,
+    request: AxonRequest<'a>,
+}
+
+#[derive(Serialize)]
+struct AxonRequest<'a> {
+    intent: &'a str,
+    input: &'a RawValue,
+    context: &'a BTreeMap<String, String>,
+}
+
+fn principal_of(caller: &Authenticated) -> Principal {
+    let identity = caller.identity();
+    Principal {
+        id: identity.principal.clone(),
+        kind: match identity.kind {
+            auth::PrincipalKind::User => PrincipalKind::User,
+            auth::PrincipalKind::Service => PrincipalKind::Service,
+        },
+        groups: identity.groups.clone(),
+        tenant: identity.tenant.clone(),
+    }
+}
+
+pub async fn dispatch(
+    State(state): State<OrbitState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    caller: Authenticated,
+    correlation_id: CorrelationId,
+    ApiJson(body): ApiJson<DispatchBody>,
+) -> Result<Response, ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidRequest, message);
+    let name: PluginName = body
+        .plugin
+        .parse()
+        .map_err(|e| invalid(format!("`plugin`: {e}")))?;
+    let version: Option<Version> = body
+        .version
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| {
+            invalid(format!(
+                "`version` must be a semantic version such as `1.0.0`: {e}"
+            ))
+        })?;
+
+    // Resolve what would run.
+    let manifest = state
+        .catalogue()
+        .resolve(&name, version.as_ref())
+        .await
+        .map_err(|e| match e {
+            ResolveError::Unavailable(_) => {
+                ApiError::new(ErrorCode::ServiceUnavailable, e.to_string()).retry_after(1)
+            }
+            _ => ApiError::new(ErrorCode::PluginNotFound, e.to_string()),
+        })?;
+    let plugin_ref = manifest.reference();
+
+    // Govern.
+    let principal = principal_of(&caller);
+    let plugin = PluginInfo {
+        name: manifest.name.to_string(),
+        version: manifest.version.clone(),
+        publisher: manifest.publisher.clone(),
+        tags: manifest.tags.clone(),
+    };
+    let decision = state
+        .decider()
+        .decide(&DecisionRequest {
+            principal: &principal,
+            plugin: &plugin,
+            intent: &body.intent,
+            source_ip: state.limits().client_ip(peer, &headers),
+            time: SystemTime::now(),
+        })
+        .await;
+    state
+        .metrics()
+        .decision(decision.reason.as_str(), decision.decision_time_us);
+    if !decision.allowed {
+        tracing::info!(principal = %principal.id, plugin = %name, reason = decision.reason.as_str(), policies = ?decision.policies, "dispatch denied");
+        let (code, status) = if decision.reason == Outcome::Unavailable {
+            (ErrorCode::ServiceUnavailable, "unavailable")
+        } else {
+            (ErrorCode::GovernanceDenied, "denied")
+        };
+        let mut error = ApiError::new(
+            code,
+            format!(
+                "`{}` may not dispatch `{name}`: {}",
+                principal.id,
+                decision.explain()
+            ),
+        )
+        .with_detail("status", status)
+        .with_detail("plugin", &plugin_ref)
+        .with_detail("governance", GovernanceSummary::from(&decision));
+        if code == ErrorCode::ServiceUnavailable {
+            error = error.retry_after(5);
+        }
+        return Err(error);
+    }
+
+    // Act.
+    let axon_body = serde_json::to_vec(&AxonReason {
+        plugin: name.as_str(),
+        version: manifest.version.to_string(),
+        request: AxonRequest {
+            intent: &body.intent,
+            input: &body.input,
+            context: &body.context,
+        },
+    })
+    .map_err(ApiError::internal)?;
+    let deadline = manifest
+        .limits
+        .deadline_ms
+        .map_or(DEFAULT_DEADLINE, |ms| Duration::from_millis(u64::from(ms)));
+    let answer = state
+        .axon()
+        .reason(&correlation_id, axon_body, deadline)
+        .await?;
+    let reply = DispatchReply {
+        status: "success",
+        output: &answer.output,
+        confidence: answer.confidence,
+        notes: &answer.notes,
+        plugin: &answer.plugin,
+        correlation_id: correlation_id.as_str(),
+        timestamp: service_kit::timestamp(),
+        governance: GovernanceSummary::from(&decision),
+    };
+    Ok(Json(reply).into_response())
+}

@@ -1,0 +1,148 @@
+//! Orbit: the front door of agent-runtime.
+//!
+//! `POST /dispatch` authenticates the caller (SigV4 with keys Orbit issued),
+//! applies rate limits, resolves the plugin version, asks governance, and
+//! only after an allow signs its own request to Axon and returns the answer
+//! with the decision that allowed it (Think -> Govern -> Act).
+//!
+//! ```text
+//! per-address limit -> SigV4 -> per-principal limit -> dispatch
+//!     dispatch: resolve version (catalogue) -> decide (governance) -> call Axon (signed, breaker)
+//! ```
+
+pub mod axon_client;
+pub mod breaker;
+pub mod catalogue;
+pub mod client;
+pub mod config;
+pub mod dispatch;
+pub mod metrics;
+pub mod rate_limit;
+pub mod server;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use governance::{Governance, GovernanceConfig, LocalPolicyDir};
+use prometheus_client::registry::Registry;
+use service_kit::metrics::{HttpMetrics, MetricsEndpoint};
+use tokio::net::TcpListener;
+
+pub use config::OrbitConfig;
+pub use server::{OrbitState, router};
+
+/// Builds Orbit on the embedded defaults: the keyring, the policy directory
+/// and the plugin registry under `data_dir`. Invalid policies are an error:
+/// Orbit does not start without a valid policy set.
+pub async fn build(config: &OrbitConfig) -> anyhow::Result<OrbitState> {
+    let keyring = Arc::new(
+        auth::LocalKeyring::open(&config.keyring_path()).with_context(|| {
+            format!("opening the keyring `{}`", config.keyring_path().display())
+        })?,
+    );
+    let governance = Governance::load(
+        Arc::new(LocalPolicyDir::new(&config.policy_dir())),
+        GovernanceConfig {
+            max_staleness: Duration::from_secs(config.policy_max_staleness_secs),
+            ..GovernanceConfig::default()
+        },
+    )
+    .with_context(|| {
+        format!(
+            "loading the policies in `{}`",
+            config.policy_dir().display()
+        )
+    })?;
+    let source = {
+        let dir = config.plugin_dir();
+        let blobs = plugin_store::LocalBlobStore::open(&dir).await?;
+        let registry = plugin_store::LocalRegistry::open(&dir).await?;
+        plugin_store::PluginSource::new(Arc::new(blobs), Arc::new(registry))
+    };
+    let catalogue = catalogue::Catalogue::load(source)
+        .await
+        .context("reading the plugin registry")?;
+
+    let mut registry = Registry::default();
+    let http_metrics = HttpMetrics::register(&mut registry);
+    let metrics = metrics::OrbitMetrics::register(&mut registry);
+    let axon =
+        axon_client::AxonClient::new(config.axon_client(), keyring.clone(), metrics.clone())?;
+    let max_body_bytes = config.max_body_kib as usize * 1024;
+    let verifier = auth::Verifier::new(
+        auth::VerifierConfig {
+            region: config.region.clone(),
+            ..auth::VerifierConfig::default()
+        },
+        keyring.clone(),
+    );
+    let governance = Arc::new(governance);
+    let state = OrbitState::new(server::Inner {
+        catalogue,
+        decider: governance.clone(),
+        local_governance: Some(governance),
+        axon,
+        limits: Arc::new(rate_limit::RateLimits::new(
+            config.principal_rate(),
+            config.ip_rate(),
+            config.trust_forwarded_for,
+        )),
+        sigv4: auth::middleware::SigV4 {
+            verifier: Arc::new(verifier),
+            max_body_bytes,
+        },
+        metrics,
+        http_metrics,
+        endpoint: MetricsEndpoint::new(registry),
+        max_body_bytes,
+    });
+    auth::keyring::spawn_reloader(&keyring, Duration::from_secs(config.refresh_secs));
+    spawn_refresher(&state, Duration::from_secs(config.refresh_secs));
+    Ok(state)
+}
+
+/// Re-reads policies and the plugin list, and prunes idle rate-limit keys,
+/// until the state is dropped.
+fn spawn_refresher(state: &OrbitState, every: Duration) {
+    let weak = state.downgrade();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(inner) = weak.upgrade() else { break };
+            if let Err(error) = inner.catalogue.refresh().await {
+                tracing::warn!(%error, "cannot refresh the plugin list; keeping the last one");
+            }
+            inner.limits.prune();
+            if let Some(governance) = inner.local_governance.clone() {
+                let refreshed = tokio::task::spawn_blocking(move || governance.refresh()).await;
+                if let Ok(Err(error)) = refreshed {
+                    tracing::warn!(%error, "policy refresh failed");
+                }
+            }
+        }
+    });
+}
+
+/// Serves Orbit on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: OrbitState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    tracing::info!(%addr, "orbit listening");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving orbit")
+}

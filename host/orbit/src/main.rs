@@ -1,0 +1,30 @@
+//! The Orbit binary: parse flags, set up logging, serve.
+
+use anyhow::Context;
+use clap::Parser;
+use service_kit::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "orbit",
+    version,
+    about = "The /dispatch front door: SigV4, rate limits, governance, then Axon"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: orbit::OrbitConfig,
+    /// Log format: `json` or `text`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, "info");
+    let state = orbit::build(&cli.config).await?;
+    let listener = tokio::net::TcpListener::bind(cli.config.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.config.listen))?;
+    orbit::serve(listener, state, service_kit::shutdown_signal()).await
+}

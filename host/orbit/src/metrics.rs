@@ -1,0 +1,79 @@
+//! Orbit's Prometheus metrics (HTTP requests by route and status come from
+//! `service_kit::metrics::HttpMetrics`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use service_kit::metrics::latency_histogram;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// Every metric Orbit adds.
+#[derive(Clone)]
+pub struct OrbitMetrics {
+    decisions: Family<OutcomeLabel, Counter>,
+    decision_latency: Histogram,
+    axon_calls: Family<OutcomeLabel, Counter>,
+    axon_latency: Histogram,
+    pub(crate) breaker: Gauge,
+}
+
+impl OrbitMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            decisions: Family::default(),
+            decision_latency: latency_histogram(),
+            axon_calls: Family::default(),
+            axon_latency: latency_histogram(),
+            breaker: Gauge::default(),
+        };
+        registry.register(
+            "orbit_governance_decisions",
+            "Governance decisions by outcome (allowed, forbidden_by_policy, no_permitting_policy, evaluation_error, invalid_request, unavailable)",
+            metrics.decisions.clone(),
+        );
+        registry.register(
+            "orbit_governance_decision_seconds",
+            "Time to decide, as governance measured it",
+            metrics.decision_latency.clone(),
+        );
+        registry.register(
+            "orbit_axon_calls",
+            "Calls to Axon by outcome (answered, unreachable, timed_out, rejected, breaker_open)",
+            metrics.axon_calls.clone(),
+        );
+        registry.register(
+            "orbit_axon_call_seconds",
+            "Latency of calls to Axon that got an answer",
+            metrics.axon_latency.clone(),
+        );
+        registry.register(
+            "orbit_axon_breaker_state",
+            "Circuit breaker towards Axon: 0 closed, 1 half-open, 2 open",
+            metrics.breaker.clone(),
+        );
+        metrics
+    }
+
+    pub fn decision(&self, outcome: &'static str, micros: u64) {
+        self.decisions
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        self.decision_latency.observe(micros as f64 / 1e6);
+    }
+
+    pub fn axon_call(&self, outcome: &'static str, seconds: Option<f64>) {
+        self.axon_calls
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        if let Some(seconds) = seconds {
+            self.axon_latency.observe(seconds);
+        }
+    }
+}

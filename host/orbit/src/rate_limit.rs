@@ -1,0 +1,229 @@
+//! Rate limits per principal and per client address (GCRA, `governor`), and
+//! the `X-RateLimit-*` headers every limited route answers with.
+
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use auth::Authenticated;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::Clock;
+use governor::middleware::StateInformationMiddleware;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use service_kit::{ApiError, ErrorCode};
+
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// A rate: `per_second` sustained, bursts up to `burst`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    fn quota(self) -> Quota {
+        let per_second = NonZeroU32::new(self.per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(self.burst).unwrap_or(per_second);
+        Quota::per_second(per_second).allow_burst(burst)
+    }
+}
+
+type Limiter<K> = DefaultKeyedRateLimiter<K, StateInformationMiddleware>;
+
+/// What one check found, for the headers.
+#[derive(Debug, Clone, Copy)]
+struct Standing {
+    limit: u32,
+    remaining: u32,
+    reset: Duration,
+}
+
+struct Keyed<K: Hash + Eq + Clone> {
+    limiter: Limiter<K>,
+    quota: Quota,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    fn new(rate: Rate) -> Self {
+        let quota = rate.quota();
+        Self {
+            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            quota,
+        }
+    }
+
+    fn check(&self, key: &K) -> Result<Standing, Standing> {
+        let limit = self.quota.burst_size().get();
+        match self.limiter.check_key(key) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let reset = self.quota.replenish_interval() * (limit - remaining);
+                Ok(Standing {
+                    limit,
+                    remaining,
+                    reset,
+                })
+            }
+            Err(not_until) => Err(Standing {
+                limit,
+                remaining: 0,
+                reset: not_until.wait_time_from(self.limiter.clock().now()),
+            }),
+        }
+    }
+}
+
+/// The limits of one Orbit.
+pub struct RateLimits {
+    per_principal: Keyed<String>,
+    per_ip: Keyed<IpAddr>,
+    trust_forwarded_for: bool,
+}
+
+impl RateLimits {
+    pub fn new(per_principal: Rate, per_ip: Rate, trust_forwarded_for: bool) -> Self {
+        Self {
+            per_principal: Keyed::new(per_principal),
+            per_ip: Keyed::new(per_ip),
+            trust_forwarded_for,
+        }
+    }
+
+    /// Forgets keys idle long enough to be full again, to bound memory.
+    pub fn prune(&self) {
+        self.per_principal.limiter.retain_recent();
+        self.per_ip.limiter.retain_recent();
+    }
+
+    /// The client's address: the peer, or with `--trust-forwarded-for` the
+    /// last address a trusted proxy appended to `X-Forwarded-For`.
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        if self.trust_forwarded_for
+            && let Some(ip) = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|s| s.trim().parse().ok())
+                .next_back()
+        {
+            return ip;
+        }
+        peer.ip()
+    }
+}
+
+fn set_headers(response: &mut Response, standing: Standing, overwrite: bool) {
+    let headers = response.headers_mut();
+    if !overwrite && headers.contains_key(LIMIT) {
+        return;
+    }
+    let reset_secs = standing.reset.as_secs() + u64::from(standing.reset.subsec_nanos() > 0);
+    headers.insert(LIMIT, HeaderValue::from(standing.limit));
+    headers.insert(REMAINING, HeaderValue::from(standing.remaining));
+    headers.insert(RESET, HeaderValue::from(reset_secs));
+}
+
+fn limited(standing: Standing, scope: &str) -> Response {
+    let retry = standing.reset.as_secs().max(1);
+    let mut response = ApiError::new(
+        ErrorCode::RateLimitExceeded,
+        format!("too many requests from this {scope}; retry in {retry} s"),
+    )
+    .retry_after(retry)
+    .into_response();
+    set_headers(&mut response, standing, true);
+    response
+}
+
+/// Middleware, before authentication: the per-address limit.
+pub async fn per_ip(
+    State(limits): State<Arc<RateLimits>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let ip = limits.client_ip(peer, request.headers());
+    match limits.per_ip.check(&ip) {
+        Ok(standing) => {
+            let mut response = next.run(request).await;
+            // The principal's standing, when there is one, is the tighter news.
+            set_headers(&mut response, standing, false);
+            response
+        }
+        Err(standing) => limited(standing, "address"),
+    }
+}
+
+/// Middleware, after authentication: the per-principal limit.
+pub async fn per_principal(
+    State(limits): State<Arc<RateLimits>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(principal) = request
+        .extensions()
+        .get::<Authenticated>()
+        .map(|a| a.identity().principal.clone())
+    else {
+        return ApiError::internal("rate limiting ran before authentication").into_response();
+    };
+    match limits.per_principal.check(&principal) {
+        Ok(standing) => {
+            let mut response = next.run(request).await;
+            set_headers(&mut response, standing, true);
+            response
+        }
+        Err(standing) => limited(standing, "principal"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_allowed_then_limited_with_a_reset() {
+        let keyed = Keyed::<String>::new(Rate {
+            per_second: 1,
+            burst: 2,
+        });
+        let key = "dev".to_owned();
+        let first = keyed.check(&key).unwrap();
+        assert_eq!((first.limit, first.remaining), (2, 1));
+        let second = keyed.check(&key).unwrap();
+        assert_eq!(second.remaining, 0);
+        let refused = keyed.check(&key).unwrap_err();
+        assert_eq!(refused.remaining, 0);
+        assert!(refused.reset > Duration::ZERO && refused.reset <= Duration::from_secs(1));
+        // Another key has its own budget.
+        assert!(keyed.check(&"other".to_owned()).is_ok());
+    }
+
+    #[test]
+    fn forwarded_for_is_used_only_when_trusted() {
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
+        let rate = Rate {
+            per_second: 1,
+            burst: 1,
+        };
+        assert_eq!(
+            RateLimits::new(rate, rate, false).client_ip(peer, &headers),
+            peer.ip()
+        );
+        assert_eq!(
+            RateLimits::new(rate, rate, true).client_ip(peer, &headers),
+            "5.6.7.8".parse::<IpAddr>().unwrap()
+        );
+    }
+}

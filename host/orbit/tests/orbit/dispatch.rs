@@ -1,0 +1,316 @@
+//! `/dispatch` end to end: Think -> Govern -> Act.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{Stack, code};
+
+#[tokio::test]
+async fn an_allowed_dispatch_returns_the_plugins_output_and_the_decision() {
+    let stack = Stack::start().await;
+    let reply = stack
+        .dispatch(json!({
+            "plugin": "keywords",
+            "version": "1.0.0",
+            "intent": "extract",
+            "input": { "text": "cedar policies decide; cedar policies deny", "top": 2 },
+            "context": { "ticket": "T-1" },
+        }))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["status"], "success");
+    assert_eq!(
+        reply.body["output"],
+        json!({ "keywords": ["cedar", "policies"] })
+    );
+    assert_eq!(reply.body["plugin"]["name"], "keywords");
+    assert_eq!(reply.body["plugin"]["version"], "1.0.0");
+    assert!(
+        reply.body["plugin"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let governance = &reply.body["governance"];
+    assert_eq!(governance["allowed"], true);
+    assert_eq!(governance["reason"], "allowed");
+    assert_eq!(
+        governance["policies"],
+        json!(["developers-may-dispatch-examples"])
+    );
+    assert!(governance["decision_time_us"].is_u64());
+    let correlation_id = reply.body["correlation_id"].as_str().unwrap();
+    assert_eq!(reply.headers["x-correlation-id"], correlation_id);
+    for header in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ] {
+        assert!(reply.headers.contains_key(header), "missing {header}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_version_the_newest_release_runs() {
+    let stack = Stack::start().await;
+    let reply = stack
+        .dispatch(json!({ "plugin": "echo", "intent": "x", "input": [1, 2] }))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["output"], json!([1, 2]));
+    assert_eq!(reply.body["plugin"]["version"], "1.0.0");
+}
+
+#[tokio::test]
+async fn a_policy_denial_is_a_403_naming_the_policy() {
+    let stack = Stack::start().await;
+    // triage is tagged `experimental`: only group `beta` may run it.
+    let body = json!({ "plugin": "triage", "intent": "classify", "input": { "subject": "refund please" } });
+    let denied = stack.dispatch(body.clone()).await;
+    assert_eq!(
+        (denied.status, code(&denied)),
+        (StatusCode::FORBIDDEN, "GOVERNANCE_DENIED"),
+        "{}",
+        denied.body
+    );
+    assert_eq!(denied.body["status"], "denied");
+    assert_eq!(denied.body["governance"]["allowed"], false);
+    assert_eq!(denied.body["governance"]["reason"], "forbidden_by_policy");
+    assert_eq!(
+        denied.body["governance"]["policies"],
+        json!(["experimental-only-for-beta"])
+    );
+    assert!(
+        denied.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("experimental-only-for-beta")
+    );
+    assert_eq!(denied.body["plugin"]["name"], "triage");
+
+    let allowed = stack.bea.dispatch(&body).await.unwrap();
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.body);
+    assert_eq!(allowed.body["output"]["category"], "billing");
+}
+
+#[tokio::test]
+async fn policy_edits_take_effect_without_a_restart() {
+    let stack = Stack::start().await;
+    let echo = json!({ "plugin": "echo", "intent": "x", "input": 1 });
+    assert_eq!(stack.dispatch(echo.clone()).await.status, StatusCode::OK);
+    std::fs::write(
+        stack.data_dir.join("policies/no-echo.cedar"),
+        r#"@id("no-echo") forbid(principal, action, resource == AgentRuntime::Plugin::"echo");"#,
+    )
+    .unwrap();
+    let denied = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        stack.dispatch(echo.clone()).await.status == StatusCode::FORBIDDEN
+    })
+    .await;
+    assert!(denied, "the new forbid was not picked up");
+    let reply = stack.dispatch(echo.clone()).await;
+    assert_eq!(reply.body["governance"]["policies"], json!(["no-echo"]));
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx_with_a_stable_code() {
+    let stack = Stack::start().await;
+    let send = |body: Vec<u8>| async {
+        stack
+            .dev
+            .send(reqwest::Method::POST, "/dispatch", body)
+            .await
+            .unwrap()
+    };
+    let cases: Vec<(Vec<u8>, StatusCode, &str, &str)> = vec![
+        (
+            b"{oops".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "invalid request body",
+        ),
+        (
+            json!({ "plugin": "nope", "intent": "x", "input": 1 })
+                .to_string()
+                .into_bytes(),
+            StatusCode::NOT_FOUND,
+            "PLUGIN_NOT_FOUND",
+            "no plugin `nope`",
+        ),
+        (
+            json!({ "plugin": "echo", "version": "7.0.0", "intent": "x", "input": 1 })
+                .to_string()
+                .into_bytes(),
+            StatusCode::NOT_FOUND,
+            "PLUGIN_NOT_FOUND",
+            "no published version `7.0.0`",
+        ),
+        (
+            json!({ "plugin": "echo", "version": "one", "intent": "x", "input": 1 })
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "semantic version",
+        ),
+        (
+            // The principal comes from the signature: the body cannot name one.
+            json!({ "plugin": "triage", "intent": "x", "input": {}, "principal": "bea" })
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "unknown field `principal`",
+        ),
+        (
+            json!({ "plugin": "echo", "intent": "x", "input": "x".repeat(2 << 20) })
+                .to_string()
+                .into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "larger than",
+        ),
+        (
+            // Checked by Axon, passed through by Orbit.
+            json!({ "plugin": "keywords", "intent": "x", "input": { "text": "a", "top": 0 } })
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "PLUGIN_INVALID_INPUT",
+            "`top` must be between 1 and 100",
+        ),
+    ];
+    for (body, status, expected, message) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(100)]).into_owned();
+        let reply = send(body).await;
+        assert_eq!(
+            (reply.status, code(&reply)),
+            (status, expected),
+            "{shown}: {}",
+            reply.body
+        );
+        let text = reply.body["error"]["message"].as_str().unwrap();
+        assert!(text.contains(message), "{shown}: {text}");
+        assert!(
+            reply.body["correlation_id"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+        );
+    }
+}
+
+#[tokio::test]
+async fn plugins_are_listed_for_signed_callers() {
+    let stack = Stack::start().await;
+    let reply = stack
+        .dev
+        .send(reqwest::Method::GET, "/v1/plugins", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let names: Vec<&str> = reply.body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "keywords", "triage"]);
+    assert_eq!(reply.body["plugins"][1]["versions"], json!(["1.0.0"]));
+
+    let unsigned = reqwest::get(format!("{}/v1/plugins", stack.orbit_url))
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let stack = Stack::start().await;
+    let get = |path: &str| reqwest::get(format!("{}{path}", stack.orbit_url));
+    assert_eq!(get("/health").await.unwrap().status(), StatusCode::OK);
+    let ready = crate::support::reply(get("/ready").await.unwrap()).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+
+    stack
+        .dispatch(json!({ "plugin": "echo", "intent": "x", "input": 1 }))
+        .await;
+    stack
+        .dispatch(json!({ "plugin": "triage", "intent": "x", "input": {} }))
+        .await;
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    for line in [
+        r#"orbit_governance_decisions_total{outcome="allowed"} 1"#,
+        r#"orbit_governance_decisions_total{outcome="forbidden_by_policy"} 1"#,
+        r#"orbit_axon_calls_total{outcome="answered"} 1"#,
+        r#"http_requests_total{route="/dispatch",status="200"} 1"#,
+        r#"http_requests_total{route="/dispatch",status="403"} 1"#,
+        "orbit_axon_breaker_state 0",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn past_the_principal_rate_limit_requests_get_429_with_headers() {
+    let stack = Stack::start_with(|c| {
+        c.principal_rate = 1;
+        c.principal_burst = 2;
+    })
+    .await;
+    let body = json!({ "plugin": "echo", "intent": "x", "input": 1 });
+    let first = stack.dispatch(body.clone()).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.headers["x-ratelimit-limit"], "2");
+    assert_eq!(first.headers["x-ratelimit-remaining"], "1");
+    let second = stack.dispatch(body.clone()).await;
+    assert_eq!(second.headers["x-ratelimit-remaining"], "0");
+    let third = stack.dispatch(body.clone()).await;
+    assert_eq!(
+        (third.status, code(&third)),
+        (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED")
+    );
+    assert_eq!(third.headers["x-ratelimit-limit"], "2");
+    assert_eq!(third.headers["x-ratelimit-remaining"], "0");
+    let reset: u64 = third.headers["x-ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&reset), "{reset}");
+    assert_eq!(third.headers["retry-after"], "1");
+    // Another principal has its own budget.
+    assert_eq!(
+        stack.bea.dispatch(&body).await.unwrap().status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn past_the_address_rate_limit_even_unsigned_requests_get_429() {
+    let stack = Stack::start_with(|c| {
+        c.ip_rate = 1;
+        c.ip_burst = 1;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let first = client
+        .post(format!("{}/dispatch", stack.orbit_url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    let second = crate::support::reply(
+        client
+            .post(format!("{}/dispatch", stack.orbit_url))
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (second.status, code(&second)),
+        (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED")
+    );
+}

@@ -1,0 +1,9 @@
+//! Orbit and Axon together over real sockets: SigV4 on both hops,
+//! governance, rate limits, and what happens when Axon goes away.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod dispatch;
+mod resilience;
+mod sigv4;
+mod support;

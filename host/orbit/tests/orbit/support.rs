@@ -1,0 +1,235 @@
+//! A whole stack in-process: keys, default policies, the example plugins,
+//! Axon (SigV4 on, trusting Orbit) and Orbit, each on a loopback port.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use auth::keyring::Identity;
+use auth::{LocalKeyring, PrincipalKind, SigningKey};
+use orbit::OrbitConfig;
+use orbit::client::{OrbitClient, Reply};
+use plugin_store::PublishSpec;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct Server {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap();
+    }
+}
+
+pub struct Stack {
+    _dir: TempDir,
+    pub data_dir: PathBuf,
+    pub orbit_url: String,
+    pub axon_addr: SocketAddr,
+    pub axon_url: String,
+    /// `dev`, in group `developers`.
+    pub dev: OrbitClient,
+    pub dev_key: SigningKey,
+    /// `bea`, in `developers` and `beta`.
+    pub bea: OrbitClient,
+    /// Orbit's own key (the only one Axon accepts).
+    pub orbit_key: SigningKey,
+    pub axon: Option<Server>,
+    _orbit: Server,
+}
+
+fn key(
+    keyring: &LocalKeyring,
+    principal: &str,
+    kind: PrincipalKind,
+    groups: &[&str],
+) -> SigningKey {
+    let key = keyring
+        .create_key(Identity {
+            principal: principal.into(),
+            kind,
+            groups: groups.iter().map(|g| (*g).into()).collect(),
+            tenant: "local".into(),
+        })
+        .unwrap();
+    SigningKey {
+        access_key_id: key.access_key_id,
+        secret_access_key: key.secret_access_key,
+        region: auth::DEFAULT_REGION.into(),
+    }
+}
+
+pub async fn start_axon(data_dir: &Path, addr: SocketAddr) -> (Server, SocketAddr) {
+    let config = axon::AxonConfig::local(data_dir.to_owned(), addr);
+    let source = axon::local_source(&config.plugin_dir()).await.unwrap();
+    let state = axon::build(&config, source).unwrap();
+    axon::start(&config, &state).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        axon::serve(listener, state, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (
+        Server {
+            stop: Some(stop),
+            task,
+        },
+        addr,
+    )
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A stack whose Orbit config `adjust` may change (rate limits are high
+    /// unless a test lowers them).
+    pub async fn start_with(adjust: impl FnOnce(&mut OrbitConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_owned();
+        let keyring = LocalKeyring::open(&data_dir.join("keys.json")).unwrap();
+        let dev_key = key(&keyring, "dev", PrincipalKind::User, &["developers"]);
+        let bea_key = key(
+            &keyring,
+            "bea",
+            PrincipalKind::User,
+            &["developers", "beta"],
+        );
+        let orbit_key = key(&keyring, "orbit", PrincipalKind::Service, &["services"]);
+        governance::LocalPolicyDir::seed(&data_dir.join("policies"), governance::DEFAULT_POLICIES)
+            .unwrap();
+        let source = axon::local_source(&data_dir.join("plugins")).await.unwrap();
+        for example in plugin_artifacts::EXAMPLES {
+            let spec = PublishSpec::from_toml(&example.manifest_text().unwrap().unwrap()).unwrap();
+            source
+                .publish(&example.bytes().unwrap(), spec)
+                .await
+                .unwrap();
+        }
+
+        let (axon, axon_addr) = start_axon(&data_dir, "127.0.0.1:0".parse().unwrap()).await;
+        let axon_url = format!("http://{axon_addr}");
+        let mut config = OrbitConfig::local(
+            data_dir.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            axon_url.clone(),
+        );
+        config.principal_rate = 10_000;
+        config.principal_burst = 10_000;
+        config.ip_rate = 10_000;
+        config.ip_burst = 10_000;
+        config.refresh_secs = 1;
+        adjust(&mut config);
+        let state = orbit::build(&config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let orbit_url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            orbit::serve(listener, state, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            _dir: dir,
+            data_dir,
+            dev: OrbitClient::new(&orbit_url, dev_key.clone()),
+            dev_key,
+            bea: OrbitClient::new(&orbit_url, bea_key),
+            orbit_key,
+            orbit_url,
+            axon_addr,
+            axon_url,
+            axon: Some(axon),
+            _orbit: Server {
+                stop: Some(stop),
+                task,
+            },
+        }
+    }
+
+    /// A signed dispatch as `dev`.
+    pub async fn dispatch(&self, body: serde_json::Value) -> Reply {
+        self.dev.dispatch(&body).await.unwrap()
+    }
+
+    /// Sends `body` to `url` signed with `key` at `time`, with `tamper`
+    /// applied to the request after signing.
+    pub async fn send_signed(
+        url: &str,
+        key: &SigningKey,
+        body: &[u8],
+        time: SystemTime,
+        tamper: impl FnOnce(&mut reqwest::Request),
+    ) -> Reply {
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-correlation-id", "sig-test"),
+        ];
+        let signed = auth::sign(key, "POST", url, &headers, body, time).unwrap();
+        let client = reqwest::Client::new();
+        let mut builder = client.post(url).body(body.to_vec());
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        for (name, value) in signed {
+            builder = builder.header(name, value);
+        }
+        let mut request = builder.build().unwrap();
+        tamper(&mut request);
+        reply(client.execute(request).await.unwrap()).await
+    }
+}
+
+pub async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{status} with a non-JSON body ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn code(reply: &Reply) -> &str {
+    reply.body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error envelope: {} {}", reply.status, reply.body))
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
