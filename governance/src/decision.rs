@@ -8,7 +8,7 @@ use semver::Version;
 use serde::Serialize;
 
 /// A person or a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrincipalKind {
     User,
@@ -55,7 +55,8 @@ pub enum Outcome {
     ForbiddenByPolicy,
     /// Nothing permits the request (the default).
     NoPermittingPolicy,
-    /// A policy failed to evaluate and nothing else permits the request.
+    /// A policy failed to evaluate: a deny whatever else matched (an erroring
+    /// forbid must not let a permit through).
     EvaluationError,
     /// The request does not fit the schema (a bug, or unexpected input).
     InvalidRequest,
@@ -84,7 +85,7 @@ pub struct Decision {
     pub allowed: bool,
     pub reason: Outcome,
     /// Ids of the policies that decided (the permits for an allow, the
-    /// forbids for a deny).
+    /// forbids for a deny; for an evaluation error, those that evaluated).
     pub policies: Vec<String>,
     /// Evaluation errors, if any.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -191,6 +191,29 @@ fn an_unreadable_source_past_the_staleness_bound_denies_everything() {
 }
 
 #[test]
+fn an_erroring_forbid_still_denies_what_a_permit_allows() {
+    let (_dir, governance) = with_policies(
+        r#"@id("all") permit(principal, action, resource);
+           @id("overflowing-forbid") forbid(principal, action, resource) when { resource.version.major + 9223372036854775807 > 0 };"#,
+    );
+    let decision = decide(
+        &governance.unwrap(),
+        &principal("dev", &[], "local"),
+        &plugin("echo", &[]),
+    );
+    assert!(!decision.allowed, "{decision:?}");
+    assert_eq!(decision.reason, Outcome::EvaluationError);
+    assert!(
+        decision
+            .errors
+            .iter()
+            .any(|e| e.contains("overflowing-forbid")),
+        "{:?}",
+        decision.errors
+    );
+}
+
+#[test]
 fn an_evaluation_error_denies() {
     // Valid against the schema, but overflows at run time.
     let (_dir, governance) = with_policies(

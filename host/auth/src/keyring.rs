@@ -206,13 +206,24 @@ impl LocalKeyring {
     pub fn create_key(&self, identity: Identity) -> Result<AccessKey, KeyringError> {
         validate_identity(&identity)?;
         let mut file = self.read_file()?;
-        let active = file
+        let active: Vec<&AccessKey> = file
             .keys
             .iter()
             .filter(|k| !k.revoked && k.identity.principal == identity.principal)
-            .count();
-        if active >= MAX_ACTIVE_KEYS_PER_PRINCIPAL {
+            .collect();
+        if active.len() >= MAX_ACTIVE_KEYS_PER_PRINCIPAL {
             return Err(KeyringError::TooManyKeys(identity.principal));
+        }
+        // A principal is one identity whichever key it signs with.
+        if let Some(other) = active.iter().find(|k| k.identity != identity) {
+            return Err(KeyringError::Invalid(format!(
+                "principal `{}` already has an active key as {:?} in tenant `{}` with groups [{}]; \
+                 create keys with the same identity, or revoke its keys first",
+                identity.principal,
+                other.identity.kind,
+                other.identity.tenant,
+                other.identity.groups.join(", ")
+            )));
         }
         let key = AccessKey {
             access_key_id: new_access_key_id(),
@@ -239,18 +250,38 @@ impl LocalKeyring {
         self.write_file(&file)
     }
 
-    /// The newest active key of `principal`, for signing as it.
+    /// The newest active key of `principal`.
     pub fn newest_key_of(&self, principal: &str) -> Option<Arc<AccessKey>> {
+        self.signing_key_of(principal, std::time::Duration::ZERO)
+    }
+
+    /// The key to sign as `principal` with: the newest active key at least
+    /// `settle` old, so that a verifier re-reading the keyring on its own
+    /// schedule knows it already; the newest key if none is that old yet.
+    pub fn signing_key_of(
+        &self,
+        principal: &str,
+        settle: std::time::Duration,
+    ) -> Option<Arc<AccessKey>> {
         let index = self
             .index
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        index
+        let mut keys: Vec<&Arc<AccessKey>> = index
             .values()
             .filter(|k| k.identity.principal == principal)
-            .max_by(|a, b| a.created_at.cmp(&b.created_at))
-            .cloned()
+            .collect();
+        // RFC 3339 UTC times sort as text; the key id breaks ties within a second.
+        keys.sort_by(|a, b| {
+            (&a.created_at, &a.access_key_id).cmp(&(&b.created_at, &b.access_key_id))
+        });
+        let settled_before = crate::time::format_rfc3339(SystemTime::now() - settle);
+        keys.iter()
+            .rev()
+            .find(|k| k.created_at <= settled_before)
+            .or_else(|| keys.last())
+            .map(|k| Arc::clone(k))
     }
 }
 
@@ -373,6 +404,16 @@ mod tests {
             Err(KeyringError::TooManyKeys(_))
         ));
 
+        // Another identity under the same principal is refused.
+        let mut changed = identity("alice");
+        changed.groups.push("admins".into());
+        keyring.revoke(&second.access_key_id).unwrap();
+        assert!(matches!(
+            keyring.create_key(changed),
+            Err(KeyringError::Invalid(_))
+        ));
+        let second = keyring.create_key(identity("alice")).unwrap();
+
         keyring.revoke(&first.access_key_id).unwrap();
         assert!(keyring.find(&first.access_key_id).is_none());
         assert!(keyring.find(&second.access_key_id).is_some());
@@ -381,7 +422,40 @@ mod tests {
         // Another process (another keyring on the same file) sees the change.
         let other = LocalKeyring::open(keyring.path()).unwrap();
         assert!(other.find(&first.access_key_id).is_none());
-        assert_eq!(other.list().unwrap().len(), 3);
+        assert_eq!(other.list().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn signing_prefers_a_key_old_enough_for_verifiers_to_know() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = LocalKeyring::open(&dir.path().join("keys.json")).unwrap();
+        let old = keyring.create_key(identity("orbit")).unwrap();
+        // Age the first key on disk, as if it were created an hour ago.
+        let mut file = keyring.read_file().unwrap();
+        file.keys[0].created_at =
+            crate::time::format_rfc3339(SystemTime::now() - std::time::Duration::from_secs(3600));
+        keyring.write_file(&file).unwrap();
+        let new = keyring.create_key(identity("orbit")).unwrap();
+        let settle = std::time::Duration::from_secs(30);
+        assert_eq!(
+            keyring
+                .signing_key_of("orbit", settle)
+                .unwrap()
+                .access_key_id,
+            old.access_key_id
+        );
+        assert_eq!(
+            keyring.newest_key_of("orbit").unwrap().access_key_id,
+            new.access_key_id
+        );
+        keyring.revoke(&old.access_key_id).unwrap();
+        assert_eq!(
+            keyring
+                .signing_key_of("orbit", settle)
+                .unwrap()
+                .access_key_id,
+            new.access_key_id
+        );
     }
 
     #[test]

@@ -27,10 +27,17 @@ pub async fn require_sigv4(State(auth): State<SigV4>, request: Request, next: Ne
     let (mut parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, auth.max_body_bytes).await {
         Ok(bytes) => bytes,
-        Err(_) => {
+        Err(error) if too_large(&error) => {
             return ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("request body is larger than {} bytes", auth.max_body_bytes),
+            )
+            .into_response();
+        }
+        Err(error) => {
+            return ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("cannot read the request body: {error}"),
             )
             .into_response();
         }
@@ -53,6 +60,18 @@ pub async fn require_sigv4(State(auth): State<SigV4>, request: Request, next: Ne
             ApiError::from(error).into_response()
         }
     }
+}
+
+/// True when reading a body failed because it passed the length limit.
+fn too_large(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Authenticated {

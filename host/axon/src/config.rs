@@ -47,7 +47,12 @@ pub struct AxonConfig {
     #[arg(long, default_value_t = 1024)]
     pub max_body_kib: u32,
     /// Principals whose keys may sign requests to Axon (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "orbit")]
+    #[arg(
+        long,
+        env = "AXON_TRUSTED_CALLERS",
+        value_delimiter = ',',
+        default_value = "orbit"
+    )]
     pub trusted_callers: Vec<String>,
     /// The SigV4 signing region callers use.
     #[arg(long, env = "AGENT_RUNTIME_REGION", default_value = auth::DEFAULT_REGION)]

@@ -19,15 +19,6 @@ use service_kit::{ApiError, ApiJson, CorrelationId, ErrorCode};
 use crate::plugins::{LoadError, PluginHost};
 use crate::sandbox::{Invocation, RunError, RunStats};
 
-/// Most context entries per request.
-pub const MAX_CONTEXT_ENTRIES: usize = 64;
-/// Longest context key, in bytes.
-pub const MAX_CONTEXT_KEY_BYTES: usize = 128;
-/// Longest context value, in bytes.
-pub const MAX_CONTEXT_VALUE_BYTES: usize = 4096;
-/// Longest intent, in bytes.
-pub const MAX_INTENT_BYTES: usize = 256;
-
 /// Shared state of the Axon service.
 #[derive(Clone)]
 pub struct AxonState {
@@ -132,33 +123,6 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, message)
 }
 
-fn check_request(request: &RequestBody) -> Result<(), ApiError> {
-    if request.intent.len() > MAX_INTENT_BYTES {
-        return Err(invalid(format!(
-            "`request.intent` is longer than {MAX_INTENT_BYTES} bytes"
-        )));
-    }
-    if request.context.len() > MAX_CONTEXT_ENTRIES {
-        return Err(invalid(format!(
-            "`request.context` has {} entries; at most {MAX_CONTEXT_ENTRIES} are allowed",
-            request.context.len()
-        )));
-    }
-    for (key, value) in &request.context {
-        if key.is_empty() || key.len() > MAX_CONTEXT_KEY_BYTES {
-            return Err(invalid(format!(
-                "`request.context` keys must be 1 to {MAX_CONTEXT_KEY_BYTES} bytes"
-            )));
-        }
-        if value.len() > MAX_CONTEXT_VALUE_BYTES {
-            return Err(invalid(format!(
-                "`request.context.{key}` is longer than {MAX_CONTEXT_VALUE_BYTES} bytes"
-            )));
-        }
-    }
-    Ok(())
-}
-
 async fn reason(
     State(state): State<AxonState>,
     correlation_id: CorrelationId,
@@ -173,7 +137,7 @@ async fn reason(
             "`version` must be a semantic version such as `1.0.0`: {e}"
         ))
     })?;
-    check_request(&body.request)?;
+    service_kit::reasoning::check_fields("request.", &body.request.intent, &body.request.context)?;
 
     let plugins = state.plugins();
     let plugin = plugins.get(&name, &version).await.map_err(load_error)?;

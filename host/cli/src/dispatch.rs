@@ -26,11 +26,12 @@ pub(crate) struct DispatchArgs {
     /// Orbit's URL.
     #[arg(long, env = "ORBIT_URL", default_value = "http://127.0.0.1:8080")]
     orbit: String,
-    /// The credentials-file profile to sign with.
-    #[arg(long, env = "AWS_PROFILE", default_value = "agent-runtime")]
+    /// The credentials-file profile to sign with. (Not `AWS_PROFILE`: a
+    /// developer's real AWS profile must not be picked up by accident.)
+    #[arg(long, env = "AGENT_RUNTIME_PROFILE", default_value = "agent-runtime")]
     profile: String,
     /// The credentials file (default: `<data-dir>/credentials`).
-    #[arg(long, env = "AWS_SHARED_CREDENTIALS_FILE")]
+    #[arg(long, env = "AGENT_RUNTIME_CREDENTIALS")]
     credentials: Option<PathBuf>,
     /// The signing region.
     #[arg(long, env = "AGENT_RUNTIME_REGION", default_value = auth::DEFAULT_REGION)]

@@ -20,6 +20,9 @@ use crate::metrics::OrbitMetrics;
 /// Time allowed on top of a plugin's own deadline (Axon enforces the deadline;
 /// this covers the hop and Axon's own work).
 const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+/// A new Orbit key is used once it is this old, so that Axon (which re-reads
+/// the keyring every 2 s) knows it: rotation causes no 401s between hops.
+const KEY_SETTLE: Duration = Duration::from_secs(10);
 /// First retry delay; doubled per attempt, with up to 100% jitter.
 const RETRY_BASE: Duration = Duration::from_millis(25);
 
@@ -51,8 +54,10 @@ pub struct AxonAnswer {
 
 pub struct AxonClient {
     http: reqwest::Client,
-    reason_url: String,
-    ready_url: String,
+    /// Parsed once: parsing a URL per request (host normalisation included)
+    /// showed in profiles.
+    reason_url: reqwest::Url,
+    ready_url: reqwest::Url,
     keyring: Arc<LocalKeyring>,
     config: AxonClientConfig,
     breaker: Breaker,
@@ -75,10 +80,14 @@ impl AxonClient {
             .tcp_nodelay(true)
             .build()?;
         let base = config.base_url.trim_end_matches('/').to_owned();
+        let parse = |path: &str| {
+            reqwest::Url::parse(&format!("{base}{path}"))
+                .map_err(|e| anyhow::anyhow!("axon URL `{}` is not a URL: {e}", config.base_url))
+        };
         Ok(Self {
             http,
-            reason_url: format!("{base}/v1/reason"),
-            ready_url: format!("{base}/ready"),
+            reason_url: parse("/v1/reason")?,
+            ready_url: parse("/ready")?,
             keyring,
             breaker: Breaker::new(config.breaker_failures, config.breaker_open_for),
             config,
@@ -93,7 +102,7 @@ impl AxonClient {
     }
 
     fn signing_key(&self) -> Result<SigningKey, ApiError> {
-        let key = self.keyring.newest_key_of(&self.config.principal).ok_or_else(|| {
+        let key = self.keyring.signing_key_of(&self.config.principal, KEY_SETTLE).ok_or_else(|| {
             tracing::error!(principal = %self.config.principal, "orbit has no key to sign calls to axon");
             unavailable("orbit cannot sign calls to axon: it has no key (see the runbook)", Duration::from_secs(5))
         })?;
@@ -137,13 +146,13 @@ impl AxonClient {
             let signed = auth::sign(
                 &key,
                 "POST",
-                &self.reason_url,
+                self.reason_url.as_str(),
                 &headers,
                 &body,
                 SystemTime::now(),
             )
             .map_err(ApiError::internal)?;
-            let mut request = self.http.post(&self.reason_url).body(body.clone());
+            let mut request = self.http.post(self.reason_url.clone()).body(body.clone());
             for (name, value) in headers {
                 request = request.header(name, value);
             }
@@ -237,7 +246,7 @@ impl AxonClient {
     /// Whether Axon answers `/ready` now.
     pub async fn ready(&self) -> bool {
         matches!(
-            tokio::time::timeout(Duration::from_secs(1), self.http.get(&self.ready_url).send()).await,
+            tokio::time::timeout(Duration::from_secs(1), self.http.get(self.ready_url.clone()).send()).await,
             Ok(Ok(response)) if response.status().is_success()
         )
     }

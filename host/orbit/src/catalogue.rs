@@ -30,6 +30,16 @@ pub enum ResolveError {
     Unavailable(StoreError),
 }
 
+/// What "the newest version" means: the newest release, or the newest
+/// pre-release when there is no release. `versions` is sorted, oldest first.
+pub fn newest_release(versions: &[Arc<PluginManifest>]) -> Option<&Arc<PluginManifest>> {
+    versions
+        .iter()
+        .rev()
+        .find(|m| m.version.pre.is_empty())
+        .or_else(|| versions.last())
+}
+
 impl Catalogue {
     pub async fn load(source: PluginSource) -> Result<Self, StoreError> {
         let catalogue = Self {
@@ -78,12 +88,7 @@ impl Catalogue {
             .ok_or_else(|| ResolveError::UnknownPlugin(name.to_string()))?;
         let found = match version {
             Some(v) => versions.iter().find(|m| &m.version == v),
-            // The newest release; pre-releases only when there is nothing else.
-            None => versions
-                .iter()
-                .rev()
-                .find(|m| m.version.pre.is_empty())
-                .or_else(|| versions.last()),
+            None => newest_release(versions),
         };
         found.cloned().ok_or_else(|| ResolveError::UnknownVersion {
             name: name.to_string(),

@@ -129,6 +129,8 @@ pub async fn dispatch(
             ))
         })?;
 
+    service_kit::reasoning::check_fields("", &body.intent, &body.context)?;
+
     // Resolve what would run.
     let manifest = state
         .catalogue()

@@ -4,6 +4,11 @@ use anyhow::Context;
 use clap::Parser;
 use service_kit::telemetry::{self, LogFormat};
 
+/// A faster allocator than the system one for many small, short-lived
+/// allocations per request (measured: see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "orbit",

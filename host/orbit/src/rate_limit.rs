@@ -121,19 +121,24 @@ impl RateLimits {
     }
 }
 
+/// Whole seconds, rounded up: a client that waits this long is not early.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 fn set_headers(response: &mut Response, standing: Standing, overwrite: bool) {
     let headers = response.headers_mut();
     if !overwrite && headers.contains_key(LIMIT) {
         return;
     }
-    let reset_secs = standing.reset.as_secs() + u64::from(standing.reset.subsec_nanos() > 0);
+    let reset_secs = ceil_secs(standing.reset);
     headers.insert(LIMIT, HeaderValue::from(standing.limit));
     headers.insert(REMAINING, HeaderValue::from(standing.remaining));
     headers.insert(RESET, HeaderValue::from(reset_secs));
 }
 
 fn limited(standing: Standing, scope: &str) -> Response {
-    let retry = standing.reset.as_secs().max(1);
+    let retry = ceil_secs(standing.reset).max(1);
     let mut response = ApiError::new(
         ErrorCode::RateLimitExceeded,
         format!("too many requests from this {scope}; retry in {retry} s"),

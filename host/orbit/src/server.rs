@@ -110,7 +110,7 @@ async fn plugins(State(state): State<OrbitState>) -> Json<serde_json::Value> {
         .list()
         .into_iter()
         .filter_map(|versions| {
-            let latest = versions.last()?;
+            let latest = crate::catalogue::newest_release(&versions)?;
             Some(json!({
                 "name": latest.name,
                 "versions": versions.iter().map(|m| m.version.to_string()).collect::<Vec<_>>(),

@@ -7,6 +7,7 @@ pub mod correlation;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod reasoning;
 pub mod telemetry;
 
 pub use correlation::CorrelationId;

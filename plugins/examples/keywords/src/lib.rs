@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use agent_plugin_sdk::{Error, Plugin, Request, Response, export_plugin};
+pub use agent_plugin_sdk::Error;
 use serde::{Deserialize, Serialize};
 
 const DEFAULT_TOP: usize = 10;
@@ -26,25 +26,44 @@ struct Output<'a> {
     keywords: Vec<&'a str>,
 }
 
-struct Keywords;
+/// The component's export. Only for wasm: the crate is also linked natively
+/// (by the load benchmark), where exporting the contract's symbols makes no
+/// sense.
+#[cfg(target_family = "wasm")]
+mod component {
+    use agent_plugin_sdk::{Error, Plugin, Request, Response, export_plugin};
 
-impl Plugin for Keywords {
-    fn reason(request: Request) -> Result<Response, Error> {
-        let input: Input = request.input()?;
-        let top = input.top.unwrap_or(DEFAULT_TOP);
-        if !(1..=MAX_TOP).contains(&top) {
-            return Err(Error::invalid_input(format!(
-                "`top` must be between 1 and {MAX_TOP}, got {top}"
-            )));
+    struct Keywords;
+
+    impl Plugin for Keywords {
+        fn reason(request: Request) -> Result<Response, Error> {
+            let (output, distinct) = super::keywords_json(request.input_json())?;
+            Ok(Response::raw_json(output)
+                .with_note(format!("{distinct} distinct words after stop words")))
         }
-        let counts = count_words(&input.text);
-        let keywords = most_frequent(&counts, top);
-        Response::json(&Output { keywords })
-            .map(|r| r.with_note(format!("{} distinct words after stop words", counts.len())))
     }
+
+    export_plugin!(Keywords);
 }
 
-export_plugin!(Keywords);
+/// The whole computation, JSON in and JSON out: the plugin's answer and the
+/// number of distinct words. Public so that the load benchmark can run the
+/// same logic natively, outside the sandbox, as its baseline.
+pub fn keywords_json(input: &str) -> Result<(String, usize), Error> {
+    let input: Input =
+        serde_json::from_str(input).map_err(|e| Error::invalid_input(format!("input: {e}")))?;
+    let top = input.top.unwrap_or(DEFAULT_TOP);
+    if !(1..=MAX_TOP).contains(&top) {
+        return Err(Error::invalid_input(format!(
+            "`top` must be between 1 and {MAX_TOP}, got {top}"
+        )));
+    }
+    let counts = count_words(&input.text);
+    let keywords = most_frequent(&counts, top);
+    let output = serde_json::to_string(&Output { keywords })
+        .map_err(|e| Error::failed(format!("cannot encode output: {e}")))?;
+    Ok((output, counts.len()))
+}
 
 /// Counts each non-stop word, lower-cased.
 fn count_words(text: &str) -> BTreeMap<String, usize> {

@@ -1,0 +1,189 @@
+//! The whole stack on embedded defaults, in one process: what `agentctl up`
+//! runs and what the load benchmark sets up.
+//!
+//! [`prepare`] makes a data directory usable (idempotently): a keyring with a
+//! `dev` user (group `developers`) and Orbit's `orbit` service key, the dev
+//! credentials as AWS profile `agent-runtime` in `<data>/credentials` (0600),
+//! the default policies in `<data>/policies/`, and the example plugins
+//! (compiled by the build) published in `<data>/plugins/`.
+//! [`LocalStack::start`] then runs Axon and Orbit on loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use auth::keyring::Identity;
+use auth::{LocalKeyring, PrincipalKind, SigningKey};
+use governance::LocalPolicyDir;
+use plugin_store::{PluginSource, PublishSpec, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The AWS profile the dev credentials are written under.
+pub const PROFILE: &str = "agent-runtime";
+
+/// What [`prepare`] set up.
+pub struct Prepared {
+    /// The dev user's key, as written to the credentials file.
+    pub dev_key: SigningKey,
+    /// Orbit's key (the only one Axon accepts).
+    pub orbit_key: SigningKey,
+    /// `<data>/credentials`.
+    pub credentials: PathBuf,
+}
+
+/// Makes `data_dir` ready for the stack; safe to run on every start.
+pub async fn prepare(data_dir: &Path) -> anyhow::Result<Prepared> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating `{}`", data_dir.display()))?;
+    let keyring = LocalKeyring::open(&data_dir.join("keys.json"))?;
+    let dev_key = ensure_key(&keyring, "dev", PrincipalKind::User, &["developers"])?;
+    let orbit_key = ensure_key(&keyring, "orbit", PrincipalKind::Service, &["services"])?;
+    let credentials = data_dir.join("credentials");
+    auth::credentials::write_profile(
+        &credentials,
+        PROFILE,
+        &dev_key.access_key_id,
+        &dev_key.secret_access_key,
+    )
+    .with_context(|| format!("writing `{}`", credentials.display()))?;
+
+    let policies = data_dir.join("policies");
+    if LocalPolicyDir::seed(&policies, governance::DEFAULT_POLICIES)
+        .context("writing the default policies")?
+    {
+        tracing::info!(dir = %policies.display(), "default policies written");
+    }
+    publish_examples(&axon::local_source(&data_dir.join("plugins")).await?).await?;
+    Ok(Prepared {
+        dev_key,
+        orbit_key,
+        credentials,
+    })
+}
+
+/// The newest key of `principal`, created if it has none.
+fn ensure_key(
+    keyring: &LocalKeyring,
+    principal: &str,
+    kind: PrincipalKind,
+    groups: &[&str],
+) -> anyhow::Result<SigningKey> {
+    let key = match keyring.newest_key_of(principal) {
+        Some(key) => (*key).clone(),
+        None => {
+            let key = keyring.create_key(Identity {
+                principal: principal.to_owned(),
+                kind,
+                groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                tenant: "local".to_owned(),
+            })?;
+            tracing::info!(principal, access_key_id = %key.access_key_id, "access key created");
+            key
+        }
+    };
+    Ok(SigningKey {
+        access_key_id: key.access_key_id,
+        secret_access_key: key.secret_access_key,
+        region: auth::DEFAULT_REGION.to_owned(),
+    })
+}
+
+/// Publishes every example plugin; an unchanged one is a no-op.
+pub async fn publish_examples(source: &PluginSource) -> anyhow::Result<()> {
+    for example in plugin_artifacts::EXAMPLES {
+        let Some(manifest) = example.manifest_text() else {
+            continue;
+        };
+        let spec = PublishSpec::from_toml(&manifest.context("reading an example's plugin.toml")?)?;
+        let module = example
+            .bytes()
+            .with_context(|| format!("reading the compiled `{}` plugin", example.name))?;
+        match source.publish(&module, spec).await {
+            Ok(m) => {
+                tracing::info!(plugin = %m.name, version = %m.version, digest = %m.digest, "example published")
+            }
+            Err(e @ StoreError::AlreadyPublished { .. }) => {
+                tracing::warn!(
+                    "{e}; the stack serves the published one (bump the version in plugin.toml to publish a change)"
+                )
+            }
+            Err(e) => return Err(e).context("publishing the examples"),
+        }
+    }
+    Ok(())
+}
+
+/// Axon and Orbit running in this process.
+pub struct LocalStack {
+    pub orbit_addr: SocketAddr,
+    pub axon_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    axon: JoinHandle<anyhow::Result<()>>,
+    orbit: JoinHandle<anyhow::Result<()>>,
+}
+
+impl LocalStack {
+    /// Starts Axon, then Orbit pointed at it, on a prepared `data_dir`.
+    pub async fn start(
+        data_dir: &Path,
+        orbit_listen: SocketAddr,
+        axon_listen: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let axon_config = axon::AxonConfig::local(data_dir.to_owned(), axon_listen);
+        let source = axon::local_source(&axon_config.plugin_dir()).await?;
+        let axon_state = axon::build(&axon_config, source)?;
+        let axon_listener = bind(axon_config.listen, "Axon", "--axon-listen").await?;
+        let axon_addr = axon_listener
+            .local_addr()
+            .context("reading Axon's address")?;
+        axon::start(&axon_config, &axon_state).await?;
+
+        let orbit_config = orbit::OrbitConfig::local(
+            data_dir.to_owned(),
+            orbit_listen,
+            format!("http://{axon_addr}"),
+        );
+        let orbit_state = orbit::build(&orbit_config).await?;
+        let orbit_listener = bind(orbit_config.listen, "Orbit", "--orbit-listen").await?;
+        let orbit_addr = orbit_listener
+            .local_addr()
+            .context("reading Orbit's address")?;
+
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let axon = tokio::spawn(axon::serve(
+            axon_listener,
+            axon_state,
+            until_stopped(stopped.clone()),
+        ));
+        let orbit = tokio::spawn(orbit::serve(
+            orbit_listener,
+            orbit_state,
+            until_stopped(stopped),
+        ));
+        Ok(Self {
+            orbit_addr,
+            axon_addr,
+            stop,
+            axon,
+            orbit,
+        })
+    }
+
+    /// Stops both, Orbit first, and waits for them.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.orbit.await.context("waiting for Orbit to stop")??;
+        self.axon.await.context("waiting for Axon to stop")??;
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {what} to {addr}; is another stack running? pass {flag}"))
+}
