@@ -378,6 +378,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         print!(", closed loop");
         flush();
         let cpu_before = servers.cpu_seconds();
+        let client_before = procstat::cpu_seconds(std::process::id());
         let closed = load::closed_loop(
             target.clone(),
             args.connections,
@@ -385,13 +386,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .await;
         let cpu_after = servers.cpu_seconds();
+        let client_after = procstat::cpu_seconds(std::process::id());
         let saturation = Figures::of(&closed);
-        let cpu_us_per_request = match (cpu_before, cpu_after) {
+        let per_request = |before: Option<f64>, after: Option<f64>| match (before, after) {
             (Some(before), Some(after)) if saturation.ok > 0 => {
                 Some((after - before) * 1e6 / saturation.ok as f64)
             }
             _ => None,
         };
+        let cpu_us_per_request = per_request(cpu_before, cpu_after);
+        let client_cpu_us_per_request = per_request(client_before, client_after);
         if let Some(error) = &closed.first_error {
             eprintln!("\n{}: first error: {error}", kind.name());
         }
@@ -415,6 +419,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             description: kind.description().to_owned(),
             saturation,
             cpu_us_per_request,
+            client_cpu_us_per_request,
             peak_rss_mib: servers.peak_rss_mib(),
             open_loop: open,
         });

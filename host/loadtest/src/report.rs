@@ -50,6 +50,8 @@ pub struct TargetReport {
     pub saturation: Figures,
     /// Server CPU time per request during the closed loop, in microseconds.
     pub cpu_us_per_request: Option<f64>,
+    /// The load generator's own CPU time per request, in microseconds.
+    pub client_cpu_us_per_request: Option<f64>,
     /// Peak resident memory of the server processes, in MiB.
     pub peak_rss_mib: Option<f64>,
     /// Open loop: (offered rate, figures).
@@ -65,14 +67,17 @@ pub fn table(reports: &[TargetReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| target | mode | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | CPU us/req | peak RSS MiB |"
+        "| target | mode | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | server CPU us/req | client CPU us/req | peak RSS MiB |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in reports {
         let f = &r.saturation;
         let _ = writeln!(
             out,
-            "| {} | closed loop (saturation) | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+            "| {} | closed loop (saturation) | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |",
             r.target,
             f.requests_per_second,
             f.p50_ms,
@@ -81,12 +86,13 @@ pub fn table(reports: &[TargetReport]) -> String {
             f.p999_ms,
             f.errors,
             opt(r.cpu_us_per_request, 1),
+            opt(r.client_cpu_us_per_request, 1),
             opt(r.peak_rss_mib, 1),
         );
         for (rate, f) in &r.open_loop {
             let _ = writeln!(
                 out,
-                "| {} | open loop at {:.0}/s | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | | |",
+                "| {} | open loop at {:.0}/s | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | | | |",
                 r.target,
                 rate,
                 f.requests_per_second,
@@ -258,6 +264,7 @@ mod tests {
             description: String::new(),
             saturation: Figures::of(&run(vec![rps_us; 100], 1)),
             cpu_us_per_request: Some(10.0),
+            client_cpu_us_per_request: None,
             peak_rss_mib: None,
             open_loop: vec![(50.0, Figures::of(&run(vec![rps_us; 50], 1)))],
         };
