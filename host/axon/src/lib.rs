@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
-use plugin_store::{LocalBlobStore, LocalRegistry, PluginSource};
+use plugin_store::PluginSource;
 use prometheus_client::registry::Registry;
 use service_kit::metrics::{HttpMetrics, MetricsEndpoint};
 use tokio::net::TcpListener;
@@ -33,13 +33,9 @@ const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The embedded plugin source: blobs and manifests under `dir`.
 pub async fn local_source(dir: &std::path::Path) -> anyhow::Result<PluginSource> {
-    let blobs = LocalBlobStore::open(dir)
+    PluginSource::local(dir)
         .await
-        .with_context(|| format!("opening the plugin blob store in `{}`", dir.display()))?;
-    let registry = LocalRegistry::open(dir)
-        .await
-        .with_context(|| format!("opening the plugin registry in `{}`", dir.display()))?;
-    Ok(PluginSource::new(Arc::new(blobs), Arc::new(registry)))
+        .with_context(|| format!("opening the plugin store in `{}`", dir.display()))
 }
 
 /// Builds Axon's state: sandbox, plugin host and metrics. Not ready yet:

@@ -56,12 +56,14 @@ pub async fn build(config: &OrbitConfig) -> anyhow::Result<OrbitState> {
             config.policy_dir().display()
         )
     })?;
-    let source = {
-        let dir = config.plugin_dir();
-        let blobs = plugin_store::LocalBlobStore::open(&dir).await?;
-        let registry = plugin_store::LocalRegistry::open(&dir).await?;
-        plugin_store::PluginSource::new(Arc::new(blobs), Arc::new(registry))
-    };
+    let source = plugin_store::PluginSource::local(&config.plugin_dir())
+        .await
+        .with_context(|| {
+            format!(
+                "opening the plugin store in `{}`",
+                config.plugin_dir().display()
+            )
+        })?;
     let catalogue = catalogue::Catalogue::load(source)
         .await
         .context("reading the plugin registry")?;

@@ -43,6 +43,14 @@ impl PluginSource {
         Self { blobs, registry }
     }
 
+    /// The embedded default: both stores as directories under `dir`
+    /// ([`LocalBlobStore`](crate::LocalBlobStore), [`LocalRegistry`](crate::LocalRegistry)).
+    pub async fn local(dir: &std::path::Path) -> Result<Self, StoreError> {
+        let blobs = crate::LocalBlobStore::open(dir).await?;
+        let registry = crate::LocalRegistry::open(dir).await?;
+        Ok(Self::new(Arc::new(blobs), Arc::new(registry)))
+    }
+
     /// Publishes `module` under `spec`: blob first, so a manifest never points
     /// at missing bytes.
     pub async fn publish(
