@@ -76,6 +76,7 @@ fn run(bencher: Bencher, policies: usize, slice: bool) {
         version: semver::Version::new(1, 0, 0),
         publisher: "agent-runtime".into(),
         tags: BTreeSet::from(["example".to_owned()]),
+        labels: BTreeSet::new(),
     };
     bencher.bench_local(|| {
         let decision = governance.decide_now(&DecisionRequest {

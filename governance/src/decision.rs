@@ -24,13 +24,18 @@ pub struct Principal {
     pub tenant: String,
 }
 
-/// The plugin version asked for.
+/// The plugin version asked for, split by who vouches for what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginInfo {
     pub name: String,
+    /// Pre-release and build parts included: policies see them.
     pub version: Version,
+    /// The verified publisher: the owner of the signing key, per the trust list.
     pub publisher: String,
+    /// The publisher's own descriptive tags: claims, not grants.
     pub tags: BTreeSet<String>,
+    /// Operator labels from the registry (`approved`, `experimental`, ...).
+    pub labels: BTreeSet<String>,
 }
 
 /// One `dispatch` question.

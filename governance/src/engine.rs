@@ -138,6 +138,7 @@ fn inputs_key(principal: &Principal, plugin: &PluginInfo) -> u64 {
         &plugin.version,
         &plugin.publisher,
         &plugin.tags,
+        &plugin.labels,
     )
         .hash(&mut hasher);
     hasher.finish()
@@ -414,6 +415,14 @@ impl Governance {
             ("major".to_owned(), long(plugin.version.major)),
             ("minor".to_owned(), long(plugin.version.minor)),
             ("patch".to_owned(), long(plugin.version.patch)),
+            (
+                "pre".to_owned(),
+                RestrictedExpression::new_string(plugin.version.pre.to_string()),
+            ),
+            (
+                "build".to_owned(),
+                RestrictedExpression::new_string(plugin.version.build.to_string()),
+            ),
         ])
         .map_err(|e| e.to_string())?;
         let plugin_attrs = HashMap::from([
@@ -431,6 +440,16 @@ impl Governance {
                 RestrictedExpression::new_set(
                     plugin
                         .tags
+                        .iter()
+                        .cloned()
+                        .map(RestrictedExpression::new_string),
+                ),
+            ),
+            (
+                "labels".to_owned(),
+                RestrictedExpression::new_set(
+                    plugin
+                        .labels
                         .iter()
                         .cloned()
                         .map(RestrictedExpression::new_string),
@@ -534,6 +553,7 @@ mod tests {
                 version: semver::Version::new(3, 2, 1),
                 publisher: "me".into(),
                 tags: BTreeSet::from(["x".to_owned()]),
+                labels: BTreeSet::from(["y".to_owned()]),
             };
             let request = DecisionRequest {
                 principal: &principal,

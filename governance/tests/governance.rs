@@ -24,12 +24,16 @@ fn principal(id: &str, groups: &[&str], tenant: &str) -> Principal {
     }
 }
 
-fn plugin(name: &str, tags: &[&str]) -> PluginInfo {
+/// A plugin from the trusted publisher with these operator labels (and the
+/// same words as its own tags, which the default policies must ignore).
+fn plugin(name: &str, labels: &[&str]) -> PluginInfo {
+    let set = labels.iter().map(|t| (*t).into()).collect::<BTreeSet<_>>();
     PluginInfo {
         name: name.into(),
         version: semver::Version::new(1, 2, 3),
         publisher: "agent-runtime".into(),
-        tags: tags.iter().map(|t| (*t).into()).collect::<BTreeSet<_>>(),
+        tags: set.clone(),
+        labels: set,
     }
 }
 
@@ -61,7 +65,7 @@ fn with_policies(text: &str) -> (tempfile::TempDir, Result<Governance, Governanc
 }
 
 #[test]
-fn default_policies_allow_examples_and_keep_experimental_ones_for_beta() {
+fn default_policies_allow_approved_versions_and_keep_experimental_ones_for_beta() {
     let dir = tempfile::tempdir().unwrap();
     assert!(LocalPolicyDir::seed(dir.path(), governance::DEFAULT_POLICIES).unwrap());
     assert!(
@@ -72,13 +76,13 @@ fn default_policies_allow_examples_and_keep_experimental_ones_for_beta() {
     let dev = principal("dev", &["developers"], "local");
     let beta = principal("bea", &["developers", "beta"], "local");
 
-    let echo = decide(&governance, &dev, &plugin("echo", &["example"]));
+    let echo = decide(&governance, &dev, &plugin("echo", &["approved"]));
     assert!(echo.allowed, "{echo:?}");
     assert_eq!(echo.reason, Outcome::Allowed);
-    assert_eq!(echo.policies, ["developers-may-dispatch-examples"]);
+    assert_eq!(echo.policies, ["developers-may-dispatch-approved"]);
     assert!(echo.policy_set.starts_with("sha256:"));
 
-    let triage = plugin("triage", &["example", "experimental"]);
+    let triage = plugin("triage", &["approved", "experimental"]);
     let denied = decide(&governance, &dev, &triage);
     assert!(!denied.allowed);
     assert_eq!(denied.reason, Outcome::ForbiddenByPolicy);
@@ -88,12 +92,55 @@ fn default_policies_allow_examples_and_keep_experimental_ones_for_beta() {
     let outsider = decide(
         &governance,
         &principal("eve", &["sales"], "local"),
-        &plugin("echo", &["example"]),
+        &plugin("echo", &["approved"]),
     );
     assert_eq!(
         (outsider.allowed, outsider.reason),
         (false, Outcome::NoPermittingPolicy)
     );
+}
+
+#[test]
+fn self_declared_tags_and_publishers_gain_nothing_under_the_default_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    LocalPolicyDir::seed(dir.path(), governance::DEFAULT_POLICIES).unwrap();
+    let governance = governance_over(dir.path(), GovernanceConfig::default()).unwrap();
+    let dev = principal("dev", &["developers"], "local");
+    // A publisher claiming every word the policies know, with no operator label.
+    let claims = PluginInfo {
+        labels: BTreeSet::new(),
+        tags: ["example", "approved"].map(String::from).into(),
+        ..plugin("sneaky", &[])
+    };
+    let decision = decide(&governance, &dev, &claims);
+    assert_eq!(
+        (decision.allowed, decision.reason),
+        (false, Outcome::NoPermittingPolicy)
+    );
+    // Approved, but signed by a key of another publisher.
+    let other = PluginInfo {
+        publisher: "someone-else".into(),
+        ..plugin("echo", &["approved"])
+    };
+    assert!(!decide(&governance, &dev, &other).allowed);
+}
+
+#[test]
+fn pre_release_and_build_parts_of_the_version_are_visible_to_policy() {
+    let (_dir, governance) = with_policies(
+        r#"@id("no-pre-releases") forbid(principal, action, resource) when { resource.version.pre != "" };
+           @id("all") permit(principal, action, resource);"#,
+    );
+    let governance = governance.unwrap();
+    let who = principal("dev", &["developers"], "local");
+    let release = plugin("echo", &[]);
+    assert!(decide(&governance, &who, &release).allowed);
+    let rc = PluginInfo {
+        version: semver::Version::parse("2.0.0-rc.1+build.7").unwrap(),
+        ..release
+    };
+    let decision = decide(&governance, &who, &rc);
+    assert_eq!(decision.policies, ["no-pre-releases"]);
 }
 
 #[test]

@@ -61,9 +61,18 @@ pub struct AxonConfig {
     /// loopback only: anyone who can connect can run plugins.
     #[arg(long, hide = true)]
     pub insecure_no_auth: bool,
-    /// Load plugins on first request instead of at start-up.
+    /// Load plugins on first request instead of at start-up (and when
+    /// published).
     #[arg(long)]
     pub lazy_load: bool,
+    /// The trust root: a file holding the base64 public key that signs the
+    /// trust list. Default `<data-dir>/trust/root.pub`.
+    #[arg(long, env = "AGENT_RUNTIME_TRUST_ROOT")]
+    pub trust_root: Option<PathBuf>,
+    /// How often the registry is polled for new versions, revocations and
+    /// trust lists, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub refresh_ms: u64,
     /// Allocate instances with mmap instead of the pooling allocator
     /// (slower; for measurements).
     #[arg(long, hide = true)]
@@ -89,6 +98,8 @@ impl AxonConfig {
             region: auth::DEFAULT_REGION.to_owned(),
             insecure_no_auth: false,
             lazy_load: false,
+            trust_root: None,
+            refresh_ms: 1000,
             no_pooling: false,
         }
     }
@@ -96,6 +107,13 @@ impl AxonConfig {
     /// Where the keyring lives.
     pub fn keyring_path(&self) -> PathBuf {
         self.data_dir.join("keys.json")
+    }
+
+    /// The trust root's public key file.
+    pub fn trust_root(&self) -> PathBuf {
+        self.trust_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("trust").join("root.pub"))
     }
 
     /// Where the embedded plugin store lives.

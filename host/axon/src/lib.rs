@@ -1,9 +1,9 @@
 //! Axon: the wasmtime host that runs reasoning plugins.
 //!
-//! A request names a plugin version and carries the caller's input. Axon
-//! finds the version in its plugin source (checking the module digest),
-//! compiles it once, and runs the request in a fresh sandbox with the
-//! plugin's limits ([`sandbox`]). Everything a plugin can reach is what the
+//! A request names a plugin version, the module digest Orbit governed, and
+//! the caller's input. Axon verifies the version (signature under the trust
+//! list, revocation, module digest: [`plugins`]), compiles it once, and runs
+//! the request in a fresh sandbox with the plugin's limits ([`sandbox`]). Everything a plugin can reach is what the
 //! WIT contract offers: logging, its configuration, and WASI built to deny.
 //!
 //! ```text
@@ -38,14 +38,30 @@ pub async fn local_source(dir: &std::path::Path) -> anyhow::Result<PluginSource>
         .with_context(|| format!("opening the plugin store in `{}`", dir.display()))
 }
 
+/// The trust in use for `root_public` (the root key's public file) and the
+/// registry view that follows `source`.
+pub async fn watch_registry(
+    source: &PluginSource,
+    root_public: &std::path::Path,
+) -> anyhow::Result<Arc<plugin_store::Watcher>> {
+    let root = plugin_store::admin::read_public_key(root_public)
+        .context("reading the trust root (the root key's public half)")?;
+    let trust = Arc::new(plugin_store::Trust::new(root));
+    let watcher = plugin_store::Watcher::new(source.registry().clone(), trust)
+        .await
+        .context("reading the plugin registry")?;
+    Ok(Arc::new(watcher))
+}
+
 /// Builds Axon's state: sandbox, plugin host and metrics. Not ready yet:
 /// call [`start`] or [`AxonState::set_ready`].
-pub fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<AxonState> {
+pub async fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<AxonState> {
     let sandbox = sandbox::Sandbox::new(&config.sandbox())?;
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let axon_metrics = metrics::AxonMetrics::register(&mut registry);
-    let plugins = plugins::PluginHost::new(Arc::new(sandbox), source, axon_metrics);
+    let watcher = watch_registry(&source, &config.trust_root()).await?;
+    let plugins = plugins::PluginHost::new(Arc::new(sandbox), source, watcher, axon_metrics);
     let max_body_bytes = config.max_body_kib as usize * 1024;
     let auth = if config.insecure_no_auth {
         tracing::warn!("SigV4 is off: anyone who can connect can run plugins");
@@ -81,17 +97,39 @@ pub fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<AxonSt
     ))
 }
 
-/// Preloads plugins (unless lazy) and marks the state ready.
+/// Preloads plugins (unless lazy), marks the state ready, and follows the
+/// registry from then on: every `config.refresh_ms`, a changed view evicts
+/// what is no longer served and (unless lazy) preloads what is new.
 pub async fn start(config: &AxonConfig, state: &AxonState) -> anyhow::Result<()> {
+    let host = state.plugins();
     if !config.lazy_load {
-        let (loaded, failed) = state
-            .plugins()
-            .preload()
-            .await
-            .context("listing plugins to preload")?;
+        let (loaded, failed) = host.reconcile(&host.watcher().current()).await;
         tracing::info!(loaded, failed, "plugins preloaded");
     }
     state.set_ready(true);
+    let weak = state.downgrade();
+    let every = std::time::Duration::from_millis(config.refresh_ms);
+    let lazy = config.lazy_load;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(state) = weak.upgrade() else { break };
+            let host = state.plugins();
+            match host.watcher().refresh().await {
+                Ok(Some(catalog)) if lazy => host.reconcile_evictions(&catalog),
+                Ok(Some(catalog)) => {
+                    let (loaded, failed) = host.reconcile(&catalog).await;
+                    if loaded + failed > 0 {
+                        tracing::info!(loaded, failed, generation = catalog.generation, "registry changed");
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot refresh the plugin registry; keeping the last view"),
+            }
+        }
+    });
     Ok(())
 }
 

@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cli.log_format, "info");
     let config = cli.config;
     let source = axon::local_source(&config.plugin_dir()).await?;
-    let state = axon::build(&config, source)?;
+    let state = axon::build(&config, source).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

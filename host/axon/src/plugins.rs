@@ -1,16 +1,27 @@
-//! The plugins Axon can run: loaded on first use (or at start-up) from the
-//! plugin source, compiled once per version and kept.
+//! The plugins Axon can run: verified, compiled once per version and kept.
 //!
-//! Versions are immutable, so a loaded version never goes stale. Permanent
-//! failures (a module that does not compile, does not fit the contract or
-//! asks for too much) are remembered, so a bad plugin costs one compile, not
-//! one per request; transient ones (the store is down) are retried.
+//! Loading a version, in this order, with no fallback: read its registry entry;
+//! refuse it if revoked; verify its signed manifest under the trust list
+//! (trusted, unrevoked, in-window key allowed for this name, manifest bound to
+//! this name and version); fetch the module and check its digest; then compile
+//! (or reuse the compiled component of that digest). A request also names the
+//! digest Orbit governed, and Axon runs that digest or refuses.
+//!
+//! Concurrent requests for a version that is loading wait for the one load.
+//! Compile failures are remembered (a bad module costs one compile); trust
+//! and store failures are not, so a fixed trust list or store takes effect.
+//! [`PluginHost::reconcile`] applies each new registry view: it evicts versions
+//! that were revoked or no longer verify, and preloads new ones, so a version
+//! is compiled before an alias sends it traffic.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use plugin_store::{Digest, PluginManifest, PluginName, PluginSource, StoreError, Version};
+use plugin_store::{
+    Catalog, Digest, PluginManifest, PluginName, PluginSource, StoreError, VerifyError, Version,
+    Watcher, verify_entry,
+};
 use tokio::sync::OnceCell;
 use wasmtime::component::Component;
 
@@ -20,6 +31,8 @@ use crate::sandbox::{Answer, Invocation, PreparedPlugin, RunError, Sandbox};
 /// A plugin version ready to serve.
 pub struct LoadedPlugin {
     pub manifest: PluginManifest,
+    /// The verified publisher (from the trust list).
+    pub publisher: String,
     prepared: PreparedPlugin,
     metrics: PluginMetrics,
 }
@@ -29,27 +42,29 @@ pub struct LoadedPlugin {
 pub enum LoadError {
     #[error("plugin `{name}` has no published version `{version}`")]
     NotFound { name: String, version: String },
+    #[error("{0}")]
+    Revoked(String),
+    #[error("{0}")]
+    Untrusted(String),
+    #[error("{0}")]
+    DigestMismatch(String),
     #[error("plugin `{name}` version `{version}` cannot be loaded: {reason}")]
     Unusable {
         name: String,
         version: String,
         reason: String,
-        /// Retrying cannot help (the module itself is at fault).
-        permanent: bool,
     },
     #[error("the plugin store is unavailable: {0}")]
     StoreUnavailable(String),
 }
 
-impl LoadError {
-    fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            Self::Unusable {
-                permanent: true,
-                ..
-            }
-        )
+impl From<VerifyError> for LoadError {
+    fn from(error: VerifyError) -> Self {
+        match error {
+            VerifyError::Revoked { .. } => Self::Revoked(error.to_string()),
+            VerifyError::Untrusted { .. } => Self::Untrusted(error.to_string()),
+            VerifyError::RecordMismatch { .. } => Self::DigestMismatch(error.to_string()),
+        }
     }
 }
 
@@ -59,18 +74,25 @@ type Slot = Arc<OnceCell<Result<Arc<LoadedPlugin>, LoadError>>>;
 pub struct PluginHost {
     sandbox: Arc<Sandbox>,
     source: PluginSource,
+    watcher: Arc<Watcher>,
     metrics: AxonMetrics,
-    loaded: Mutex<HashMap<String, HashMap<Version, Slot>>>,
+    loaded: Mutex<HashMap<(PluginName, Version), Slot>>,
     /// Compiled components by module digest: versions that share a module
     /// (say, the same code with other config) compile once.
     components: Mutex<HashMap<Digest, Component>>,
 }
 
 impl PluginHost {
-    pub fn new(sandbox: Arc<Sandbox>, source: PluginSource, metrics: AxonMetrics) -> Self {
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        source: PluginSource,
+        watcher: Arc<Watcher>,
+        metrics: AxonMetrics,
+    ) -> Self {
         Self {
             sandbox,
             source,
+            watcher,
             metrics,
             loaded: Mutex::new(HashMap::new()),
             components: Mutex::new(HashMap::new()),
@@ -82,43 +104,115 @@ impl PluginHost {
         &self.sandbox
     }
 
-    /// Every published manifest.
-    pub async fn published(&self) -> Result<Vec<PluginManifest>, StoreError> {
-        self.source.list().await
+    /// The verified registry view this host follows.
+    pub fn watcher(&self) -> &Arc<Watcher> {
+        &self.watcher
     }
 
-    /// Loads every published version now, so first requests do not compile.
+    /// True when `name` at `version` is loaded and ready.
+    pub fn is_loaded(&self, name: &PluginName, version: &Version) -> bool {
+        self.loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(name.clone(), version.clone()))
+            .is_some_and(|slot| matches!(slot.get(), Some(Ok(_))))
+    }
+
+    /// Applies a registry view: evicts loaded versions it no longer serves
+    /// (revoked, untrusted, gone) and loads the servable ones not loaded yet.
     /// Returns how many loaded and how many failed (failures are logged).
-    pub async fn preload(&self) -> Result<(usize, usize), StoreError> {
+    pub async fn reconcile(&self, catalog: &Catalog) -> (usize, usize) {
+        self.evict_unservable(catalog);
         let (mut ok, mut failed) = (0, 0);
-        for manifest in self.source.list().await? {
-            match self.get(&manifest.name, &manifest.version).await {
-                Ok(_) => ok += 1,
-                Err(_) => failed += 1,
+        for (name, plugin) in &catalog.plugins {
+            for (version, entry) in &plugin.versions {
+                if entry.verified.is_err() || self.is_loaded(name, version) {
+                    continue;
+                }
+                match self.get(name, version, None).await {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
             }
         }
-        Ok((ok, failed))
+        (ok, failed)
     }
 
-    /// The loaded plugin `name` at `version`, loading it if needed.
+    /// Applies a registry view's evictions only (lazy loading).
+    pub fn reconcile_evictions(&self, catalog: &Catalog) {
+        self.evict_unservable(catalog);
+    }
+
+    fn evict_unservable(&self, catalog: &Catalog) {
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        loaded.retain(|(name, version), slot| {
+            let Some(Ok(plugin)) = slot.get() else {
+                return true;
+            };
+            let keep = catalog.version(name, version).is_some_and(|entry| {
+                entry
+                    .verified
+                    .as_ref()
+                    .is_ok_and(|v| v.manifest.digest == plugin.manifest.digest)
+            });
+            if !keep {
+                tracing::warn!(plugin = %name, %version, "evicting a version the registry no longer serves");
+                self.metrics.load("evicted");
+            }
+            keep
+        });
+        let live: std::collections::HashSet<Digest> = loaded
+            .values()
+            .filter_map(|slot| match slot.get() {
+                Some(Ok(plugin)) => Some(plugin.manifest.digest),
+                _ => None,
+            })
+            .collect();
+        drop(loaded);
+        self.components
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|digest, _| live.contains(digest));
+    }
+
+    /// The loaded plugin `name` at `version`, loading it if needed. With
+    /// `governed`, the version must be exactly that module.
     pub async fn get(
         &self,
         name: &PluginName,
         version: &Version,
+        governed: Option<&Digest>,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
         let slot = self.slot(name, version);
-        if let Some(Ok(plugin)) = slot.get() {
-            self.metrics.lookup(true);
-            return Ok(plugin.clone());
-        }
-        self.metrics.lookup(false);
-        let result = slot.get_or_init(|| self.load(name, version)).await.clone();
-        if let Err(error) = &result
-            && !error.is_permanent()
+        let plugin = match slot.get() {
+            Some(Ok(plugin)) => {
+                self.metrics.lookup(true);
+                plugin.clone()
+            }
+            _ => {
+                self.metrics.lookup(false);
+                let result = slot.get_or_init(|| self.load(name, version)).await.clone();
+                match result {
+                    Ok(plugin) => plugin,
+                    Err(error) => {
+                        if !matches!(error, LoadError::Unusable { .. }) {
+                            self.forget(name, version, &slot);
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        if let Some(governed) = governed
+            && governed != &plugin.manifest.digest
         {
-            self.forget(name, version, &slot);
+            tracing::error!(plugin = %name, %version, %governed, registry = %plugin.manifest.digest, "refusing to run another module than the one governed");
+            return Err(LoadError::DigestMismatch(format!(
+                "plugin `{name}` version `{version}` is {} here, not the {governed} that was governed",
+                plugin.manifest.digest
+            )));
         }
-        result
+        Ok(plugin)
     }
 
     /// Runs one request and records its outcome.
@@ -142,27 +236,19 @@ impl PluginHost {
     }
 
     fn slot(&self, name: &PluginName, version: &Version) -> Slot {
-        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = loaded
-            .get(name.as_str())
-            .and_then(|versions| versions.get(version))
-        {
-            return slot.clone();
-        }
-        loaded
-            .entry(name.as_str().to_owned())
-            .or_default()
-            .entry(version.clone())
+        self.loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((name.clone(), version.clone()))
             .or_default()
             .clone()
     }
 
     fn forget(&self, name: &PluginName, version: &Version, slot: &Slot) {
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(versions) = loaded.get_mut(name.as_str())
-            && versions.get(version).is_some_and(|s| Arc::ptr_eq(s, slot))
-        {
-            versions.remove(version);
+        let key = (name.clone(), version.clone());
+        if loaded.get(&key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            loaded.remove(&key);
         }
     }
 
@@ -171,28 +257,29 @@ impl PluginHost {
         name: &PluginName,
         version: &Version,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let unusable = |reason: String, permanent: bool| LoadError::Unusable {
-            name: name.to_string(),
-            version: version.to_string(),
-            reason,
-            permanent,
+        let refused = |error: LoadError| {
+            tracing::error!(plugin = %name, %version, %error, "plugin refused");
+            self.metrics.load("refused");
+            error
         };
         let store_error = |error: StoreError| match error {
             StoreError::NotFound(_) => LoadError::NotFound {
                 name: name.to_string(),
                 version: version.to_string(),
             },
-            error @ (StoreError::DigestMismatch { .. } | StoreError::Corrupt { .. }) => {
-                tracing::error!(plugin = %name, %version, %error, "plugin failed its integrity check");
-                unusable(error.to_string(), false)
-            }
+            error @ StoreError::DigestMismatch { .. } => refused(LoadError::DigestMismatch(
+                format!("plugin `{name}` version `{version}`: {error}"),
+            )),
             error => LoadError::StoreUnavailable(error.to_string()),
         };
-        let manifest = self
+        let entry = self
             .source
-            .manifest(name, version)
+            .entry(name, version)
             .await
             .map_err(store_error)?;
+        let verified = verify_entry(self.watcher.trust(), &entry, SystemTime::now())
+            .map_err(|e| refused(e.into()))?;
+        let manifest = verified.manifest;
         let module = self.source.module(&manifest).await.map_err(store_error)?;
 
         let digest = manifest.digest;
@@ -203,6 +290,11 @@ impl PluginHost {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&digest)
             .cloned();
+        let unusable = |reason: String| LoadError::Unusable {
+            name: name.to_string(),
+            version: version.to_string(),
+            reason,
+        };
         let compiled = match known {
             Some(component) => Ok((component, "memory")),
             None => {
@@ -210,7 +302,7 @@ impl PluginHost {
                 let compiled =
                     tokio::task::spawn_blocking(move || sandbox.compile(&digest, &module))
                         .await
-                        .map_err(|e| unusable(format!("compilation stopped: {e}"), false))?;
+                        .map_err(|e| LoadError::StoreUnavailable(format!("compilation stopped: {e}")))?;
                 compiled.map(|(component, from_disk)| {
                     self.components
                         .lock()
@@ -228,12 +320,13 @@ impl PluginHost {
             Ok((prepared, origin)) => {
                 self.metrics.load(origin);
                 tracing::info!(
-                    plugin = %name, %version, %digest, origin,
+                    plugin = %name, %version, %digest, publisher = %verified.publisher, origin,
                     load_ms = started.elapsed().as_millis() as u64,
                     "plugin loaded"
                 );
                 Ok(Arc::new(LoadedPlugin {
                     metrics: self.metrics.for_plugin(name.as_str()),
+                    publisher: verified.publisher,
                     manifest,
                     prepared,
                 }))
@@ -241,7 +334,7 @@ impl PluginHost {
             Err(error) => {
                 self.metrics.load("failed");
                 tracing::error!(plugin = %name, %version, %error, "plugin cannot be loaded");
-                Err(unusable(error.to_string(), true))
+                Err(unusable(error.to_string()))
             }
         }
     }

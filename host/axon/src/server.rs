@@ -60,9 +60,23 @@ impl AxonState {
         &self.inner.plugins
     }
 
+    /// A handle that does not keep the state alive (for background tasks).
+    pub(crate) fn downgrade(&self) -> WeakAxonState {
+        WeakAxonState(Arc::downgrade(&self.inner))
+    }
+
     /// Marks Axon ready (or not) for `/ready`.
     pub fn set_ready(&self, ready: bool) {
         self.inner.ready.store(ready, Ordering::Release);
+    }
+}
+
+/// [`AxonState`] without ownership.
+pub(crate) struct WeakAxonState(std::sync::Weak<Inner>);
+
+impl WeakAxonState {
+    pub(crate) fn upgrade(&self) -> Option<AxonState> {
+        self.0.upgrade().map(|inner| AxonState { inner })
     }
 }
 
@@ -94,6 +108,8 @@ pub fn router(state: AxonState) -> Router {
 pub struct ReasonBody {
     pub plugin: String,
     pub version: String,
+    /// The module digest governance approved: Axon runs exactly it or refuses.
+    pub digest: String,
     pub request: RequestBody,
 }
 
@@ -137,10 +153,17 @@ async fn reason(
             "`version` must be a semantic version such as `1.0.0`: {e}"
         ))
     })?;
+    let digest: Digest = body
+        .digest
+        .parse()
+        .map_err(|e| invalid(format!("`digest`: {e}")))?;
     service_kit::reasoning::check_fields("request.", &body.request.intent, &body.request.context)?;
 
     let plugins = state.plugins();
-    let plugin = plugins.get(&name, &version).await.map_err(load_error)?;
+    let plugin = plugins
+        .get(&name, &version, Some(&digest))
+        .await
+        .map_err(load_error)?;
     let invocation = Invocation {
         correlation_id: correlation_id.as_str().into(),
         intent: body.request.intent,
@@ -166,6 +189,11 @@ async fn reason(
 fn load_error(error: LoadError) -> ApiError {
     match error {
         LoadError::NotFound { .. } => ApiError::new(ErrorCode::PluginNotFound, error.to_string()),
+        LoadError::Revoked(_) => ApiError::new(ErrorCode::PluginRevoked, error.to_string()),
+        LoadError::Untrusted(_) => ApiError::new(ErrorCode::PluginUntrusted, error.to_string()),
+        LoadError::DigestMismatch(_) => {
+            ApiError::new(ErrorCode::PluginDigestMismatch, error.to_string())
+        }
         LoadError::Unusable { .. } => ApiError::new(ErrorCode::PluginError, error.to_string()),
         LoadError::StoreUnavailable(_) => {
             ApiError::new(ErrorCode::ServiceUnavailable, error.to_string()).retry_after(1)
@@ -197,29 +225,50 @@ struct PluginEntry {
     name: String,
     version: String,
     digest: Digest,
-    description: String,
-    tags: Vec<String>,
+    /// `ready` (verified and loaded), `verified` (not loaded yet), or why it
+    /// is not served: `revoked`, `untrusted`.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publisher: Option<String>,
+    labels: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
-async fn plugins(State(state): State<AxonState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let manifests = state.plugins().published().await.map_err(|e| {
-        ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            format!("the plugin store is unavailable: {e}"),
-        )
-        .retry_after(1)
-    })?;
-    let entries: Vec<PluginEntry> = manifests
-        .into_iter()
-        .map(|m| PluginEntry {
-            name: m.name.to_string(),
-            version: m.version.to_string(),
-            digest: m.digest,
-            description: m.description,
-            tags: m.tags.into_iter().collect(),
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "plugins": entries })))
+/// Every registered version as this Axon sees it (from its registry view).
+async fn plugins(State(state): State<AxonState>) -> Json<serde_json::Value> {
+    let host = state.plugins();
+    let catalog = host.watcher().current();
+    let mut entries = Vec::new();
+    for (name, plugin) in &catalog.plugins {
+        for (version, entry) in &plugin.versions {
+            let (status, publisher, description, reason) = match &entry.verified {
+                Ok(v) => (
+                    if host.is_loaded(name, version) { "ready" } else { "verified" },
+                    Some(v.publisher.clone()),
+                    Some(v.manifest.description.clone()),
+                    None,
+                ),
+                Err(e @ plugin_store::VerifyError::Revoked { .. }) => {
+                    ("revoked", None, None, Some(e.to_string()))
+                }
+                Err(e) => ("untrusted", None, None, Some(e.to_string())),
+            };
+            entries.push(PluginEntry {
+                name: name.to_string(),
+                version: version.to_string(),
+                digest: entry.record.digest,
+                status,
+                publisher,
+                labels: entry.labels.iter().cloned().collect(),
+                description,
+                reason,
+            });
+        }
+    }
+    Json(serde_json::json!({ "plugins": entries, "registry_generation": catalog.generation, "trust_serial": catalog.trust_serial }))
 }
 
 async fn health() -> Json<serde_json::Value> {

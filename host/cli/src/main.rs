@@ -3,7 +3,8 @@
 //! - `agentctl up` runs the whole local stack on embedded defaults;
 //! - `agentctl dispatch` sends a signed `/dispatch`;
 //! - `agentctl keys create|list|revoke` manages access keys;
-//! - `agentctl plugin publish|list` manages the embedded plugin store.
+//! - `agentctl plugin ...` runs the signed supply chain: keys, trust list,
+//!   publish, labels, aliases, rollback, history, revocation.
 
 mod dispatch;
 mod keys;
@@ -49,7 +50,7 @@ enum Command {
     /// Manage access keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Manage plugins in the embedded store.
+    /// Publish, sign, trust, label, alias, roll back and revoke plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
 }

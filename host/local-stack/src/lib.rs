@@ -4,8 +4,11 @@
 //! [`prepare`] makes a data directory usable (idempotently): a keyring with a
 //! `dev` user (group `developers`) and Orbit's `orbit` service key, the dev
 //! credentials as AWS profile `agent-runtime` in `<data>/credentials` (0600),
-//! the default policies in `<data>/policies/`, and the example plugins
-//! (compiled by the build) published in `<data>/plugins/`.
+//! the default policies in `<data>/policies/`, a root key, a dev publisher
+//! key and a trust list naming it (`<data>/trust/`), and the example plugins
+//! (compiled by the build) published through the signed path into
+//! `<data>/plugins/`, labelled `approved` (`triage` also `experimental`) and
+//! aliased `live` the first time they are published.
 //! [`LocalStack::start`] then runs Axon and Orbit on loopback.
 
 use std::net::SocketAddr;
@@ -15,7 +18,9 @@ use anyhow::Context;
 use auth::keyring::Identity;
 use auth::{LocalKeyring, PrincipalKind, SigningKey};
 use governance::LocalPolicyDir;
-use plugin_store::{PluginSource, PublishSpec, StoreError};
+use std::collections::BTreeSet;
+
+use plugin_store::{AliasTarget, KeyPair, PluginSource, PublishSpec, StoreError, admin};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -54,7 +59,11 @@ pub async fn prepare(data_dir: &Path) -> anyhow::Result<Prepared> {
     {
         tracing::info!(dir = %policies.display(), "default policies written");
     }
-    publish_examples(&axon::local_source(&data_dir.join("plugins")).await?).await?;
+    let source = axon::local_source(&data_dir.join("plugins")).await?;
+    let trust = plugin_store::admin::ensure_dev_trust(&data_dir.join("trust"), &**source.registry())
+        .await
+        .context("setting up the local trust list")?;
+    publish_examples(&source, &trust.publisher).await?;
     Ok(Prepared {
         dev_key,
         orbit_key,
@@ -89,8 +98,22 @@ fn ensure_key(
     })
 }
 
-/// Publishes every example plugin; an unchanged one is a no-op.
-pub async fn publish_examples(source: &PluginSource) -> anyhow::Result<()> {
+/// Who the local stack's own operator actions are recorded as.
+pub const ACTOR: &str = "agentctl-up";
+
+/// Operator labels the local stack gives each example when first published.
+fn example_labels(name: &str) -> BTreeSet<String> {
+    let mut labels = BTreeSet::from(["approved".to_owned()]);
+    if name == "triage" {
+        labels.insert("experimental".to_owned());
+    }
+    labels
+}
+
+/// Publishes every example plugin, signed by `key`. A new version is
+/// labelled and, if the plugin has no `live` alias yet, aliased `live`;
+/// an unchanged one is a no-op (operators' later changes stand).
+pub async fn publish_examples(source: &PluginSource, key: &KeyPair) -> anyhow::Result<()> {
     for example in plugin_artifacts::EXAMPLES {
         let Some(manifest) = example.manifest_text() else {
             continue;
@@ -99,17 +122,37 @@ pub async fn publish_examples(source: &PluginSource) -> anyhow::Result<()> {
         let module = example
             .bytes()
             .with_context(|| format!("reading the compiled `{}` plugin", example.name))?;
-        match source.publish(&module, spec).await {
-            Ok(m) => {
-                tracing::info!(plugin = %m.name, version = %m.version, digest = %m.digest, "example published")
-            }
+        let published = match source.publish(&module, spec, key, ACTOR).await {
+            Ok(published) => published,
             Err(e @ StoreError::AlreadyPublished { .. }) => {
                 tracing::warn!(
                     "{e}; the stack serves the published one (bump the version in plugin.toml to publish a change)"
-                )
+                );
+                continue;
             }
             Err(e) => return Err(e).context("publishing the examples"),
+        };
+        if !published.new {
+            continue;
         }
+        let m = &published.manifest;
+        let registry = &**source.registry();
+        admin::set_labels(registry, &m.name, &m.version, &example_labels(example.name), ACTOR)
+            .await?;
+        let has_live = registry
+            .snapshot()
+            .await?
+            .aliases
+            .iter()
+            .any(|a| a.plugin == m.name && a.name == "live");
+        if !has_live {
+            let target = AliasTarget {
+                version: m.version.clone(),
+                canary: None,
+            };
+            admin::set_alias(registry, &m.name, "live", target, ACTOR).await?;
+        }
+        tracing::info!(plugin = %m.name, version = %m.version, digest = %m.digest, "example published");
     }
     Ok(())
 }
@@ -132,7 +175,7 @@ impl LocalStack {
     ) -> anyhow::Result<Self> {
         let axon_config = axon::AxonConfig::local(data_dir.to_owned(), axon_listen);
         let source = axon::local_source(&axon_config.plugin_dir()).await?;
-        let axon_state = axon::build(&axon_config, source)?;
+        let axon_state = axon::build(&axon_config, source).await?;
         let axon_listener = bind(axon_config.listen, "Axon", "--axon-listen").await?;
         let axon_addr = axon_listener
             .local_addr()

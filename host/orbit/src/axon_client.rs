@@ -17,9 +17,6 @@ use service_kit::{ApiError, CorrelationId, ErrorCode};
 use crate::breaker::{Breaker, BreakerState};
 use crate::metrics::OrbitMetrics;
 
-/// Time allowed on top of a plugin's own deadline (Axon enforces the deadline;
-/// this covers the hop and Axon's own work).
-const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 /// A new Orbit key is used once it is this old, so that Axon (which re-reads
 /// the keyring every 2 s) knows it: rotation causes no 401s between hops.
 const KEY_SETTLE: Duration = Duration::from_secs(10);
@@ -39,6 +36,10 @@ pub struct AxonClientConfig {
     pub retries: u32,
     pub breaker_failures: u32,
     pub breaker_open_for: Duration,
+    /// Time allowed on top of a plugin's own deadline (Axon enforces the
+    /// deadline from when the plugin starts): the hop, and a first load that
+    /// compiles the version while the request waits.
+    pub load_wait: Duration,
 }
 
 /// A plugin's answer as Axon returns it.
@@ -159,7 +160,7 @@ impl AxonClient {
             for (name, value) in signed {
                 request = request.header(name, value);
             }
-            match tokio::time::timeout(deadline + DEADLINE_MARGIN, request.send()).await {
+            match tokio::time::timeout(deadline + self.config.load_wait, request.send()).await {
                 Ok(Ok(response)) => break response,
                 Ok(Err(error)) if error.is_connect() && attempt < self.config.retries => {
                     attempt += 1;

@@ -1,127 +1,154 @@
-//! What can be dispatched: plugin versions from the registry, kept in memory
-//! and refreshed, so a dispatch resolves its version without a store call.
+//! What can be dispatched: the verified registry view ([`Watcher`]), kept in
+//! memory and refreshed, so a dispatch resolves its alias and version without
+//! a store call.
+//!
+//! A request names a version (pinned) or an alias (default `live`); a
+//! weighted alias picks its canary by a stable hash of the routing key. The
+//! resolved version must have verified under the trust list and not be
+//! revoked: otherwise the caller hears exactly why (`PLUGIN_UNTRUSTED`,
+//! `PLUGIN_REVOKED`), and nothing is governed or run.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use plugin_store::{PluginManifest, PluginName, PluginSource, StoreError, Version};
+use plugin_store::{
+    Catalog, CatalogVersion, PluginName, StoreError, VerifiedManifest, VerifyError, Version,
+    Watcher,
+};
 
 /// A miss refreshes from the store at most this often (unknown names must not
 /// turn into a flood of store reads).
 const MISS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
-type Index = BTreeMap<String, Vec<Arc<PluginManifest>>>;
+/// The alias a request without `version` or `alias` goes to.
+pub const DEFAULT_ALIAS: &str = "live";
 
 pub struct Catalogue {
-    source: PluginSource,
-    index: RwLock<Arc<Index>>,
-    last_refresh: Mutex<Instant>,
+    watcher: Arc<Watcher>,
+    last_miss_refresh: Mutex<Instant>,
 }
 
-/// Why a plugin could not be resolved.
+/// Which version a request asks for.
+#[derive(Debug, Clone, Copy)]
+pub enum Selector<'a> {
+    Version(&'a Version),
+    Alias(&'a str),
+}
+
+/// Why a plugin could not be resolved to a servable version.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("no plugin `{0}` is published")]
     UnknownPlugin(String),
     #[error("plugin `{name}` has no published version `{version}`")]
     UnknownVersion { name: String, version: String },
+    #[error(
+        "plugin `{name}` has no alias `{alias}`; name a `version`, or ask an operator to run `agentctl plugin alias set {name} {alias} <version>`"
+    )]
+    UnknownAlias { name: String, alias: String },
+    #[error("{0}")]
+    NotServable(VerifyError),
     #[error("the plugin registry is unavailable: {0}")]
     Unavailable(StoreError),
 }
 
-/// What "the newest version" means: the newest release, or the newest
-/// pre-release when there is no release. `versions` is sorted, oldest first.
-pub fn newest_release(versions: &[Arc<PluginManifest>]) -> Option<&Arc<PluginManifest>> {
-    versions
-        .iter()
-        .rev()
-        .find(|m| m.version.pre.is_empty())
-        .or_else(|| versions.last())
+/// A resolved, verified, unrevoked version.
+pub struct Resolved {
+    pub entry: Arc<CatalogVersion>,
+    pub verified: Arc<VerifiedManifest>,
+    /// The alias it was reached through, if any.
+    pub alias: Option<String>,
 }
 
 impl Catalogue {
-    pub async fn load(source: PluginSource) -> Result<Self, StoreError> {
-        let catalogue = Self {
-            source,
-            index: RwLock::new(Arc::default()),
-            last_refresh: Mutex::new(Instant::now()),
-        };
-        catalogue.refresh().await?;
-        Ok(catalogue)
+    pub fn new(watcher: Arc<Watcher>) -> Self {
+        Self {
+            watcher,
+            last_miss_refresh: Mutex::new(Instant::now()),
+        }
     }
 
-    /// Re-reads every manifest.
+    /// Re-reads the registry if it moved.
     pub async fn refresh(&self) -> Result<(), StoreError> {
-        let mut index = Index::new();
-        for manifest in self.source.list().await? {
-            index
-                .entry(manifest.name.to_string())
-                .or_default()
-                .push(Arc::new(manifest));
-        }
-        for versions in index.values_mut() {
-            versions.sort_by(|a, b| a.version.cmp(&b.version));
-        }
-        *self.index.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(index);
-        *self
-            .last_refresh
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        Ok(())
+        self.watcher.refresh().await.map(drop)
     }
 
-    fn snapshot(&self) -> Arc<Index> {
-        self.index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// The registry view now.
+    pub fn current(&self) -> Arc<Catalog> {
+        self.watcher.current()
     }
 
     fn find(
-        index: &Index,
+        catalog: &Catalog,
         name: &PluginName,
-        version: Option<&Version>,
-    ) -> Result<Arc<PluginManifest>, ResolveError> {
-        let versions = index
-            .get(name.as_str())
+        selector: Selector<'_>,
+        routing_key: &str,
+    ) -> Result<Resolved, ResolveError> {
+        let plugin = catalog
+            .plugins
+            .get(name)
             .ok_or_else(|| ResolveError::UnknownPlugin(name.to_string()))?;
-        let found = match version {
-            Some(v) => versions.iter().find(|m| &m.version == v),
-            None => newest_release(versions),
+        let (version, alias) = match selector {
+            Selector::Version(version) => (version, None),
+            Selector::Alias(alias) => (
+                plugin
+                    .route(alias, routing_key)
+                    .ok_or_else(|| ResolveError::UnknownAlias {
+                        name: name.to_string(),
+                        alias: alias.to_owned(),
+                    })?,
+                Some(alias.to_owned()),
+            ),
         };
-        found.cloned().ok_or_else(|| ResolveError::UnknownVersion {
-            name: name.to_string(),
-            version: version.map_or_else(|| "latest".to_owned(), ToString::to_string),
+        let entry = plugin
+            .versions
+            .get(version)
+            .ok_or_else(|| ResolveError::UnknownVersion {
+                name: name.to_string(),
+                version: version.to_string(),
+            })?;
+        let verified = entry
+            .verified
+            .as_ref()
+            .map_err(|error| ResolveError::NotServable(error.clone()))?;
+        Ok(Resolved {
+            verified: verified.clone(),
+            entry: entry.clone(),
+            alias,
         })
     }
 
-    /// The manifest of `name` at `version` (the newest release if `None`).
+    /// The version `selector` picks for `routing_key`.
     pub async fn resolve(
         &self,
         name: &PluginName,
-        version: Option<&Version>,
-    ) -> Result<Arc<PluginManifest>, ResolveError> {
-        match Self::find(&self.snapshot(), name, version) {
-            Ok(manifest) => Ok(manifest),
-            Err(miss) => {
-                let due = self
-                    .last_refresh
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .elapsed()
-                    >= MISS_REFRESH_INTERVAL;
+        selector: Selector<'_>,
+        routing_key: &str,
+    ) -> Result<Resolved, ResolveError> {
+        match Self::find(&self.current(), name, selector, routing_key) {
+            Err(
+                miss @ (ResolveError::UnknownPlugin(_)
+                | ResolveError::UnknownVersion { .. }
+                | ResolveError::UnknownAlias { .. }),
+            ) => {
+                let due = {
+                    let mut last = self
+                        .last_miss_refresh
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let due = last.elapsed() >= MISS_REFRESH_INTERVAL;
+                    if due {
+                        *last = Instant::now();
+                    }
+                    due
+                };
                 if !due {
                     return Err(miss);
                 }
                 self.refresh().await.map_err(ResolveError::Unavailable)?;
-                Self::find(&self.snapshot(), name, version)
+                Self::find(&self.current(), name, selector, routing_key)
             }
+            other => other,
         }
-    }
-
-    /// Every plugin with its versions, oldest first.
-    pub fn list(&self) -> Vec<Vec<Arc<PluginManifest>>> {
-        self.snapshot().values().cloned().collect()
     }
 }

@@ -54,7 +54,16 @@ pub struct OrbitConfig {
     /// How long the breaker stays open before a probe, in ms.
     #[arg(long, default_value_t = 2000)]
     pub breaker_open_ms: u64,
-    /// How often policies, keys and the plugin list are re-read, in seconds.
+    /// The trust root: a file holding the base64 public key that signs the
+    /// trust list. Default `<data-dir>/trust/root.pub`.
+    #[arg(long, env = "AGENT_RUNTIME_TRUST_ROOT")]
+    pub trust_root: Option<PathBuf>,
+    /// How long a dispatch may wait, beyond the plugin's deadline, for Axon
+    /// (the hop, and a first load that compiles the version), in ms.
+    #[arg(long, default_value_t = 30_000)]
+    pub axon_load_wait_ms: u64,
+    /// How often policies, keys and the plugin registry (aliases,
+    /// revocations, new versions) are re-read, in seconds.
     #[arg(long, default_value_t = 2)]
     pub refresh_secs: u64,
     /// How long the last good policy set serves while the policy source
@@ -84,6 +93,8 @@ impl OrbitConfig {
             breaker_open_ms: 2000,
             refresh_secs: 2,
             policy_max_staleness_secs: 300,
+            trust_root: None,
+            axon_load_wait_ms: 30_000,
         }
     }
 
@@ -99,6 +110,12 @@ impl OrbitConfig {
         self.data_dir.join("plugins")
     }
 
+    pub fn trust_root(&self) -> PathBuf {
+        self.trust_root
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("trust").join("root.pub"))
+    }
+
     pub(crate) fn axon_client(&self) -> AxonClientConfig {
         AxonClientConfig {
             base_url: self.axon_url.clone(),
@@ -107,6 +124,7 @@ impl OrbitConfig {
             retries: self.axon_retries,
             breaker_failures: self.breaker_failures,
             breaker_open_for: Duration::from_millis(self.breaker_open_ms),
+            load_wait: Duration::from_millis(self.axon_load_wait_ms),
         }
     }
 

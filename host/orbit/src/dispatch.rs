@@ -1,9 +1,10 @@
 //! `POST /dispatch`: Think -> Govern -> Act.
 //!
 //! The caller is who signed the request (never anything in the body). The
-//! plugin version is resolved (the newest release if none is named),
-//! governance decides, and only on an allow is the request signed again by
-//! Orbit and sent to Axon.
+//! plugin version is resolved (a pinned `version`, or an `alias`, `live` by
+//! default, with its canary split by the routing key), governance decides on
+//! the verified version, and only on an allow is the request signed again by
+//! Orbit and sent to Axon with the digest that was governed.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,12 +16,12 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use governance::{Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind};
-use plugin_store::{PluginName, PluginRef, Version};
+use plugin_store::{PluginName, PluginRef, VerifyError, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use service_kit::{ApiError, ApiJson, CorrelationId, ErrorCode};
 
-use crate::catalogue::ResolveError;
+use crate::catalogue::{DEFAULT_ALIAS, ResolveError, Selector};
 use crate::server::OrbitState;
 
 /// How long Orbit waits for a plugin that does not state a deadline: the
@@ -32,8 +33,12 @@ const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 #[serde(deny_unknown_fields)]
 pub struct DispatchBody {
     pub plugin: String,
+    /// Pins a version; governed like any dispatch.
     #[serde(default)]
     pub version: Option<String>,
+    /// The alias to resolve (default `live`); not with `version`.
+    #[serde(default)]
+    pub alias: Option<String>,
     pub intent: String,
     pub input: Box<RawValue>,
     #[serde(default)]
@@ -82,8 +87,13 @@ struct DispatchReply<'a> {
 struct AxonReason<'a> {
     plugin: &'a str,
     version: String,
+    /// What governance approved: Axon runs exactly this module or refuses.
+    digest: String,
     request: AxonRequest<'a>,
 }
+
+/// The context entry that keeps one caller on one side of a canary.
+pub const ROUTING_KEY: &str = "session_id";
 
 #[derive(Serialize)]
 struct AxonRequest<'a> {
@@ -103,6 +113,21 @@ fn principal_of(caller: &Authenticated) -> Principal {
         groups: identity.groups.clone(),
         tenant: identity.tenant.clone(),
     }
+}
+
+fn resolve_error(error: ResolveError) -> ApiError {
+    let code = match &error {
+        ResolveError::Unavailable(_) => {
+            return ApiError::new(ErrorCode::ServiceUnavailable, error.to_string()).retry_after(1);
+        }
+        ResolveError::NotServable(VerifyError::Revoked { .. }) => ErrorCode::PluginRevoked,
+        ResolveError::NotServable(VerifyError::Untrusted { .. }) => ErrorCode::PluginUntrusted,
+        ResolveError::NotServable(VerifyError::RecordMismatch { .. }) => {
+            ErrorCode::PluginDigestMismatch
+        }
+        _ => ErrorCode::PluginNotFound,
+    };
+    ApiError::new(code, error.to_string())
 }
 
 pub async fn dispatch(
@@ -130,18 +155,28 @@ pub async fn dispatch(
         })?;
 
     service_kit::reasoning::check_fields("", &body.intent, &body.context)?;
+    let selector = match (&version, &body.alias) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "give `version` or `alias`, not both: a pinned version has no alias".into(),
+            ));
+        }
+        (Some(version), None) => Selector::Version(version),
+        (None, Some(alias)) => Selector::Alias(alias),
+        (None, None) => Selector::Alias(DEFAULT_ALIAS),
+    };
+    let routing_key = body
+        .context
+        .get(ROUTING_KEY)
+        .map_or(correlation_id.as_str(), String::as_str);
 
-    // Resolve what would run.
-    let manifest = state
+    // Resolve what would run: a verified, unrevoked version.
+    let resolved = state
         .catalogue()
-        .resolve(&name, version.as_ref())
+        .resolve(&name, selector, routing_key)
         .await
-        .map_err(|e| match e {
-            ResolveError::Unavailable(_) => {
-                ApiError::new(ErrorCode::ServiceUnavailable, e.to_string()).retry_after(1)
-            }
-            _ => ApiError::new(ErrorCode::PluginNotFound, e.to_string()),
-        })?;
+        .map_err(resolve_error)?;
+    let manifest = &resolved.verified.manifest;
     let plugin_ref = manifest.reference();
 
     // Govern.
@@ -149,8 +184,9 @@ pub async fn dispatch(
     let plugin = PluginInfo {
         name: manifest.name.to_string(),
         version: manifest.version.clone(),
-        publisher: manifest.publisher.clone(),
+        publisher: resolved.verified.publisher.clone(),
         tags: manifest.tags.clone(),
+        labels: resolved.entry.labels.clone(),
     };
     let decision = state
         .decider()
@@ -166,7 +202,7 @@ pub async fn dispatch(
         .metrics()
         .decision(decision.reason.as_str(), decision.decision_time_us);
     if !decision.allowed {
-        tracing::info!(principal = %principal.id, plugin = %name, reason = decision.reason.as_str(), policies = ?decision.policies, "dispatch denied");
+        tracing::info!(principal = %principal.id, plugin = %name, version = %manifest.version, reason = decision.reason.as_str(), policies = ?decision.policies, "dispatch denied");
         let (code, status) = if decision.reason == Outcome::Unavailable {
             (ErrorCode::ServiceUnavailable, "unavailable")
         } else {
@@ -193,6 +229,7 @@ pub async fn dispatch(
     let axon_body = serde_json::to_vec(&AxonReason {
         plugin: name.as_str(),
         version: manifest.version.to_string(),
+        digest: manifest.digest.to_string(),
         request: AxonRequest {
             intent: &body.intent,
             input: &body.input,

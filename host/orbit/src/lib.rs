@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! per-address limit -> SigV4 -> per-principal limit -> dispatch
-//!     dispatch: resolve version (catalogue) -> decide (governance) -> call Axon (signed, breaker)
+//!     dispatch: resolve alias -> verified version (catalogue) -> decide (governance)
+//!               -> call Axon with the governed digest (signed, breaker)
 //! ```
 
 pub mod axon_client;
@@ -64,9 +65,15 @@ pub async fn build(config: &OrbitConfig) -> anyhow::Result<OrbitState> {
                 config.plugin_dir().display()
             )
         })?;
-    let catalogue = catalogue::Catalogue::load(source)
-        .await
-        .context("reading the plugin registry")?;
+    let root = plugin_store::admin::read_public_key(&config.trust_root())
+        .context("reading the trust root (the root key's public half)")?;
+    let watcher = plugin_store::Watcher::new(
+        source.registry().clone(),
+        Arc::new(plugin_store::Trust::new(root)),
+    )
+    .await
+    .context("reading the plugin registry")?;
+    let catalogue = catalogue::Catalogue::new(Arc::new(watcher));
 
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);

@@ -104,19 +104,33 @@ pub fn router(state: OrbitState) -> Router {
     service_kit::with_common_layers(router, state.inner.http_metrics.clone())
 }
 
+/// The plugins with at least one servable version, with their aliases.
+/// (Filtering by what the caller may dispatch comes with governed discovery.)
 async fn plugins(State(state): State<OrbitState>) -> Json<serde_json::Value> {
-    let plugins: Vec<serde_json::Value> = state
-        .catalogue()
-        .list()
-        .into_iter()
-        .filter_map(|versions| {
-            let latest = crate::catalogue::newest_release(&versions)?;
+    let catalog = state.catalogue().current();
+    let plugins: Vec<serde_json::Value> = catalog
+        .plugins
+        .iter()
+        .filter_map(|(name, plugin)| {
+            let servable: Vec<_> = plugin
+                .versions
+                .values()
+                .filter_map(|v| v.verified.as_ref().ok().map(|m| (v, m)))
+                .collect();
+            let (newest, manifest) = servable.last()?;
+            let aliases: serde_json::Map<String, serde_json::Value> = plugin
+                .aliases
+                .values()
+                .map(|a| (a.name.clone(), json!(a.target)))
+                .collect();
             Some(json!({
-                "name": latest.name,
-                "versions": versions.iter().map(|m| m.version.to_string()).collect::<Vec<_>>(),
-                "latest": latest.version.to_string(),
-                "description": latest.description,
-                "tags": latest.tags,
+                "name": name,
+                "versions": servable.iter().map(|(v, _)| v.record.version.to_string()).collect::<Vec<_>>(),
+                "aliases": aliases,
+                "description": manifest.manifest.description,
+                "publisher": manifest.publisher,
+                "labels": newest.labels,
+                "tags": manifest.manifest.tags,
             }))
         })
         .collect();

@@ -1,5 +1,3 @@
-use std::path::PathBuf;
-
 use crate::manifest::Digest;
 
 /// Why a store operation failed.
@@ -19,9 +17,15 @@ pub enum StoreError {
     /// The bytes fetched do not match the manifest: tampering or corruption.
     #[error("module digest mismatch: manifest says {expected}, fetched bytes are {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
-    /// A stored manifest cannot be read back.
-    #[error("stored manifest `{}` is corrupt: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: String },
+    /// A stored record cannot be read back.
+    #[error("{what} is corrupt: {reason}")]
+    Corrupt { what: String, reason: String },
+    /// A conditional write lost to another writer; read again and retry.
+    #[error("{0}")]
+    Conflict(String),
+    /// The backing database or service failed.
+    #[error("{0}")]
+    Backend(String),
     /// The backing storage failed.
     #[error("{context}: {source}")]
     Io {

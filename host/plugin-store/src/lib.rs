@@ -1,24 +1,42 @@
-//! Where plugins live, and how Axon gets them.
+//! Where plugins live, who vouches for them, and how Axon and Orbit get them.
 //!
-//! Two stores, as in the AWS deployment:
-//! - a [`BlobStore`] holds module bytes addressed by their sha256 digest
-//!   (embedded: a local directory; AWS: an S3 bucket);
-//! - a [`Registry`] holds one immutable [`PluginManifest`] per plugin version
-//!   (embedded: a local directory of JSON files; AWS: DynamoDB).
-//!
-//! [`PluginSource`] joins them: it publishes (blob first, then manifest) and
-//! fetches with the digest checked, so bytes that do not match their manifest
-//! never reach the compiler.
+//! - A [`BlobStore`] holds module bytes addressed by their sha256 digest
+//!   (embedded: a local directory; AWS: an S3 bucket).
+//! - A [`Registry`] holds each version's signed manifest, operator labels,
+//!   revocations, aliases, the history of every change and the trust list
+//!   (embedded: a SQLite file; AWS: DynamoDB).
+//! - [`signing`] is ed25519 in DSSE envelopes; [`trust`] is the root-signed
+//!   list of publisher keys and manifest verification under it.
+//! - [`PluginSource`] publishes (sign, blob, register) and fetches with the
+//!   digest checked; [`Watcher`] keeps the verified in-memory [`Catalog`]
+//!   Orbit resolves from and Axon evicts and preloads from.
 
+pub mod admin;
+pub mod catalog;
+pub mod component;
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract;
 mod error;
 mod local;
 mod manifest;
+pub mod registry;
+pub mod signing;
 mod source;
+mod sqlite;
+pub mod trust;
 
+pub use catalog::{Catalog, CatalogPlugin, CatalogVersion, Watcher};
 pub use error::StoreError;
-pub use local::{LocalBlobStore, LocalRegistry};
+pub use local::LocalBlobStore;
 pub use manifest::{
-    Digest, PluginManifest, PluginName, PluginRef, PublishSpec, RequestedLimits, WORLD,
+    Digest, MANIFEST_TYPE, PluginManifest, PluginName, PluginRef, PublishSpec, RequestedLimits,
+};
+pub use registry::{
+    Alias, AliasMove, AliasTarget, Canary, HistoryEntry, Registered, Registry, Snapshot,
+    VersionEntry, VersionRecord,
 };
 pub use semver::Version;
-pub use source::{BlobStore, PluginSource, Registry};
+pub use signing::{Envelope, KeyId, KeyPair};
+pub use source::{BlobStore, PluginSource, Published, VerifyError, verify_entry};
+pub use sqlite::SqliteRegistry;
+pub use trust::{Trust, TrustError, TrustList, TrustedKey, VerifiedManifest};

@@ -9,9 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::StoreError;
-
-/// The WIT world every plugin of this release targets.
-pub const WORLD: &str = "agent:reasoning/reasoning-plugin@1.0.0";
+use crate::signing::{Envelope, KeyId, KeyPair};
 
 /// A plugin name: 1 to 64 characters, lowercase letters, digits and `-`,
 /// starting with a letter.
@@ -140,8 +138,11 @@ pub struct RequestedLimits {
     pub max_concurrency: Option<u32>,
 }
 
-/// What a publisher says about a version; the store adds digest, size and time.
-/// This is the format of a plugin's `plugin.toml`.
+/// What a publisher says about a version: the format of a plugin's
+/// `plugin.toml`. Publishing adds the digest, size, world, key and time.
+///
+/// There is no `publisher` field: who published is the owner of the signing
+/// key, as the trust list says. `tags` are the publisher's own claims.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishSpec {
@@ -150,20 +151,34 @@ pub struct PublishSpec {
     #[serde(default)]
     pub description: String,
     #[serde(default)]
-    pub publisher: String,
-    #[serde(default)]
     pub tags: BTreeSet<String>,
     /// Read-only configuration the plugin reads through `config.get`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: RequestedLimits,
+    /// Host capabilities the plugin will ask for. None exist yet.
+    #[serde(default)]
+    pub capabilities: BTreeSet<String>,
 }
 
 impl PublishSpec {
     /// Parses a `plugin.toml`.
     pub fn from_toml(text: &str) -> Result<Self, StoreError> {
-        toml::from_str(text).map_err(|e| StoreError::Invalid(format!("plugin manifest: {e}")))
+        let spec: Self = toml::from_str(text).map_err(|e| {
+            let hint = if e.message().contains("`publisher`") {
+                "; the publisher is the owner of the signing key, so remove `publisher`"
+            } else {
+                ""
+            };
+            StoreError::Invalid(format!("plugin manifest: {}{hint}", e.message().trim()))
+        })?;
+        if let Some(capability) = spec.capabilities.iter().next() {
+            return Err(StoreError::Invalid(format!(
+                "plugin manifest: capability `{capability}` is unknown; this release offers none"
+            )));
+        }
+        Ok(spec)
     }
 }
 
@@ -175,8 +190,12 @@ pub struct PluginRef {
     pub digest: Digest,
 }
 
-/// One published plugin version. Immutable once published.
+/// The DSSE payload type of a signed manifest.
+pub const MANIFEST_TYPE: &str = "application/vnd.agent-runtime.plugin-manifest.v1+json";
+
+/// One published plugin version, as its publisher signed it. Immutable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PluginManifest {
     pub name: PluginName,
     pub version: Version,
@@ -184,38 +203,50 @@ pub struct PluginManifest {
     pub digest: Digest,
     /// Size of the module in bytes.
     pub size: u64,
-    /// The WIT world the module targets.
+    /// The WIT world the module targets, read from the component.
     pub world: String,
     #[serde(default)]
     pub description: String,
-    #[serde(default)]
-    pub publisher: String,
+    /// The publisher's own descriptive tags: claims, not operator labels.
     #[serde(default)]
     pub tags: BTreeSet<String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: RequestedLimits,
-    /// RFC 3339 time of publication.
+    #[serde(default)]
+    pub capabilities: BTreeSet<String>,
+    /// The key that signed this manifest.
+    pub key_id: KeyId,
+    /// RFC 3339 time the manifest was made.
     pub created_at: String,
 }
 
 impl PluginManifest {
-    /// The manifest for `module` published under `spec`.
-    pub fn new(spec: PublishSpec, module: &[u8]) -> Self {
+    /// The manifest for `module` (targeting `world`) published under `spec`,
+    /// to be signed by `key_id`.
+    pub fn new(spec: PublishSpec, module: &[u8], world: String, key_id: KeyId) -> Self {
         Self {
             name: spec.name,
             version: spec.version,
             digest: Digest::of(module),
             size: module.len() as u64,
-            world: WORLD.to_owned(),
+            world,
             description: spec.description,
-            publisher: spec.publisher,
             tags: spec.tags,
             config: spec.config,
             limits: spec.limits,
+            capabilities: spec.capabilities,
+            key_id,
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         }
+    }
+
+    /// This manifest signed by `key` (which must be the one it names).
+    pub fn sign(&self, key: &KeyPair) -> Envelope {
+        // Strings, numbers and maps of strings: encoding cannot fail.
+        let payload = serde_json::to_vec(self).unwrap_or_default();
+        key.sign(MANIFEST_TYPE, &payload)
     }
 
     /// How responses name this version.
@@ -224,18 +255,6 @@ impl PluginManifest {
             name: self.name.to_string(),
             version: self.version.to_string(),
             digest: self.digest,
-        }
-    }
-
-    /// True when `other` describes the same module with the same settings
-    /// (publication time aside): republishing it is a no-op.
-    pub fn same_content(&self, other: &Self) -> bool {
-        Self {
-            created_at: String::new(),
-            ..self.clone()
-        } == Self {
-            created_at: String::new(),
-            ..other.clone()
         }
     }
 }
@@ -307,11 +326,23 @@ mod tests {
     #[test]
     fn manifest_json_round_trips() {
         let spec = PublishSpec::from_toml("name = \"echo\"\nversion = \"1.0.0\"").unwrap();
-        let manifest = PluginManifest::new(spec, b"\0asm");
+        let manifest = PluginManifest::new(spec, b"\0asm", "w".into(), KeyId::from("k"));
         let json = serde_json::to_string(&manifest).unwrap();
         let back: PluginManifest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, manifest);
         assert_eq!(back.size, 4);
-        assert_eq!(back.world, WORLD);
+        assert_eq!(back.world, "w");
+    }
+
+    #[test]
+    fn publisher_is_not_for_the_publisher_to_say_and_capabilities_are_checked() {
+        let err = PublishSpec::from_toml("name = \"x\"\nversion = \"1.0.0\"\npublisher = \"me\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("remove `publisher`"), "{err}");
+        let err = PublishSpec::from_toml(
+            "name = \"x\"\nversion = \"1.0.0\"\ncapabilities = [\"network\"]",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("capability `network` is unknown"), "{err}");
     }
 }

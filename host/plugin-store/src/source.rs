@@ -1,12 +1,24 @@
-//! The store traits and [`PluginSource`], the seam Axon loads plugins through.
+//! [`PluginSource`]: a blob store and a registry together, the one way
+//! plugins are published and fetched.
+//!
+//! Publishing reads the world from the component, signs the manifest with the
+//! publisher's key, stores the module content-addressed, then registers the
+//! version (blob first, so a registered version never points at missing
+//! bytes). Fetching checks the bytes against the digest the verified manifest
+//! names, every time: a store that does not check checksums (or was tampered
+//! with) cannot hand Axon other bytes.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use semver::Version;
 
 use crate::error::StoreError;
 use crate::manifest::{Digest, PluginManifest, PluginName, PublishSpec};
+use crate::registry::{Registered, Registry, VersionEntry, VersionRecord};
+use crate::signing::KeyPair;
+use crate::trust::{Trust, TrustError, VerifiedManifest};
 
 /// Module bytes addressed by their sha256 digest.
 #[async_trait]
@@ -17,17 +29,52 @@ pub trait BlobStore: Send + Sync {
     async fn get(&self, digest: &Digest) -> Result<Vec<u8>, StoreError>;
 }
 
-/// Immutable manifests, one per plugin version.
-#[async_trait]
-pub trait Registry: Send + Sync {
-    /// Records `manifest`. Publishing the same content again is a no-op;
-    /// different content under an existing version is [`StoreError::AlreadyPublished`].
-    async fn put(&self, manifest: &PluginManifest) -> Result<(), StoreError>;
-    /// The manifest of `name` at `version`.
-    async fn get(&self, name: &PluginName, version: &Version)
-    -> Result<PluginManifest, StoreError>;
-    /// Every manifest, sorted by name then version.
-    async fn list(&self) -> Result<Vec<PluginManifest>, StoreError>;
+/// What [`PluginSource::publish`] did.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub manifest: PluginManifest,
+    /// False when the same module was already published under this version.
+    pub new: bool,
+}
+
+/// Why a registered version cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("plugin `{name}` version `{version}` is revoked")]
+    Revoked { name: String, version: String },
+    #[error("plugin `{name}` version `{version}` is not trusted: {reason}")]
+    Untrusted {
+        name: String,
+        version: String,
+        reason: TrustError,
+    },
+    #[error("the registry's digest for `{name}@{version}` differs from its signed manifest")]
+    RecordMismatch { name: String, version: String },
+}
+
+/// Checks a registered version: not revoked, its manifest signed by a trusted
+/// key for this name and version, and the registry's digest the manifest's.
+pub fn verify_entry(
+    trust: &Trust,
+    entry: &VersionEntry,
+    now: SystemTime,
+) -> Result<VerifiedManifest, VerifyError> {
+    let record = &entry.record;
+    let (name, version) = (record.name.to_string(), record.version.to_string());
+    if entry.revoked {
+        return Err(VerifyError::Revoked { name, version });
+    }
+    let verified = trust
+        .verify_manifest(&record.envelope, &record.name, &record.version, now)
+        .map_err(|reason| VerifyError::Untrusted {
+            name: name.clone(),
+            version: version.clone(),
+            reason,
+        })?;
+    if verified.manifest.digest != record.digest {
+        return Err(VerifyError::RecordMismatch { name, version });
+    }
+    Ok(verified)
 }
 
 /// Publishes to and fetches from a blob store and a registry together.
@@ -43,44 +90,71 @@ impl PluginSource {
         Self { blobs, registry }
     }
 
-    /// The embedded default: both stores as directories under `dir`
-    /// ([`LocalBlobStore`](crate::LocalBlobStore), [`LocalRegistry`](crate::LocalRegistry)).
+    /// The embedded default under `dir`: blobs in `dir/blobs/`
+    /// ([`LocalBlobStore`](crate::LocalBlobStore)), the registry in
+    /// `dir/registry.db` ([`SqliteRegistry`](crate::SqliteRegistry)).
     pub async fn local(dir: &std::path::Path) -> Result<Self, StoreError> {
         let blobs = crate::LocalBlobStore::open(dir).await?;
-        let registry = crate::LocalRegistry::open(dir).await?;
+        let registry = crate::SqliteRegistry::open(&dir.join("registry.db")).await?;
         Ok(Self::new(Arc::new(blobs), Arc::new(registry)))
     }
 
-    /// Publishes `module` under `spec`: blob first, so a manifest never points
-    /// at missing bytes.
+    pub fn registry(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    /// Publishes `module` under `spec`, signed by `key`, as `actor`. The
+    /// same module again under the same version is a no-op; another module
+    /// under a published version is [`StoreError::AlreadyPublished`].
     pub async fn publish(
         &self,
         module: &[u8],
         spec: PublishSpec,
-    ) -> Result<PluginManifest, StoreError> {
-        if !module.starts_with(b"\0asm") {
-            return Err(StoreError::Invalid(
-                "module is not WebAssembly (no `\\0asm` header); build it with `--target wasm32-wasip2`".into(),
-            ));
-        }
-        let manifest = PluginManifest::new(spec, module);
+        key: &KeyPair,
+        actor: &str,
+    ) -> Result<Published, StoreError> {
+        let world = crate::component::reasoning_world(module).map_err(StoreError::Invalid)?;
+        let manifest = PluginManifest::new(spec, module, world, key.id().clone());
+        let record = VersionRecord {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            digest: manifest.digest,
+            envelope: manifest.sign(key),
+            published_at: manifest.created_at.clone(),
+            published_by: actor.to_owned(),
+        };
         self.blobs.put(&manifest.digest, module).await?;
-        self.registry.put(&manifest).await?;
-        Ok(manifest)
+        match self.registry.register(&record).await? {
+            Registered::New => Ok(Published {
+                manifest,
+                new: true,
+            }),
+            Registered::Unchanged(existing) => {
+                let manifest = serde_json::from_slice(
+                    &existing
+                        .envelope
+                        .unverified_payload()
+                        .map_err(|e| StoreError::Invalid(e.to_string()))?,
+                )
+                .map_err(|e| StoreError::Corrupt {
+                    what: format!("the stored manifest of `{}@{}`", existing.name, existing.version),
+                    reason: e.to_string(),
+                })?;
+                Ok(Published {
+                    manifest,
+                    new: false,
+                })
+            }
+        }
     }
 
-    /// The manifest of `name` at `version`.
-    pub async fn manifest(
+    /// The registry's entry for `name` at `version`.
+    pub async fn entry(
         &self,
         name: &PluginName,
         version: &Version,
-    ) -> Result<PluginManifest, StoreError> {
-        self.registry.get(name, version).await
-    }
-
-    /// Every published manifest.
-    pub async fn list(&self) -> Result<Vec<PluginManifest>, StoreError> {
-        self.registry.list().await
+    ) -> Result<VersionEntry, StoreError> {
+        self.registry.version(name, version).await
     }
 
     /// The module bytes of `manifest`, checked against its digest and size.

@@ -46,6 +46,15 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// No such plugin, or no such version of it.
     PluginNotFound,
+    /// The version is revoked: it never runs again.
+    PluginRevoked,
+    /// The version's signature does not verify under the trust list (unknown,
+    /// revoked, expired or not-allowed key, or a manifest of another plugin or
+    /// version): it is never loaded.
+    PluginUntrusted,
+    /// The module bytes are not the ones its signed manifest (or governance)
+    /// names: tampering or corruption. It is never run.
+    PluginDigestMismatch,
     /// The plugin rejected the input: the caller must change it.
     PluginInvalidInput,
     /// The plugin reported that it could not answer, or answered with
@@ -83,6 +92,8 @@ impl ErrorCode {
             Self::NotFound | Self::PluginNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PluginInvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PluginRevoked => StatusCode::GONE,
+            Self::PluginUntrusted | Self::PluginDigestMismatch => StatusCode::BAD_GATEWAY,
             Self::PluginError
             | Self::PluginTrapped
             | Self::PluginMemoryLimit
@@ -109,6 +120,9 @@ impl ErrorCode {
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::PluginNotFound => "PLUGIN_NOT_FOUND",
             Self::PluginInvalidInput => "PLUGIN_INVALID_INPUT",
+            Self::PluginRevoked => "PLUGIN_REVOKED",
+            Self::PluginUntrusted => "PLUGIN_UNTRUSTED",
+            Self::PluginDigestMismatch => "PLUGIN_DIGEST_MISMATCH",
             Self::PluginError => "PLUGIN_ERROR",
             Self::PluginTrapped => "PLUGIN_TRAPPED",
             Self::PluginMemoryLimit => "PLUGIN_MEMORY_LIMIT",

@@ -93,7 +93,13 @@ impl ArtifactCache {
             .and_then(|artifact| {
                 let tag = self.seal(digest, &artifact)?.finalize().into_bytes();
                 let path = self.path(digest);
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                // Unique per writer: concurrent first loads of one module
+                // (in this process or another) must not share a temporary.
+                let tmp = path.with_extension(format!(
+                    "tmp{}-{:016x}",
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
                 let mut file = std::fs::File::create(&tmp)?;
                 file.write_all(MAGIC)?;
                 file.write_all(&tag)?;

@@ -1,0 +1,227 @@
+//! The registry: what is published (signed manifests), what operators say
+//! about it (labels, revocations, aliases), the history of every change, and
+//! the trust list. Behind a trait with two implementations: an embedded
+//! SQLite file ([`crate::SqliteRegistry`]) and DynamoDB (AWS).
+//!
+//! Every write that must not be lost to a concurrent one is a single atomic
+//! conditional write: a version is inserted only if absent, an alias moves
+//! only from the revision the writer read, a trust list only replaces an older
+//! serial. Readers (Orbit, Axon) poll [`Registry::generation`], a counter every
+//! write bumps, and read a whole [`Snapshot`] only when it moved.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::manifest::{Digest, PluginName};
+use crate::signing::Envelope;
+
+/// One published version as stored: the signed manifest envelope, plus the
+/// fields the store indexes by (taken from the manifest at publication and
+/// checked again against it by every reader after verification).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub name: PluginName,
+    pub version: Version,
+    pub digest: Digest,
+    pub envelope: Envelope,
+    /// RFC 3339 time it was registered, and by whom.
+    pub published_at: String,
+    pub published_by: String,
+}
+
+/// A version with what operators have said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionEntry {
+    pub record: VersionRecord,
+    /// Operator labels (`approved`, `experimental`, ...): what policies key on.
+    pub labels: BTreeSet<String>,
+    pub revoked: bool,
+}
+
+/// What registering a version did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// The version is new.
+    New,
+    /// The same module was already registered under this version: nothing
+    /// changed (the stored record is kept, with its original signature).
+    Unchanged(Box<VersionRecord>),
+}
+
+/// Where an alias sends traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasTarget {
+    pub version: Version,
+    /// A second version taking `weight` percent of routing keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    pub version: Version,
+    /// 1 to 99.
+    pub weight: u8,
+}
+
+impl AliasTarget {
+    /// Checks the weight is 1 to 99 and the canary differs from the target.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if let Some(canary) = &self.canary {
+            if !(1..=99).contains(&canary.weight) {
+                return Err(StoreError::Invalid(format!(
+                    "canary weight {} is out of range: use 1 to 99 (percent of routing keys)",
+                    canary.weight
+                )));
+            }
+            if canary.version == self.version {
+                return Err(StoreError::Invalid(format!(
+                    "the canary `{}` is the alias's own target",
+                    canary.version
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for AliasTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.version)?;
+        if let Some(c) = &self.canary {
+            write!(f, " + {} at {}%", c.version, c.weight)?;
+        }
+        Ok(())
+    }
+}
+
+/// An alias of a plugin (`live`, `canary`, anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alias {
+    pub plugin: PluginName,
+    pub name: String,
+    pub target: AliasTarget,
+    /// Where it pointed before the last move: what `rollback` returns to.
+    pub previous: Option<AliasTarget>,
+    /// Bumped by every move; a move names the revision it read.
+    pub revision: u64,
+    pub updated_by: String,
+    pub updated_at: String,
+}
+
+/// A move of an alias, conditional on the revision the writer read
+/// (0: the alias must not exist yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasMove {
+    pub plugin: PluginName,
+    pub name: String,
+    pub target: AliasTarget,
+    pub previous: Option<AliasTarget>,
+    pub expected_revision: u64,
+    pub actor: String,
+}
+
+/// One recorded change: who, when, what, from, to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    pub plugin: PluginName,
+    pub at: String,
+    pub actor: String,
+    /// `publish`, `alias <name>`, `labels <version>`, `revoke`.
+    pub action: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// Everything a reader needs, read at one point in time.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub versions: Vec<VersionEntry>,
+    pub aliases: Vec<Alias>,
+    pub trust_list: Option<Envelope>,
+}
+
+/// An alias name: 1 to 64 lowercase letters, digits or `-`.
+pub fn check_alias_name(name: &str) -> Result<(), StoreError> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "alias `{name}` is invalid: use 1 to 64 lowercase letters, digits or `-`"
+        )))
+    }
+}
+
+/// A label: 1 to 64 characters of letters, digits, `-`, `_`, `.` or `:`.
+pub fn check_label(label: &str) -> Result<(), StoreError> {
+    let valid = (1..=64).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "label `{label}` is invalid: use 1 to 64 letters, digits, `-`, `_`, `.` or `:`"
+        )))
+    }
+}
+
+/// Versions, aliases, labels, revocations, history and the trust list.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// Registers a version, in one atomic conditional write: absent, it is
+    /// inserted; present with the same digest, nothing changes; present with
+    /// another digest, [`StoreError::AlreadyPublished`].
+    async fn register(&self, record: &VersionRecord) -> Result<Registered, StoreError>;
+
+    /// One version.
+    async fn version(&self, name: &PluginName, version: &Version)
+    -> Result<VersionEntry, StoreError>;
+
+    /// A counter that every write moves; equal values mean nothing changed.
+    async fn generation(&self) -> Result<u64, StoreError>;
+
+    /// Every version, alias and the trust list, at one point in time.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Moves (or creates) an alias if its revision is still the one the
+    /// writer read, recording the move in the history in the same write.
+    /// Another writer first: [`StoreError::Conflict`].
+    async fn move_alias(&self, change: &AliasMove) -> Result<Alias, StoreError>;
+
+    /// Replaces the labels of a version.
+    async fn set_labels(
+        &self,
+        name: &PluginName,
+        version: &Version,
+        labels: &BTreeSet<String>,
+        actor: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Revokes a version for good.
+    async fn revoke(
+        &self,
+        name: &PluginName,
+        version: &Version,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The recorded changes of a plugin, oldest first.
+    async fn history(&self, name: &PluginName) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Installs a signed trust list if `serial` is newer than the stored one
+    /// (checked and written atomically); an older or equal serial is
+    /// [`StoreError::Conflict`]. The caller verified the signature.
+    async fn put_trust_list(&self, serial: u64, envelope: &Envelope) -> Result<(), StoreError>;
+}
