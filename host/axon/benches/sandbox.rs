@@ -83,7 +83,8 @@ fn prepare(sandbox: &Sandbox, artifact: Artifact) -> PreparedPlugin {
         artifact.name
     ))
     .expect("spec");
-    let manifest = PluginManifest::new(spec, &module);
+    let world = plugin_store::component::reasoning_world(&module).expect("a reasoning plugin");
+    let manifest = PluginManifest::new(spec, &module, world, plugin_store::KeyId::from("bench"));
     let (component, _) = sandbox.compile(&manifest.digest, &module).expect("compile");
     sandbox.prepare(&manifest, &component).expect("prepare")
 }

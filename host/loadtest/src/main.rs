@@ -115,6 +115,13 @@ impl Plugin {
         }
     }
 
+    fn artifact(self) -> plugin_artifacts::Artifact {
+        match self {
+            Plugin::Echo => plugin_artifacts::ECHO,
+            Plugin::Keywords => plugin_artifacts::KEYWORDS,
+        }
+    }
+
     fn input(self) -> serde_json::Value {
         match self {
             Self::Echo => serde_json::json!({ "message": "hello", "n": 42 }),
@@ -214,10 +221,7 @@ async fn serve(
     };
     match kind {
         ServerKind::Bare => {
-            let module = match plugin {
-                Plugin::Echo => plugin_artifacts::ECHO.bytes()?,
-                Plugin::Keywords => plugin_artifacts::KEYWORDS.bytes()?,
-            };
+            let module = plugin.artifact().bytes()?;
             let server = bare::serve(listener, &module);
             ready();
             server.await
@@ -228,7 +232,8 @@ async fn serve(
         }
         ServerKind::Axon => {
             let config = axon::AxonConfig::local(data_dir.to_owned(), addr);
-            let state = axon::build(&config, axon::local_source(&config.plugin_dir()).await?)?;
+            let state =
+                axon::build(&config, axon::local_source(&config.plugin_dir()).await?).await?;
             axon::start(&config, &state).await?;
             ready();
             axon::serve(listener, state, std::future::pending()).await
@@ -313,9 +318,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating the benchmark's data directory")?;
     let prepared = local_stack::prepare(dir.path()).await?;
     let plugin = args.plugin;
+    let digest = plugin_store::Digest::of(&plugin.artifact().bytes()?);
     let reason_body = serde_json::to_vec(&serde_json::json!({
         "plugin": plugin.name(),
         "version": "1.0.0",
+        "digest": digest,
         "request": { "intent": "bench", "input": plugin.input() },
     }))?;
     let dispatch_body = serde_json::to_vec(&serde_json::json!({

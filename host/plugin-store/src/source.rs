@@ -103,6 +103,10 @@ impl PluginSource {
         &self.registry
     }
 
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
     /// Publishes `module` under `spec`, signed by `key`, as `actor`. The
     /// same module again under the same version is a no-op; another module
     /// under a published version is [`StoreError::AlreadyPublished`].

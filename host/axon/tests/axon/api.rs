@@ -55,6 +55,7 @@ async fn triage_reads_its_plugin_config() {
 #[tokio::test]
 async fn echo_passes_input_through_and_the_correlation_id_is_echoed() {
     let axon = TestAxon::start().await;
+    let digest = axon.digest_of("echo", "1.0.0").await.unwrap();
     let response = axon
         .client
         .post(format!("{}/v1/reason", axon.url))
@@ -62,6 +63,7 @@ async fn echo_passes_input_through_and_the_correlation_id_is_echoed() {
         .json(&json!({
             "plugin": "echo",
             "version": "1.0.0",
+            "digest": digest,
             "request": { "intent": "echo", "input": {"nested": [1, 2.5, "three", null]}, "context": {"a": "b"} },
         }))
         .send()
@@ -86,17 +88,18 @@ async fn echo_passes_input_through_and_the_correlation_id_is_echoed() {
 #[tokio::test]
 async fn bad_requests_get_a_4xx_with_a_stable_code() {
     let axon = TestAxon::start().await;
+    let digest = axon.digest_of("echo", "1.0.0").await.unwrap();
     let cases: Vec<(Vec<u8>, StatusCode, &str, &str)> = vec![
         (b"{not json".to_vec(), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "invalid request body"),
         (b"".to_vec(), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "invalid request body"),
         (
-            json!({"plugin": "echo", "version": "1.0.0"}).to_string().into_bytes(),
+            json!({"plugin": "echo", "version": "1.0.0", "digest": digest}).to_string().into_bytes(),
             StatusCode::BAD_REQUEST,
             "INVALID_REQUEST",
             "missing field `request`",
         ),
         (
-            json!({"plugin": "echo", "version": "1.0.0", "request": {"intent": "x", "input": 1}, "extra": 1})
+            json!({"plugin": "echo", "version": "1.0.0", "digest": digest, "request": {"intent": "x", "input": 1}, "extra": 1})
                 .to_string()
                 .into_bytes(),
             StatusCode::BAD_REQUEST,
@@ -104,7 +107,7 @@ async fn bad_requests_get_a_4xx_with_a_stable_code() {
             "unknown field `extra`",
         ),
         (
-            json!({"plugin": "Bad Name", "version": "1.0.0", "request": {"intent": "x", "input": 1}})
+            json!({"plugin": "Bad Name", "version": "1.0.0", "digest": digest, "request": {"intent": "x", "input": 1}})
                 .to_string()
                 .into_bytes(),
             StatusCode::BAD_REQUEST,
@@ -112,7 +115,7 @@ async fn bad_requests_get_a_4xx_with_a_stable_code() {
             "plugin name `Bad Name` is invalid",
         ),
         (
-            json!({"plugin": "echo", "version": "latest", "request": {"intent": "x", "input": 1}})
+            json!({"plugin": "echo", "version": "latest", "digest": digest, "request": {"intent": "x", "input": 1}})
                 .to_string()
                 .into_bytes(),
             StatusCode::BAD_REQUEST,
@@ -120,7 +123,7 @@ async fn bad_requests_get_a_4xx_with_a_stable_code() {
             "`version` must be a semantic version",
         ),
         (
-            json!({"plugin": "nope", "version": "1.0.0", "request": {"intent": "x", "input": 1}})
+            json!({"plugin": "nope", "version": "1.0.0", "digest": digest, "request": {"intent": "x", "input": 1}})
                 .to_string()
                 .into_bytes(),
             StatusCode::NOT_FOUND,
@@ -128,7 +131,7 @@ async fn bad_requests_get_a_4xx_with_a_stable_code() {
             "plugin `nope` has no published version `1.0.0`",
         ),
         (
-            json!({"plugin": "echo", "version": "9.9.9", "request": {"intent": "x", "input": 1}})
+            json!({"plugin": "echo", "version": "9.9.9", "digest": digest, "request": {"intent": "x", "input": 1}})
                 .to_string()
                 .into_bytes(),
             StatusCode::NOT_FOUND,
@@ -136,7 +139,7 @@ async fn bad_requests_get_a_4xx_with_a_stable_code() {
             "version `9.9.9`",
         ),
         (
-            json!({"plugin": "echo", "version": "1.0.0", "request": {"intent": "x", "input": 1, "context": {"k": 5}}})
+            json!({"plugin": "echo", "version": "1.0.0", "digest": digest, "request": {"intent": "x", "input": 1, "context": {"k": 5}}})
                 .to_string()
                 .into_bytes(),
             StatusCode::BAD_REQUEST,
@@ -144,7 +147,7 @@ async fn bad_requests_get_a_4xx_with_a_stable_code() {
             "expected a string",
         ),
         (
-            json!({"plugin": "echo", "version": "1.0.0", "request": {"intent": "x", "input": 1, "context": {"k": "v".repeat(5000)}}})
+            json!({"plugin": "echo", "version": "1.0.0", "digest": digest, "request": {"intent": "x", "input": 1, "context": {"k": "v".repeat(5000)}}})
                 .to_string()
                 .into_bytes(),
             StatusCode::BAD_REQUEST,
@@ -152,7 +155,7 @@ async fn bad_requests_get_a_4xx_with_a_stable_code() {
             "`request.context.k` is longer than 4096 bytes",
         ),
         (
-            json!({"plugin": "echo", "version": "1.0.0", "request": {"intent": "x", "input": "x".repeat(2 << 20)}})
+            json!({"plugin": "echo", "version": "1.0.0", "digest": digest, "request": {"intent": "x", "input": "x".repeat(2 << 20)}})
                 .to_string()
                 .into_bytes(),
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -214,10 +214,8 @@ async fn plugin_errors_and_invalid_input_have_their_own_codes() {
         "name = \"triage\"\nversion = \"1.0.1\"\n[config]\nrules = \"not json\"",
     )
     .unwrap();
-    axon.source
-        .publish(&plugin_artifacts::TRIAGE.bytes().unwrap(), spec)
-        .await
-        .unwrap();
+    axon.publish(&plugin_artifacts::TRIAGE.bytes().unwrap(), spec)
+        .await;
     let reply = axon
         .post(json!({"plugin": "triage", "version": "1.0.1", "request": {"intent": "x", "input": {"body": "refund"}}}))
         .await;
@@ -304,10 +302,8 @@ async fn while_plugins_loop_other_requests_are_answered() {
         "name = \"spin-loop\"\nversion = \"2.0.0\"\n[limits]\ndeadline_ms = 5000",
     )
     .unwrap();
-    axon.source
-        .publish(&plugin_artifacts::SPIN_LOOP.bytes().unwrap(), spec)
-        .await
-        .unwrap();
+    axon.publish(&plugin_artifacts::SPIN_LOOP.bytes().unwrap(), spec)
+        .await;
     let loops: Vec<_> = (0..2)
         .map(|_| {
             let axon = axon.clone();

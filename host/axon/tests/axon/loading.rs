@@ -10,15 +10,60 @@ fn spec(name: &str) -> plugin_store::PublishSpec {
         .unwrap()
 }
 
+/// A signed record of `module` under `spec`, as publish would make it but
+/// without publish's checks of the module.
+fn signed_record(
+    axon: &TestAxon,
+    module: &[u8],
+    spec: plugin_store::PublishSpec,
+) -> plugin_store::VersionRecord {
+    let key = &axon.trust.publisher;
+    let manifest = plugin_store::PluginManifest::new(
+        spec,
+        module,
+        "agent:reasoning/reasoning-plugin@1.0.0".into(),
+        key.id().clone(),
+    );
+    plugin_store::VersionRecord {
+        name: manifest.name.clone(),
+        version: manifest.version.clone(),
+        digest: manifest.digest,
+        envelope: manifest.sign(key),
+        published_at: manifest.created_at.clone(),
+        published_by: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn publish_refuses_what_is_not_a_reasoning_component_and_says_why() {
+    let axon = TestAxon::start_with(|c| c.lazy_load = true).await;
+    let key = &axon.trust.publisher;
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    let err = axon
+        .source
+        .publish(&core_module, spec("core"), key, "test")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a component"), "{err}");
+    // Every plugin built from `plugins/` reads as the reasoning world.
+    for artifact in plugin_artifacts::EXAMPLES.iter().chain(plugin_artifacts::HOSTILE) {
+        let world = plugin_store::component::reasoning_world(&artifact.bytes().unwrap());
+        assert_eq!(
+            world.as_deref(),
+            Ok("agent:reasoning/reasoning-plugin@1.0.0"),
+            "{}",
+            artifact.name
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_module_that_is_not_a_component_fails_once_and_is_remembered() {
     let axon = TestAxon::start_with(|c| c.lazy_load = true).await;
-    // A valid core module, but not a component.
+    // A valid core module, but not a component, registered past publish.
     let core_module = b"\0asm\x01\0\0\0".to_vec();
-    axon.source
-        .publish(&core_module, spec("not-a-component"))
-        .await
-        .unwrap();
+    let record = signed_record(&axon, &core_module, spec("not-a-component"));
+    axon.register_raw(&core_module, record).await;
     for _ in 0..3 {
         let reply = axon.reason("not-a-component", json!({})).await;
         assert_eq!(
@@ -47,10 +92,7 @@ async fn a_plugin_that_asks_for_more_than_the_host_allows_is_refused() {
         "name = \"greedy\"\nversion = \"1.0.0\"\n[limits]\nmemory_mib = 4096",
     )
     .unwrap();
-    axon.source
-        .publish(&plugin_artifacts::ECHO.bytes().unwrap(), spec)
-        .await
-        .unwrap();
+    let _ = axon.publish(&plugin_artifacts::ECHO.bytes().unwrap(), spec).await;
     let reply = axon.reason("greedy", json!({})).await;
     assert_eq!(reply.code(), "PLUGIN_ERROR");
     assert!(
@@ -63,9 +105,9 @@ async fn a_plugin_that_asks_for_more_than_the_host_allows_is_refused() {
 #[tokio::test]
 async fn a_tampered_module_never_runs() {
     let axon = TestAxon::start_with(|c| c.lazy_load = true).await;
-    let manifest = axon
+    let entry = axon
         .source
-        .manifest(
+        .entry(
             &"echo".parse().unwrap(),
             &plugin_store::Version::new(1, 0, 0),
         )
@@ -74,11 +116,11 @@ async fn a_tampered_module_never_runs() {
     let blob = axon
         .data_dir
         .join("plugins/blobs/sha256")
-        .join(manifest.digest.hex());
+        .join(entry.record.digest.hex());
     // Swap in another valid component: it would run, were it not checked.
     std::fs::write(&blob, plugin_artifacts::COUNTER.bytes().unwrap()).unwrap();
     let reply = axon.reason("echo", json!("hello")).await;
-    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+    assert_eq!(reply.code(), "PLUGIN_DIGEST_MISMATCH", "{}", reply.body);
     assert!(
         reply.message().contains("digest mismatch"),
         "{}",
@@ -138,10 +180,8 @@ async fn compiled_components_are_reused_across_restarts_but_never_trusted_blindl
 #[tokio::test]
 async fn versions_that_share_a_module_compile_it_once() {
     let axon = TestAxon::start().await;
-    axon.source
-        .publish(&plugin_artifacts::ECHO.bytes().unwrap(), spec("echo-copy"))
-        .await
-        .unwrap();
+    axon.publish(&plugin_artifacts::ECHO.bytes().unwrap(), spec("echo-copy"))
+        .await;
     assert_eq!(
         axon.reason("echo-copy", json!("same code")).await.body["output"],
         "same code"

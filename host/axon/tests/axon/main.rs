@@ -7,4 +7,5 @@ mod api;
 mod hostile;
 mod isolation;
 mod loading;
+mod supply_chain;
 mod support;

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use axon::AxonConfig;
 use plugin_artifacts::Artifact;
-use plugin_store::{PluginSource, PublishSpec};
+use plugin_store::admin::DevTrust;
+use plugin_store::{KeyPair, PluginManifest, PluginSource, PublishSpec};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -23,6 +24,8 @@ pub struct TestAxon {
     pub client: reqwest::Client,
     pub data_dir: PathBuf,
     pub source: PluginSource,
+    /// The root and publisher keys of this Axon's trust list.
+    pub trust: DevTrust,
     _dir: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -52,11 +55,11 @@ fn spec(name: &str, extra: &str) -> PublishSpec {
 }
 
 /// Publishes every example (from its plugin.toml) and hostile plugin.
-pub async fn publish_all(source: &PluginSource) {
+pub async fn publish_all(source: &PluginSource, key: &KeyPair) {
     for example in plugin_artifacts::EXAMPLES {
         let spec = PublishSpec::from_toml(&example.manifest_text().unwrap().unwrap()).unwrap();
         source
-            .publish(&example.bytes().unwrap(), spec)
+            .publish(&example.bytes().unwrap(), spec, key, "test")
             .await
             .unwrap();
     }
@@ -82,7 +85,12 @@ pub async fn publish_all(source: &PluginSource) {
     ];
     for (artifact, limits) in hostile {
         source
-            .publish(&artifact.bytes().unwrap(), spec(artifact.name, &limits))
+            .publish(
+                &artifact.bytes().unwrap(),
+                spec(artifact.name, &limits),
+                key,
+                "test",
+            )
             .await
             .unwrap();
     }
@@ -113,12 +121,20 @@ impl TestAxon {
         config.pool_size = 32;
         // These tests exercise the sandbox; SigV4 is tested with Orbit.
         config.insecure_no_auth = true;
+        // Follow the registry closely, so revocations show quickly.
+        config.refresh_ms = 100;
         adjust(&mut config);
         let source = axon::local_source(&config.plugin_dir()).await.unwrap();
+        let trust = plugin_store::admin::ensure_dev_trust(
+            &data_dir.join("trust"),
+            &**source.registry(),
+        )
+        .await
+        .unwrap();
         if publish {
-            publish_all(&source).await;
+            publish_all(&source, &trust.publisher).await;
         }
-        let state = axon::build(&config, source.clone()).unwrap();
+        let state = axon::build(&config, source.clone()).await.unwrap();
         axon::start(&config, &state).await.unwrap();
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -135,6 +151,7 @@ impl TestAxon {
             client: reqwest::Client::new(),
             data_dir: data_dir.to_owned(),
             source,
+            trust,
             _dir: None,
             shutdown: Some(tx),
             task: Some(task),
@@ -151,6 +168,34 @@ impl TestAxon {
         }
     }
 
+    /// Publishes `module` under `spec`, signed by the trusted dev key.
+    pub async fn publish(&self, module: &[u8], spec: PublishSpec) -> PluginManifest {
+        self.source
+            .publish(module, spec, &self.trust.publisher, "test")
+            .await
+            .unwrap()
+            .manifest
+    }
+
+    /// Stores `module` and registers `record` as is, bypassing publish's
+    /// checks: what an attacker with write access to the stores could do.
+    pub async fn register_raw(&self, module: &[u8], record: plugin_store::VersionRecord) {
+        self.source
+            .blobs()
+            .put(&plugin_store::Digest::of(module), module)
+            .await
+            .unwrap();
+        self.source.registry().register(&record).await.unwrap();
+    }
+
+    /// The registered digest of `plugin` at `version`, as Orbit would send it.
+    pub async fn digest_of(&self, plugin: &str, version: &str) -> Option<String> {
+        let name = plugin.parse().ok()?;
+        let version = version.parse().ok()?;
+        let entry = self.source.entry(&name, &version).await.ok()?;
+        Some(entry.record.digest.to_string())
+    }
+
     /// `POST /v1/reason` for `plugin` 1.0.0 with `input`.
     pub async fn reason(&self, plugin: &str, input: Value) -> Reply {
         self.post(serde_json::json!({
@@ -161,7 +206,15 @@ impl TestAxon {
         .await
     }
 
-    pub async fn post(&self, body: Value) -> Reply {
+    /// `POST /v1/reason` with `body`; a body without `digest` gets the
+    /// registered one (what Orbit governs), when there is one.
+    pub async fn post(&self, mut body: Value) -> Reply {
+        if body.get("digest").is_none()
+            && let (Some(plugin), Some(version)) = (body["plugin"].as_str(), body["version"].as_str())
+            && let Some(digest) = self.digest_of(plugin, version).await
+        {
+            body["digest"] = Value::String(digest);
+        }
         self.post_raw(body.to_string().into_bytes()).await
     }
 
