@@ -122,11 +122,18 @@ pub async fn start(config: &AxonConfig, state: &AxonState) -> anyhow::Result<()>
                 Ok(Some(catalog)) => {
                     let (loaded, failed) = host.reconcile(&catalog).await;
                     if loaded + failed > 0 {
-                        tracing::info!(loaded, failed, generation = catalog.generation, "registry changed");
+                        tracing::info!(
+                            loaded,
+                            failed,
+                            generation = catalog.generation,
+                            "registry changed"
+                        );
                     }
                 }
                 Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "cannot refresh the plugin registry; keeping the last view"),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot refresh the plugin registry; keeping the last view")
+                }
             }
         }
     });

@@ -302,7 +302,9 @@ impl PluginHost {
                 let compiled =
                     tokio::task::spawn_blocking(move || sandbox.compile(&digest, &module))
                         .await
-                        .map_err(|e| LoadError::StoreUnavailable(format!("compilation stopped: {e}")))?;
+                        .map_err(|e| {
+                            LoadError::StoreUnavailable(format!("compilation stopped: {e}"))
+                        })?;
                 compiled.map(|(component, from_disk)| {
                     self.components
                         .lock()

@@ -246,7 +246,11 @@ async fn plugins(State(state): State<AxonState>) -> Json<serde_json::Value> {
         for (version, entry) in &plugin.versions {
             let (status, publisher, description, reason) = match &entry.verified {
                 Ok(v) => (
-                    if host.is_loaded(name, version) { "ready" } else { "verified" },
+                    if host.is_loaded(name, version) {
+                        "ready"
+                    } else {
+                        "verified"
+                    },
                     Some(v.publisher.clone()),
                     Some(v.manifest.description.clone()),
                     None,
@@ -268,7 +272,9 @@ async fn plugins(State(state): State<AxonState>) -> Json<serde_json::Value> {
             });
         }
     }
-    Json(serde_json::json!({ "plugins": entries, "registry_generation": catalog.generation, "trust_serial": catalog.trust_serial }))
+    Json(
+        serde_json::json!({ "plugins": entries, "registry_generation": catalog.generation, "trust_serial": catalog.trust_serial }),
+    )
 }
 
 async fn health() -> Json<serde_json::Value> {

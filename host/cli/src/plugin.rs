@@ -189,7 +189,11 @@ pub(crate) async fn run(data_dir: &Path, command: PluginCommand) -> anyhow::Resu
             let m = &published.manifest;
             println!(
                 "{} {} {} ({}, {} bytes, {}, key {})",
-                if published.new { "published" } else { "unchanged" },
+                if published.new {
+                    "published"
+                } else {
+                    "unchanged"
+                },
                 m.name,
                 m.version,
                 m.digest,
@@ -242,7 +246,10 @@ pub(crate) async fn run(data_dir: &Path, command: PluginCommand) -> anyhow::Resu
             let name = parse_name(&name)?;
             let labels: BTreeSet<String> = labels.into_iter().filter(|l| !l.is_empty()).collect();
             admin::set_labels(registry, &name, &version, &labels, &actor()).await?;
-            println!("{name} {version} labels: [{}]", labels.into_iter().collect::<Vec<_>>().join(", "));
+            println!(
+                "{name} {version} labels: [{}]",
+                labels.into_iter().collect::<Vec<_>>().join(", ")
+            );
         }
         PluginCommand::Alias(AliasCommand::Set {
             name,
@@ -254,7 +261,9 @@ pub(crate) async fn run(data_dir: &Path, command: PluginCommand) -> anyhow::Resu
             let name = parse_name(&name)?;
             let target = AliasTarget {
                 version,
-                canary: canary.zip(weight).map(|(version, weight)| Canary { version, weight }),
+                canary: canary
+                    .zip(weight)
+                    .map(|(version, weight)| Canary { version, weight }),
             };
             let moved = admin::set_alias(registry, &name, &alias, target, &actor()).await?;
             println!(
@@ -265,7 +274,10 @@ pub(crate) async fn run(data_dir: &Path, command: PluginCommand) -> anyhow::Resu
         PluginCommand::Rollback { name, alias } => {
             let name = parse_name(&name)?;
             let moved = admin::rollback_alias(registry, &name, &alias, &actor()).await?;
-            println!("alias {}:{} rolled back to {}", name, moved.name, moved.target);
+            println!(
+                "alias {}:{} rolled back to {}",
+                name, moved.name, moved.target
+            );
         }
         PluginCommand::History { name } => {
             let name = parse_name(&name)?;
@@ -343,7 +355,9 @@ async fn run_trust(
                     .iter_mut()
                     .find(|k| k.key_id.as_str() == key_id)
                     .ok_or_else(|| {
-                        plugin_store::StoreError::NotFound(format!("key `{key_id}` in the trust list"))
+                        plugin_store::StoreError::NotFound(format!(
+                            "key `{key_id}` in the trust list"
+                        ))
                     })?;
                 key.revoked = true;
                 Ok(())
@@ -356,7 +370,10 @@ async fn run_trust(
             let Some(list) = admin::current_trust_list(registry, &root).await? else {
                 bail!("no trust list is stored yet: add a key with `agentctl plugin trust add`");
             };
-            println!("trust list serial {} issued {}", list.serial, list.issued_at);
+            println!(
+                "trust list serial {} issued {}",
+                list.serial, list.issued_at
+            );
             for k in list.keys {
                 println!(
                     "{}  {:<16} {} to {}  plugins [{}]{}",

@@ -60,9 +60,10 @@ pub async fn prepare(data_dir: &Path) -> anyhow::Result<Prepared> {
         tracing::info!(dir = %policies.display(), "default policies written");
     }
     let source = axon::local_source(&data_dir.join("plugins")).await?;
-    let trust = plugin_store::admin::ensure_dev_trust(&data_dir.join("trust"), &**source.registry())
-        .await
-        .context("setting up the local trust list")?;
+    let trust =
+        plugin_store::admin::ensure_dev_trust(&data_dir.join("trust"), &**source.registry())
+            .await
+            .context("setting up the local trust list")?;
     publish_examples(&source, &trust.publisher).await?;
     Ok(Prepared {
         dev_key,
@@ -137,8 +138,14 @@ pub async fn publish_examples(source: &PluginSource, key: &KeyPair) -> anyhow::R
         }
         let m = &published.manifest;
         let registry = &**source.registry();
-        admin::set_labels(registry, &m.name, &m.version, &example_labels(example.name), ACTOR)
-            .await?;
+        admin::set_labels(
+            registry,
+            &m.name,
+            &m.version,
+            &example_labels(example.name),
+            ACTOR,
+        )
+        .await?;
         let has_live = registry
             .snapshot()
             .await?

@@ -64,7 +64,12 @@ impl Catalogue {
     pub fn new(watcher: Arc<Watcher>) -> Self {
         Self {
             watcher,
-            last_miss_refresh: Mutex::new(Instant::now()),
+            // The first miss may refresh at once.
+            last_miss_refresh: Mutex::new(
+                Instant::now()
+                    .checked_sub(MISS_REFRESH_INTERVAL)
+                    .unwrap_or_else(Instant::now),
+            ),
         }
     }
 

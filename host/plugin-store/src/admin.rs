@@ -11,9 +11,7 @@ use semver::Version;
 
 use crate::error::StoreError;
 use crate::manifest::PluginName;
-use crate::registry::{
-    Alias, AliasMove, AliasTarget, Registry, check_alias_name, check_label,
-};
+use crate::registry::{Alias, AliasMove, AliasTarget, Registry, check_alias_name, check_label};
 use crate::signing::{KeyPair, SignatureError, decode_public, encode_public};
 use crate::trust::{TrustList, TrustedKey};
 
@@ -131,8 +129,9 @@ pub async fn ensure_dev_trust(dir: &Path, registry: &dyn Registry) -> Result<Dev
     let root = key("root.key")?;
     let publisher = key("dev-publisher.key")?;
     let root_public = dir.join("root.pub");
-    std::fs::write(&root_public, encode_public(&root.public()))
-        .map_err(StoreError::io(format!("cannot write `{}`", root_public.display())))?;
+    std::fs::write(&root_public, encode_public(&root.public())).map_err(StoreError::io(
+        format!("cannot write `{}`", root_public.display()),
+    ))?;
     let listed = current_trust_list(registry, &root.public())
         .await?
         .and_then(|l| l.key(publisher.id()).cloned())

@@ -97,14 +97,25 @@ mod tests {
 
     #[test]
     fn non_components_are_refused_with_what_to_do() {
-        assert!(reasoning_world(b"MZ").unwrap_err().contains("not WebAssembly"));
+        assert!(
+            reasoning_world(b"MZ")
+                .unwrap_err()
+                .contains("not WebAssembly")
+        );
         // The smallest core module: magic and version 1.
         let core = b"\0asm\x01\0\0\0";
-        assert!(reasoning_world(core).unwrap_err().contains("core WebAssembly module"));
+        assert!(
+            reasoning_world(core)
+                .unwrap_err()
+                .contains("core WebAssembly module")
+        );
         // The smallest component: magic and the component layer.
         let empty = b"\0asm\x0d\0\x01\0";
         let err = reasoning_world(empty).unwrap_err();
-        assert!(err.contains("must export `agent:reasoning/reasoner@1.x`"), "{err}");
+        assert!(
+            err.contains("must export `agent:reasoning/reasoner@1.x`"),
+            "{err}"
+        );
         assert!(err.contains("exports nothing"), "{err}");
     }
 }

@@ -4,7 +4,10 @@
 //!
 //! `open` returns a new handle to the same store each call (a new connection
 //! or client), so concurrent writers are as independent as separate processes.
-#![expect(clippy::panic, reason = "a test suite: a breach of the contract fails the test")]
+#![expect(
+    clippy::panic,
+    reason = "a test suite: a breach of the contract fails the test"
+)]
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -50,10 +53,16 @@ where
 }
 
 async fn versions_are_immutable(registry: Arc<dyn Registry>) {
-    let before = registry.generation().await.unwrap_or_else(|e| panic!("{e}"));
+    let before = registry
+        .generation()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let first = record("contract-immutable", "1.0.0", b"one");
     assert_eq!(registry.register(&first).await.ok(), Some(Registered::New));
-    assert!(registry.generation().await.unwrap_or(0) > before, "a write moves the generation");
+    assert!(
+        registry.generation().await.unwrap_or(0) > before,
+        "a write moves the generation"
+    );
 
     // The same bytes again (even signed anew) is a no-op that keeps the original.
     let again = record("contract-immutable", "1.0.0", b"one");
@@ -73,7 +82,10 @@ async fn versions_are_immutable(registry: Arc<dyn Registry>) {
     assert_eq!(entry.record, first);
     assert!(!entry.revoked && entry.labels.is_empty());
     let missing = registry.version(&first.name, &Version::new(9, 0, 0)).await;
-    assert!(matches!(missing, Err(ref e) if e.is_not_found()), "{missing:?}");
+    assert!(
+        matches!(missing, Err(ref e) if e.is_not_found()),
+        "{missing:?}"
+    );
 }
 
 async fn concurrent_publishers_of_one_version_cannot_both_win<F, Fut>(open: &F)
@@ -184,8 +196,15 @@ where
         .history(&plugin)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let moves: Vec<_> = history.iter().filter(|h| h.action == "alias live").collect();
-    assert_eq!(moves.len(), WRITERS + 1, "every move recorded once: {history:?}");
+    let moves: Vec<_> = history
+        .iter()
+        .filter(|h| h.action == "alias live")
+        .collect();
+    assert_eq!(
+        moves.len(),
+        WRITERS + 1,
+        "every move recorded once: {history:?}"
+    );
     // The history chains: each move starts where the one before ended.
     for pair in moves.windows(2) {
         assert_eq!(pair[1].from, pair[0].to, "{history:?}");
@@ -220,7 +239,10 @@ where
 
 async fn labels_revocations_and_history(registry: Arc<dyn Registry>) {
     let r = record("contract-labels", "1.0.0", b"labels");
-    registry.register(&r).await.unwrap_or_else(|e| panic!("{e}"));
+    registry
+        .register(&r)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let labels = BTreeSet::from(["approved".to_owned(), "experimental".to_owned()]);
     registry
         .set_labels(&r.name, &r.version, &labels, "ops")
@@ -239,7 +261,10 @@ async fn labels_revocations_and_history(registry: Arc<dyn Registry>) {
     let missing = registry
         .revoke(&r.name, &Version::new(7, 0, 0), "ops", "x")
         .await;
-    assert!(matches!(missing, Err(ref e) if e.is_not_found()), "{missing:?}");
+    assert!(
+        matches!(missing, Err(ref e) if e.is_not_found()),
+        "{missing:?}"
+    );
     let actions: Vec<String> = registry
         .history(&r.name)
         .await
@@ -272,7 +297,10 @@ async fn trust_lists_only_move_forward(registry: Arc<dyn Registry>) {
         .unwrap_or_else(|e| panic!("{e}"));
     for stale in [base + 5, base + 4] {
         let refused = registry.put_trust_list(stale, &list(stale)).await;
-        assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
     }
     registry
         .put_trust_list(base + 6, &list(base + 6))

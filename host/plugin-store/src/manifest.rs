@@ -343,6 +343,9 @@ mod tests {
             "name = \"x\"\nversion = \"1.0.0\"\ncapabilities = [\"network\"]",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("capability `network` is unknown"), "{err}");
+        assert!(
+            err.to_string().contains("capability `network` is unknown"),
+            "{err}"
+        );
     }
 }

@@ -185,8 +185,11 @@ pub trait Registry: Send + Sync {
     async fn register(&self, record: &VersionRecord) -> Result<Registered, StoreError>;
 
     /// One version.
-    async fn version(&self, name: &PluginName, version: &Version)
-    -> Result<VersionEntry, StoreError>;
+    async fn version(
+        &self,
+        name: &PluginName,
+        version: &Version,
+    ) -> Result<VersionEntry, StoreError>;
 
     /// A counter that every write moves; equal values mean nothing changed.
     async fn generation(&self) -> Result<u64, StoreError>;

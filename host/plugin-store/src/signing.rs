@@ -74,7 +74,9 @@ pub fn decode_public(text: &str) -> Result<VerifyingKey, SignatureError> {
         .decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| SignatureError::Malformed("a public key is not base64 of 32 bytes".into()))?;
+        .ok_or_else(|| {
+            SignatureError::Malformed("a public key is not base64 of 32 bytes".into())
+        })?;
     VerifyingKey::from_bytes(&bytes)
         .map_err(|_| SignatureError::Malformed("a public key is not a valid ed25519 point".into()))
 }
@@ -122,10 +124,14 @@ impl KeyPair {
 
     /// Reads a key file written by [`KeyPair::write`].
     pub fn read(path: &Path) -> Result<Self, SignatureError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SignatureError::KeyFile(format!("cannot read `{}`: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SignatureError::KeyFile(format!("cannot read `{}`: {e}", path.display()))
+        })?;
         let file: KeyFile = serde_json::from_str(&text).map_err(|e| {
-            SignatureError::KeyFile(format!("`{}` is not a private key file: {e}", path.display()))
+            SignatureError::KeyFile(format!(
+                "`{}` is not a private key file: {e}",
+                path.display()
+            ))
         })?;
         let seed: [u8; 32] = B64
             .decode(&file.secret_key)
@@ -153,8 +159,8 @@ impl KeyPair {
             public_key: encode_public(&self.public()),
             secret_key: B64.encode(self.key.to_bytes()),
         };
-        let json = serde_json::to_vec_pretty(&file)
-            .map_err(|e| SignatureError::KeyFile(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&file).map_err(|e| SignatureError::KeyFile(e.to_string()))?;
         let fail = |e: std::io::Error| {
             SignatureError::KeyFile(format!("cannot write `{}`: {e}", path.display()))
         };
@@ -185,7 +191,9 @@ impl KeyPair {
 
 impl fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyPair").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("KeyPair")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -256,8 +264,11 @@ impl Envelope {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(bad)?;
-        key.verify_strict(&pae(payload_type, &payload), &ed25519_dalek::Signature::from_bytes(&sig))
-            .map_err(|_| bad())?;
+        key.verify_strict(
+            &pae(payload_type, &payload),
+            &ed25519_dalek::Signature::from_bytes(&sig),
+        )
+        .map_err(|_| bad())?;
         Ok(payload)
     }
 
@@ -272,7 +283,12 @@ impl Envelope {
 fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + payload_type.len() + 32);
     out.extend_from_slice(
-        format!("DSSEv1 {} {payload_type} {} ", payload_type.len(), payload.len()).as_bytes(),
+        format!(
+            "DSSEv1 {} {payload_type} {} ",
+            payload_type.len(),
+            payload.len()
+        )
+        .as_bytes(),
     );
     out.extend_from_slice(payload);
     out

@@ -141,7 +141,10 @@ impl PluginSource {
                         .map_err(|e| StoreError::Invalid(e.to_string()))?,
                 )
                 .map_err(|e| StoreError::Corrupt {
-                    what: format!("the stored manifest of `{}@{}`", existing.name, existing.version),
+                    what: format!(
+                        "the stored manifest of `{}@{}`",
+                        existing.name, existing.version
+                    ),
                     reason: e.to_string(),
                 })?;
                 Ok(Published {

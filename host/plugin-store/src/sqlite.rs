@@ -143,8 +143,11 @@ impl SqliteRegistry {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_error(path))?;
             let value = f(&tx, path)?;
-            tx.execute("UPDATE meta SET generation = generation + 1 WHERE id = 1", [])
-                .map_err(db_error(path))?;
+            tx.execute(
+                "UPDATE meta SET generation = generation + 1 WHERE id = 1",
+                [],
+            )
+            .map_err(db_error(path))?;
             tx.commit().map_err(db_error(path))?;
             Ok(value)
         })
@@ -202,9 +205,15 @@ impl VersionRow {
         let bad = |reason: String| corrupt(what.clone(), reason);
         Ok(VersionEntry {
             record: VersionRecord {
-                name: self.name.parse().map_err(|e: StoreError| bad(e.to_string()))?,
+                name: self
+                    .name
+                    .parse()
+                    .map_err(|e: StoreError| bad(e.to_string()))?,
                 version: self.version.parse().map_err(|e| bad(format!("{e}")))?,
-                digest: self.digest.parse().map_err(|e: StoreError| bad(e.to_string()))?,
+                digest: self
+                    .digest
+                    .parse()
+                    .map_err(|e: StoreError| bad(e.to_string()))?,
                 envelope: Envelope::from_json(&self.envelope).map_err(|e| bad(e.to_string()))?,
                 published_at: self.published_at,
                 published_by: self.published_by,
@@ -241,7 +250,12 @@ fn alias_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AliasRow> {
 
 impl AliasRow {
     fn into_alias(self) -> Result<Alias, StoreError> {
-        let bad = |reason: String| corrupt(format!("alias `{}` of `{}`", self.name, self.plugin), reason);
+        let bad = |reason: String| {
+            corrupt(
+                format!("alias `{}` of `{}`", self.name, self.plugin),
+                reason,
+            )
+        };
         let target: AliasTarget =
             serde_json::from_str(&self.target).map_err(|e| bad(e.to_string()))?;
         let previous = self
@@ -251,7 +265,10 @@ impl AliasRow {
             .transpose()
             .map_err(|e| bad(e.to_string()))?;
         Ok(Alias {
-            plugin: self.plugin.parse().map_err(|e: StoreError| bad(e.to_string()))?,
+            plugin: self
+                .plugin
+                .parse()
+                .map_err(|e: StoreError| bad(e.to_string()))?,
             name: self.name,
             target,
             previous,
@@ -383,7 +400,9 @@ impl Registry for SqliteRegistry {
                 })
                 .optional()
                 .map_err(db_error(path))?
-                .map(|text| Envelope::from_json(&text).map_err(|e| corrupt("the stored trust list", e)))
+                .map(|text| {
+                    Envelope::from_json(&text).map_err(|e| corrupt("the stored trust list", e))
+                })
                 .transpose()?;
             versions.sort_by(|a, b| {
                 (&a.record.name, &a.record.version).cmp(&(&b.record.name, &b.record.version))
@@ -469,8 +488,12 @@ impl Registry for SqliteRegistry {
         labels: &BTreeSet<String>,
         actor: &str,
     ) -> Result<(), StoreError> {
-        let (name, version, labels, actor) =
-            (name.clone(), version.clone(), labels.clone(), actor.to_owned());
+        let (name, version, labels, actor) = (
+            name.clone(),
+            version.clone(),
+            labels.clone(),
+            actor.to_owned(),
+        );
         self.write(move |tx, path| {
             let old: String = tx
                 .query_row(
@@ -480,14 +503,24 @@ impl Registry for SqliteRegistry {
                 )
                 .optional()
                 .map_err(db_error(path))?
-                .ok_or_else(|| StoreError::NotFound(format!("plugin `{name}` version `{version}`")))?;
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!("plugin `{name}` version `{version}`"))
+                })?;
             let new = to_json(&labels)?;
             tx.execute(
                 "UPDATE versions SET labels = ?3 WHERE name = ?1 AND version = ?2",
                 params![name.as_str(), version.to_string(), new],
             )
             .map_err(db_error(path))?;
-            record_history(tx, path, &name, &actor, &format!("labels {version}"), Some(old), Some(new))
+            record_history(
+                tx,
+                path,
+                &name,
+                &actor,
+                &format!("labels {version}"),
+                Some(old),
+                Some(new),
+            )
         })
         .await
     }
@@ -499,8 +532,12 @@ impl Registry for SqliteRegistry {
         actor: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let (name, version, actor, reason) =
-            (name.clone(), version.clone(), actor.to_owned(), reason.to_owned());
+        let (name, version, actor, reason) = (
+            name.clone(),
+            version.clone(),
+            actor.to_owned(),
+            reason.to_owned(),
+        );
         self.write(move |tx, path| {
             let changed = tx
                 .execute(
@@ -509,7 +546,9 @@ impl Registry for SqliteRegistry {
                 )
                 .map_err(db_error(path))?;
             if changed == 0 {
-                return Err(StoreError::NotFound(format!("plugin `{name}` version `{version}`")));
+                return Err(StoreError::NotFound(format!(
+                    "plugin `{name}` version `{version}`"
+                )));
             }
             record_history(
                 tx,
@@ -584,9 +623,7 @@ mod tests {
         // Each handle its own connection, as separate processes would have.
         crate::contract::run(|| {
             let path = path.clone();
-            async move {
-                Arc::new(SqliteRegistry::open(&path).await.unwrap()) as Arc<dyn Registry>
-            }
+            async move { Arc::new(SqliteRegistry::open(&path).await.unwrap()) as Arc<dyn Registry> }
         })
         .await;
     }

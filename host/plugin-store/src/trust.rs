@@ -79,10 +79,12 @@ pub struct TrustedKey {
 impl TrustedKey {
     /// True when this key may sign plugin `name`.
     pub fn allows(&self, name: &str) -> bool {
-        self.plugins.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => name == pattern,
-        })
+        self.plugins
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == pattern,
+            })
     }
 }
 

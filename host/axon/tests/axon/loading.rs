@@ -46,7 +46,10 @@ async fn publish_refuses_what_is_not_a_reasoning_component_and_says_why() {
         .unwrap_err();
     assert!(err.to_string().contains("not a component"), "{err}");
     // Every plugin built from `plugins/` reads as the reasoning world.
-    for artifact in plugin_artifacts::EXAMPLES.iter().chain(plugin_artifacts::HOSTILE) {
+    for artifact in plugin_artifacts::EXAMPLES
+        .iter()
+        .chain(plugin_artifacts::HOSTILE)
+    {
         let world = plugin_store::component::reasoning_world(&artifact.bytes().unwrap());
         assert_eq!(
             world.as_deref(),
@@ -92,7 +95,9 @@ async fn a_plugin_that_asks_for_more_than_the_host_allows_is_refused() {
         "name = \"greedy\"\nversion = \"1.0.0\"\n[limits]\nmemory_mib = 4096",
     )
     .unwrap();
-    let _ = axon.publish(&plugin_artifacts::ECHO.bytes().unwrap(), spec).await;
+    let _ = axon
+        .publish(&plugin_artifacts::ECHO.bytes().unwrap(), spec)
+        .await;
     let reply = axon.reason("greedy", json!({})).await;
     assert_eq!(reply.code(), "PLUGIN_ERROR");
     assert!(

@@ -35,8 +35,10 @@ fn record(name: &str, version: &str, key: &KeyPair) -> (Vec<u8>, VersionRecord) 
 }
 
 async fn call(axon: &TestAxon, name: &str, version: &str) -> crate::support::Reply {
-    axon.post(json!({"plugin": name, "version": version, "request": {"intent": "t", "input": "hi"}}))
-        .await
+    axon.post(
+        json!({"plugin": name, "version": version, "request": {"intent": "t", "input": "hi"}}),
+    )
+    .await
 }
 
 async fn assert_refused(axon: &TestAxon, name: &str, version: &str, code: &str, says: &str) {
@@ -71,32 +73,67 @@ async fn modules_that_fail_verification_never_run() {
     let (module, mut unsigned) = record("unsigned", "1.0.0", &publisher);
     unsigned.envelope.signatures.clear();
     axon.register_raw(&module, unsigned).await;
-    assert_refused(&axon, "unsigned", "1.0.0", "PLUGIN_UNTRUSTED", "not signed by any key").await;
+    assert_refused(
+        &axon,
+        "unsigned",
+        "1.0.0",
+        "PLUGIN_UNTRUSTED",
+        "not signed by any key",
+    )
+    .await;
 
     // Signed by a key the trust list does not name.
     let stranger = KeyPair::generate().unwrap();
     let (module, wrong_key) = record("wrong-key", "1.0.0", &stranger);
     axon.register_raw(&module, wrong_key).await;
-    assert_refused(&axon, "wrong-key", "1.0.0", "PLUGIN_UNTRUSTED", "not signed by any key").await;
+    assert_refused(
+        &axon,
+        "wrong-key",
+        "1.0.0",
+        "PLUGIN_UNTRUSTED",
+        "not signed by any key",
+    )
+    .await;
 
     // A validly signed manifest of plugin A, registered as plugin B.
     let (module, mut as_other) = record("echo-a", "1.0.0", &publisher);
     as_other.name = "echo-b".parse().unwrap();
     axon.register_raw(&module, as_other).await;
-    assert_refused(&axon, "echo-b", "1.0.0", "PLUGIN_UNTRUSTED", "is for `echo-a@1.0.0`").await;
+    assert_refused(
+        &axon,
+        "echo-b",
+        "1.0.0",
+        "PLUGIN_UNTRUSTED",
+        "is for `echo-a@1.0.0`",
+    )
+    .await;
 
     // The manifest of one version swapped into another.
     let (module, mut swapped) = record("echo", "1.0.0", &publisher);
     swapped.version = "1.0.1".parse().unwrap();
     axon.register_raw(&module, swapped).await;
-    assert_refused(&axon, "echo", "1.0.1", "PLUGIN_UNTRUSTED", "registered as `echo@1.0.1`").await;
+    assert_refused(
+        &axon,
+        "echo",
+        "1.0.1",
+        "PLUGIN_UNTRUSTED",
+        "registered as `echo@1.0.1`",
+    )
+    .await;
 
     // A registry digest that is not the signed one.
     let (_, mut relabelled) = record("relabelled", "1.0.0", &publisher);
     let counter = plugin_artifacts::COUNTER.bytes().unwrap();
     relabelled.digest = plugin_store::Digest::of(&counter);
     axon.register_raw(&counter, relabelled).await;
-    assert_refused(&axon, "relabelled", "1.0.0", "PLUGIN_DIGEST_MISMATCH", "differs from its signed manifest").await;
+    assert_refused(
+        &axon,
+        "relabelled",
+        "1.0.0",
+        "PLUGIN_DIGEST_MISMATCH",
+        "differs from its signed manifest",
+    )
+    .await;
 
     // One flipped byte in the stored module.
     let blob = axon
@@ -106,17 +143,32 @@ async fn modules_that_fail_verification_never_run() {
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes[100] ^= 0x01;
     std::fs::write(&blob, bytes).unwrap();
-    assert_refused(&axon, "keywords", "1.0.0", "PLUGIN_DIGEST_MISMATCH", "digest mismatch").await;
+    assert_refused(
+        &axon,
+        "keywords",
+        "1.0.0",
+        "PLUGIN_DIGEST_MISMATCH",
+        "digest mismatch",
+    )
+    .await;
 
     // Another digest than the one Orbit governed.
     let reply = axon
         .post(json!({"plugin": "echo", "version": "1.0.0", "digest": plugin_store::Digest::of(b"other").to_string(), "request": {"intent": "t", "input": 1}}))
         .await;
     assert_eq!(reply.code(), "PLUGIN_DIGEST_MISMATCH", "{}", reply.body);
-    assert!(reply.message().contains("that was governed"), "{}", reply.message());
+    assert!(
+        reply.message().contains("that was governed"),
+        "{}",
+        reply.message()
+    );
     // Without any digest the request is malformed.
     let reply = axon
-        .post_raw(json!({"plugin": "echo", "version": "1.0.0", "request": {"intent": "t", "input": 1}}).to_string().into_bytes())
+        .post_raw(
+            json!({"plugin": "echo", "version": "1.0.0", "request": {"intent": "t", "input": 1}})
+                .to_string()
+                .into_bytes(),
+        )
         .await;
     assert_eq!(reply.code(), "INVALID_REQUEST", "{}", reply.body);
 
@@ -142,13 +194,22 @@ async fn keys_are_held_to_their_names_windows_and_revocation() {
     expired_entry.not_after = humantime::format_rfc3339_seconds(past).to_string();
     let doomed_entry = trusted_key(&doomed.public(), "doomed", vec!["*".into()], year).unwrap();
     edit_trust_list(&*registry, &root, |keys| {
-        keys.extend([acme_entry.clone(), expired_entry.clone(), doomed_entry.clone()]);
+        keys.extend([
+            acme_entry.clone(),
+            expired_entry.clone(),
+            doomed_entry.clone(),
+        ]);
         Ok(())
     })
     .await
     .unwrap();
 
-    for (name, key) in [("acme-ok", &acme), ("not-acme", &acme), ("stale", &expired), ("doomed", &doomed)] {
+    for (name, key) in [
+        ("acme-ok", &acme),
+        ("not-acme", &acme),
+        ("stale", &expired),
+        ("doomed", &doomed),
+    ] {
         let (module, record) = record(name, "1.0.0", key);
         axon.register_raw(&module, record).await;
     }
@@ -160,8 +221,22 @@ async fn keys_are_held_to_their_names_windows_and_revocation() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(call(&axon, "acme-ok", "1.0.0").await.body["output"], "hi");
-    assert_refused(&axon, "not-acme", "1.0.0", "PLUGIN_UNTRUSTED", "may not sign plugin `not-acme`").await;
-    assert_refused(&axon, "stale", "1.0.0", "PLUGIN_UNTRUSTED", "is not valid at").await;
+    assert_refused(
+        &axon,
+        "not-acme",
+        "1.0.0",
+        "PLUGIN_UNTRUSTED",
+        "may not sign plugin `not-acme`",
+    )
+    .await;
+    assert_refused(
+        &axon,
+        "stale",
+        "1.0.0",
+        "PLUGIN_UNTRUSTED",
+        "is not valid at",
+    )
+    .await;
     assert_eq!(call(&axon, "doomed", "1.0.0").await.body["output"], "hi");
     let before_revocation = registry.snapshot().await.unwrap().trust_list.unwrap();
 
@@ -185,7 +260,8 @@ async fn keys_are_held_to_their_names_windows_and_revocation() {
         [before_revocation.to_json()],
     )
     .unwrap();
-    db.execute("UPDATE meta SET generation = generation + 1", []).unwrap();
+    db.execute("UPDATE meta SET generation = generation + 1", [])
+        .unwrap();
     let generation: i64 = db
         .query_row("SELECT generation FROM meta", [], |r| r.get(0))
         .unwrap();
@@ -197,8 +273,16 @@ async fn keys_are_held_to_their_names_windows_and_revocation() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(seen["registry_generation"].as_i64(), Some(generation), "{seen}");
-    assert_eq!(seen["trust_serial"].as_u64(), Some(3), "the downgrade was taken: {seen}");
+    assert_eq!(
+        seen["registry_generation"].as_i64(),
+        Some(generation),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["trust_serial"].as_u64(),
+        Some(3),
+        "the downgrade was taken: {seen}"
+    );
     assert_refused(&axon, "doomed", "1.0.0", "PLUGIN_UNTRUSTED", "is revoked").await;
 }
 
@@ -208,7 +292,12 @@ async fn a_revoked_version_is_evicted_and_never_runs_again() {
     assert_eq!(call(&axon, "echo", "1.0.0").await.status, StatusCode::OK);
     axon.source
         .registry()
-        .revoke(&"echo".parse().unwrap(), &"1.0.0".parse().unwrap(), "ops", "bad build")
+        .revoke(
+            &"echo".parse().unwrap(),
+            &"1.0.0".parse().unwrap(),
+            "ops",
+            "bad build",
+        )
         .await
         .unwrap();
     eventually_refused(&axon, "echo", "1.0.0", "PLUGIN_REVOKED").await;

@@ -125,12 +125,10 @@ impl TestAxon {
         config.refresh_ms = 100;
         adjust(&mut config);
         let source = axon::local_source(&config.plugin_dir()).await.unwrap();
-        let trust = plugin_store::admin::ensure_dev_trust(
-            &data_dir.join("trust"),
-            &**source.registry(),
-        )
-        .await
-        .unwrap();
+        let trust =
+            plugin_store::admin::ensure_dev_trust(&data_dir.join("trust"), &**source.registry())
+                .await
+                .unwrap();
         if publish {
             publish_all(&source, &trust.publisher).await;
         }
@@ -210,7 +208,8 @@ impl TestAxon {
     /// registered one (what Orbit governs), when there is one.
     pub async fn post(&self, mut body: Value) -> Reply {
         if body.get("digest").is_none()
-            && let (Some(plugin), Some(version)) = (body["plugin"].as_str(), body["version"].as_str())
+            && let (Some(plugin), Some(version)) =
+                (body["plugin"].as_str(), body["version"].as_str())
             && let Some(digest) = self.digest_of(plugin, version).await
         {
             body["digest"] = Value::String(digest);

@@ -36,7 +36,7 @@ async fn an_allowed_dispatch_returns_the_plugins_output_and_the_decision() {
     assert_eq!(governance["reason"], "allowed");
     assert_eq!(
         governance["policies"],
-        json!(["developers-may-dispatch-examples"])
+        json!(["developers-may-dispatch-approved"])
     );
     assert!(governance["decision_time_us"].is_u64());
     let correlation_id = reply.body["correlation_id"].as_str().unwrap();

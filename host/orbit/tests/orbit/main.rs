@@ -6,4 +6,5 @@
 mod dispatch;
 mod resilience;
 mod sigv4;
+mod supply_chain;
 mod support;

@@ -19,8 +19,12 @@ type Attack<'a> = (
 );
 
 const BODY: &[u8] = br#"{"plugin":"echo","version":"1.0.0","intent":"x","input":1}"#;
-const AXON_BODY: &[u8] =
-    br#"{"plugin":"echo","version":"1.0.0","request":{"intent":"x","input":1}}"#;
+/// What Orbit would send Axon for `BODY`: with the digest it governed.
+fn axon_body() -> Vec<u8> {
+    let digest = plugin_store::Digest::of(&plugin_artifacts::ECHO.bytes().unwrap());
+    format!(r#"{{"plugin":"echo","version":"1.0.0","digest":"{digest}","request":{{"intent":"x","input":1}}}}"#)
+        .into_bytes()
+}
 
 /// Runs every attack against `url`, where `key` is a key the server accepts.
 async fn attacks(url: &str, key: &auth::SigningKey, body: &[u8]) {
@@ -150,9 +154,16 @@ async fn every_sigv4_attack_on_orbit_is_refused_with_its_code() {
 async fn every_sigv4_attack_on_axon_is_refused_with_its_code() {
     let stack = Stack::start().await;
     let url = format!("{}/v1/reason", stack.axon_url);
-    attacks(&url, &stack.orbit_key, AXON_BODY).await;
+    attacks(&url, &stack.orbit_key, &axon_body()).await;
     // Axon trusts only Orbit: a valid user key is unknown to it.
-    let user = Stack::send_signed(&url, &stack.dev_key, AXON_BODY, SystemTime::now(), |_| {}).await;
+    let user = Stack::send_signed(
+        &url,
+        &stack.dev_key,
+        &axon_body(),
+        SystemTime::now(),
+        |_| {},
+    )
+    .await;
     assert_eq!(
         (user.status, code(&user)),
         (StatusCode::UNAUTHORIZED, "UNKNOWN_ACCESS_KEY")

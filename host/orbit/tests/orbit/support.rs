@@ -69,7 +69,7 @@ fn key(
 pub async fn start_axon(data_dir: &Path, addr: SocketAddr) -> (Server, SocketAddr) {
     let config = axon::AxonConfig::local(data_dir.to_owned(), addr);
     let source = axon::local_source(&config.plugin_dir()).await.unwrap();
-    let state = axon::build(&config, source).unwrap();
+    let state = axon::build(&config, source).await.unwrap();
     axon::start(&config, &state).await.unwrap();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -112,10 +112,31 @@ impl Stack {
         governance::LocalPolicyDir::seed(&data_dir.join("policies"), governance::DEFAULT_POLICIES)
             .unwrap();
         let source = axon::local_source(&data_dir.join("plugins")).await.unwrap();
+        let trust =
+            plugin_store::admin::ensure_dev_trust(&data_dir.join("trust"), &**source.registry())
+                .await
+                .unwrap();
+        // As the local stack does: approved (triage also experimental), `live`.
         for example in plugin_artifacts::EXAMPLES {
             let spec = PublishSpec::from_toml(&example.manifest_text().unwrap().unwrap()).unwrap();
-            source
-                .publish(&example.bytes().unwrap(), spec)
+            let m = source
+                .publish(&example.bytes().unwrap(), spec, &trust.publisher, "test")
+                .await
+                .unwrap()
+                .manifest;
+            let mut labels = std::collections::BTreeSet::from(["approved".to_owned()]);
+            if example.name == "triage" {
+                labels.insert("experimental".to_owned());
+            }
+            let registry = &**source.registry();
+            plugin_store::admin::set_labels(registry, &m.name, &m.version, &labels, "test")
+                .await
+                .unwrap();
+            let target = plugin_store::AliasTarget {
+                version: m.version.clone(),
+                canary: None,
+            };
+            plugin_store::admin::set_alias(registry, &m.name, "live", target, "test")
                 .await
                 .unwrap();
         }

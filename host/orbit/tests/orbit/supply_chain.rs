@@ -1,0 +1,312 @@
+//! The signed supply chain through `/dispatch`: aliases, canaries, pins,
+//! rollback, revocation, and attacks on the stores refused with their codes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use plugin_store::admin::{self, DevTrust};
+use plugin_store::{
+    AliasTarget, Canary, KeyPair, PluginManifest, PluginSource, PublishSpec, VersionRecord,
+};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{Stack, code, eventually};
+
+async fn stores(stack: &Stack) -> (PluginSource, DevTrust) {
+    let source = axon::local_source(&stack.data_dir.join("plugins"))
+        .await
+        .unwrap();
+    let trust = admin::ensure_dev_trust(&stack.data_dir.join("trust"), &**source.registry())
+        .await
+        .unwrap();
+    (source, trust)
+}
+
+async fn publish(
+    source: &PluginSource,
+    key: &KeyPair,
+    toml: &str,
+    labels: &[&str],
+) -> PluginManifest {
+    let spec = PublishSpec::from_toml(toml).unwrap();
+    let m = source
+        .publish(&plugin_artifacts::ECHO.bytes().unwrap(), spec, key, "test")
+        .await
+        .unwrap()
+        .manifest;
+    let labels: BTreeSet<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+    admin::set_labels(&**source.registry(), &m.name, &m.version, &labels, "test")
+        .await
+        .unwrap();
+    m
+}
+
+fn echo(extra: serde_json::Value) -> serde_json::Value {
+    let mut body = json!({"plugin": "echo", "intent": "t", "input": "hi"});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+async fn version_of(stack: &Stack, body: serde_json::Value) -> String {
+    let reply = stack.dispatch(body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body["plugin"]["version"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_route_canary_and_roll_back_without_a_restart() {
+    let stack = Stack::start().await;
+    let (source, trust) = stores(&stack).await;
+    let registry = &**source.registry();
+    let v2 = publish(
+        &source,
+        &trust.publisher,
+        "name = \"echo\"\nversion = \"1.0.1\"",
+        &["approved"],
+    )
+    .await;
+    let name = v2.name.clone();
+
+    // `live` still says 1.0.0; a pin reaches 1.0.1 (once Orbit has seen it),
+    // governed like any dispatch.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            stack
+                .dispatch(echo(json!({"version": "1.0.1"})))
+                .await
+                .status
+                == StatusCode::OK
+        })
+        .await
+    );
+    assert_eq!(version_of(&stack, echo(json!({}))).await, "1.0.0");
+    assert_eq!(
+        version_of(&stack, echo(json!({"version": "1.0.1"}))).await,
+        "1.0.1"
+    );
+    let reply = stack.dispatch(echo(json!({"version": "1.0.1"}))).await;
+    assert_eq!(reply.body["plugin"]["digest"], v2.digest.to_string());
+
+    // Move `live`: within Orbit's refresh every answer reports the new version.
+    let target = |v: &str| AliasTarget {
+        version: v.parse().unwrap(),
+        canary: None,
+    };
+    admin::set_alias(registry, &name, "live", target("1.0.1"), "ops")
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            version_of(&stack, echo(json!({}))).await == "1.0.1"
+        })
+        .await
+    );
+    for _ in 0..10 {
+        assert_eq!(version_of(&stack, echo(json!({}))).await, "1.0.1");
+    }
+
+    // Roll back: the previous target again, and history shows both moves.
+    admin::rollback_alias(registry, &name, "live", "ops")
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            version_of(&stack, echo(json!({}))).await == "1.0.0"
+        })
+        .await
+    );
+    let moves: Vec<_> = registry
+        .history(&name)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.action == "alias live")
+        .map(|h| (h.from, h.to))
+        .collect();
+    assert_eq!(
+        moves[moves.len() - 2..],
+        [
+            (Some("1.0.0".into()), Some("1.0.1".into())),
+            (Some("1.0.1".into()), Some("1.0.0".into())),
+        ]
+    );
+
+    // A 50 % canary: one routing key stays on one version; many keys see both.
+    let canary = AliasTarget {
+        version: "1.0.0".parse().unwrap(),
+        canary: Some(Canary {
+            version: "1.0.1".parse().unwrap(),
+            weight: 50,
+        }),
+    };
+    admin::set_alias(registry, &name, "live", canary, "ops")
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let mut seen = BTreeSet::new();
+            for i in 0..20 {
+                let session = json!({"context": {"session_id": format!("s-{i}")}});
+                seen.insert(version_of(&stack, echo(session)).await);
+            }
+            seen.len() == 2
+        })
+        .await,
+        "the canary never took traffic"
+    );
+    let sticky = version_of(
+        &stack,
+        echo(json!({"context": {"session_id": "one-caller"}})),
+    )
+    .await;
+    for _ in 0..20 {
+        let again = version_of(
+            &stack,
+            echo(json!({"context": {"session_id": "one-caller"}})),
+        )
+        .await;
+        assert_eq!(again, sticky);
+    }
+
+    // An unknown alias, and `version` with `alias`, are clear 4xx.
+    let reply = stack.dispatch(echo(json!({"alias": "nope"}))).await;
+    assert_eq!(
+        (reply.status, code(&reply)),
+        (StatusCode::NOT_FOUND, "PLUGIN_NOT_FOUND")
+    );
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agentctl plugin alias set")
+    );
+    let reply = stack
+        .dispatch(echo(json!({"alias": "live", "version": "1.0.0"})))
+        .await;
+    assert_eq!(code(&reply), "INVALID_REQUEST");
+
+    // Revoking a version: Orbit stops routing to it within its refresh.
+    registry
+        .revoke(&name, &"1.0.1".parse().unwrap(), "ops", "bad")
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let reply = stack.dispatch(echo(json!({"version": "1.0.1"}))).await;
+            reply.status == StatusCode::GONE && code(&reply) == "PLUGIN_REVOKED"
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn attacks_on_the_stores_are_refused_through_dispatch() {
+    let stack = Stack::start().await;
+    let (source, trust) = stores(&stack).await;
+    let registry = source.registry().clone();
+    let live = |name: &str, version: &str| {
+        let registry = registry.clone();
+        let (name, version) = (name.parse().unwrap(), version.parse().unwrap());
+        async move {
+            let target = AliasTarget {
+                version,
+                canary: None,
+            };
+            admin::set_alias(&*registry, &name, "live", target, "ops")
+                .await
+                .unwrap();
+        }
+    };
+
+    // Tags are the publisher's claims: without an operator label, denied.
+    publish(
+        &source,
+        &trust.publisher,
+        "name = \"sneaky\"\nversion = \"1.0.0\"\ntags = [\"example\", \"approved\"]",
+        &[],
+    )
+    .await;
+    live("sneaky", "1.0.0").await;
+
+    // Signed by a key the trust list does not name.
+    let module = plugin_artifacts::ECHO.bytes().unwrap();
+    let stranger = KeyPair::generate().unwrap();
+    let record = |name: &str, key: &KeyPair, module: &[u8]| {
+        let manifest = PluginManifest::new(
+            PublishSpec::from_toml(&format!("name = \"{name}\"\nversion = \"1.0.0\"")).unwrap(),
+            module,
+            "agent:reasoning/reasoning-plugin@1.0.0".into(),
+            key.id().clone(),
+        );
+        VersionRecord {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            digest: manifest.digest,
+            envelope: manifest.sign(key),
+            published_at: manifest.created_at.clone(),
+            published_by: "attacker".into(),
+        }
+    };
+    let untrusted = record("untrusted", &stranger, &module);
+    source
+        .blobs()
+        .put(&untrusted.digest, &module)
+        .await
+        .unwrap();
+    registry.register(&untrusted).await.unwrap();
+    live("untrusted", "1.0.0").await;
+
+    // Validly signed, but the stored bytes are not the signed ones.
+    let tampered = record(
+        "tampered",
+        &trust.publisher,
+        &plugin_artifacts::PANIC.bytes().unwrap(),
+    );
+    source
+        .blobs()
+        .put(
+            &tampered.digest,
+            &plugin_artifacts::COUNTER.bytes().unwrap(),
+        )
+        .await
+        .unwrap();
+    registry.register(&tampered).await.unwrap();
+    admin::set_labels(
+        &*registry,
+        &tampered.name,
+        &tampered.version,
+        &BTreeSet::from(["approved".to_owned()]),
+        "ops",
+    )
+    .await
+    .unwrap();
+    live("tampered", "1.0.0").await;
+
+    let expect = |plugin: &'static str, status: StatusCode, wanted: &'static str| {
+        let stack = &stack;
+        async move {
+            eventually(Duration::from_secs(10), || async {
+                let reply = stack
+                    .dispatch(json!({"plugin": plugin, "intent": "t", "input": {"subject": "x"}}))
+                    .await;
+                reply.status == status && code(&reply) == wanted
+            })
+            .await
+        }
+    };
+    assert!(expect("sneaky", StatusCode::FORBIDDEN, "GOVERNANCE_DENIED").await);
+    assert!(expect("untrusted", StatusCode::BAD_GATEWAY, "PLUGIN_UNTRUSTED").await);
+    assert!(
+        expect(
+            "tampered",
+            StatusCode::BAD_GATEWAY,
+            "PLUGIN_DIGEST_MISMATCH"
+        )
+        .await
+    );
+    // The genuine plugins are untouched.
+    assert_eq!(version_of(&stack, echo(json!({}))).await, "1.0.0");
+}
