@@ -14,9 +14,13 @@ pub(crate) struct DispatchArgs {
     /// The input: JSON text, or `@path` to read it from a file.
     #[arg(long, default_value = "{}")]
     input: String,
-    /// The plugin version (default: the newest release).
+    /// Pin a plugin version (default: whatever alias `live`, or `--alias`,
+    /// points at).
     #[arg(long)]
     version: Option<String>,
+    /// The alias to resolve (default `live`).
+    #[arg(long, conflicts_with = "version")]
+    alias: Option<String>,
     /// What you want done, in your words.
     #[arg(long, default_value = "cli")]
     intent: String,
@@ -76,6 +80,9 @@ pub(crate) async fn run(data_dir: &Path, args: DispatchArgs) -> anyhow::Result<(
         "input": input,
         "context": args.context.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     });
+    if let Some(alias) = args.alias {
+        body["alias"] = serde_json::Value::String(alias);
+    }
     if let Some(version) = args.version {
         body["version"] = serde_json::Value::String(version);
     }

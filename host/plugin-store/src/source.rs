@@ -46,7 +46,7 @@ pub enum VerifyError {
     Untrusted {
         name: String,
         version: String,
-        reason: TrustError,
+        reason: Box<TrustError>,
     },
     #[error("the registry's digest for `{name}@{version}` differs from its signed manifest")]
     RecordMismatch { name: String, version: String },
@@ -69,7 +69,7 @@ pub fn verify_entry(
         .map_err(|reason| VerifyError::Untrusted {
             name: name.clone(),
             version: version.clone(),
-            reason,
+            reason: Box::new(reason),
         })?;
     if verified.manifest.digest != record.digest {
         return Err(VerifyError::RecordMismatch { name, version });
