@@ -38,21 +38,6 @@ pub async fn local_source(dir: &std::path::Path) -> anyhow::Result<PluginSource>
         .with_context(|| format!("opening the plugin store in `{}`", dir.display()))
 }
 
-/// The trust in use for `root_public` (the root key's public file) and the
-/// registry view that follows `source`.
-pub async fn watch_registry(
-    source: &PluginSource,
-    root_public: &std::path::Path,
-) -> anyhow::Result<Arc<plugin_store::Watcher>> {
-    let root = plugin_store::admin::read_public_key(root_public)
-        .context("reading the trust root (the root key's public half)")?;
-    let trust = Arc::new(plugin_store::Trust::new(root));
-    let watcher = plugin_store::Watcher::new(source.registry().clone(), trust)
-        .await
-        .context("reading the plugin registry")?;
-    Ok(Arc::new(watcher))
-}
-
 /// Builds Axon's state: sandbox, plugin host and metrics. Not ready yet:
 /// call [`start`] or [`AxonState::set_ready`].
 pub async fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<AxonState> {
@@ -60,7 +45,11 @@ pub async fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let axon_metrics = metrics::AxonMetrics::register(&mut registry);
-    let watcher = watch_registry(&source, &config.trust_root()).await?;
+    let watcher =
+        plugin_store::Watcher::trusting_root_file(source.registry().clone(), &config.trust_root())
+            .await
+            .context("reading the trust root and the plugin registry")?;
+    let watcher = Arc::new(watcher);
     let plugins = plugins::PluginHost::new(Arc::new(sandbox), source, watcher, axon_metrics);
     let max_body_bytes = config.max_body_kib as usize * 1024;
     let auth = if config.insecure_no_auth {

@@ -65,14 +65,10 @@ pub async fn build(config: &OrbitConfig) -> anyhow::Result<OrbitState> {
                 config.plugin_dir().display()
             )
         })?;
-    let root = plugin_store::admin::read_public_key(&config.trust_root())
-        .context("reading the trust root (the root key's public half)")?;
-    let watcher = plugin_store::Watcher::new(
-        source.registry().clone(),
-        Arc::new(plugin_store::Trust::new(root)),
-    )
-    .await
-    .context("reading the plugin registry")?;
+    let watcher =
+        plugin_store::Watcher::trusting_root_file(source.registry().clone(), &config.trust_root())
+            .await
+            .context("reading the trust root and the plugin registry")?;
     let catalogue = catalogue::Catalogue::new(Arc::new(watcher));
 
     let mut registry = Registry::default();

@@ -107,6 +107,17 @@ impl Watcher {
         Ok(watcher)
     }
 
+    /// A watcher of `registry` trusting lists signed by the root key whose
+    /// public half is in the file `root_public` (what Axon and Orbit are
+    /// configured with).
+    pub async fn trusting_root_file(
+        registry: Arc<dyn Registry>,
+        root_public: &std::path::Path,
+    ) -> Result<Self, StoreError> {
+        let root = crate::admin::read_public_key(root_public)?;
+        Self::new(registry, Arc::new(Trust::new(root))).await
+    }
+
     pub fn trust(&self) -> &Arc<Trust> {
         &self.trust
     }

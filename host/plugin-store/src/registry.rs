@@ -16,8 +16,8 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::manifest::{Digest, PluginName};
-use crate::signing::Envelope;
+use crate::manifest::{Digest, PluginManifest, PluginName};
+use crate::signing::{Envelope, KeyPair};
 
 /// One published version as stored: the signed manifest envelope, plus the
 /// fields the store indexes by (taken from the manifest at publication and
@@ -31,6 +31,21 @@ pub struct VersionRecord {
     /// RFC 3339 time it was registered, and by whom.
     pub published_at: String,
     pub published_by: String,
+}
+
+impl VersionRecord {
+    /// The record of `manifest` signed by `key` (the key it names), registered
+    /// by `actor`.
+    pub fn signed(manifest: &PluginManifest, key: &KeyPair, actor: &str) -> Self {
+        Self {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            digest: manifest.digest,
+            envelope: manifest.sign(key),
+            published_at: manifest.created_at.clone(),
+            published_by: actor.to_owned(),
+        }
+    }
 }
 
 /// A version with what operators have said about it.

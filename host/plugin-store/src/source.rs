@@ -119,14 +119,7 @@ impl PluginSource {
     ) -> Result<Published, StoreError> {
         let world = crate::component::reasoning_world(module).map_err(StoreError::Invalid)?;
         let manifest = PluginManifest::new(spec, module, world, key.id().clone());
-        let record = VersionRecord {
-            name: manifest.name.clone(),
-            version: manifest.version.clone(),
-            digest: manifest.digest,
-            envelope: manifest.sign(key),
-            published_at: manifest.created_at.clone(),
-            published_by: actor.to_owned(),
-        };
+        let record = VersionRecord::signed(&manifest, key, actor);
         self.blobs.put(&manifest.digest, module).await?;
         match self.registry.register(&record).await? {
             Registered::New => Ok(Published {

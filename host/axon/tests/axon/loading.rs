@@ -24,14 +24,7 @@ fn signed_record(
         "agent:reasoning/reasoning-plugin@1.0.0".into(),
         key.id().clone(),
     );
-    plugin_store::VersionRecord {
-        name: manifest.name.clone(),
-        version: manifest.version.clone(),
-        digest: manifest.digest,
-        envelope: manifest.sign(key),
-        published_at: manifest.created_at.clone(),
-        published_by: "test".into(),
-    }
+    plugin_store::VersionRecord::signed(&manifest, key, "test")
 }
 
 #[tokio::test]

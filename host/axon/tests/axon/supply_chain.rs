@@ -23,15 +23,7 @@ fn record(name: &str, version: &str, key: &KeyPair) -> (Vec<u8>, VersionRecord) 
         "agent:reasoning/reasoning-plugin@1.0.0".into(),
         key.id().clone(),
     );
-    let record = VersionRecord {
-        name: manifest.name.clone(),
-        version: manifest.version.clone(),
-        digest: manifest.digest,
-        envelope: manifest.sign(key),
-        published_at: manifest.created_at.clone(),
-        published_by: "attacker".into(),
-    };
-    (module, record)
+    (module, VersionRecord::signed(&manifest, key, "attacker"))
 }
 
 async fn call(axon: &TestAxon, name: &str, version: &str) -> crate::support::Reply {

@@ -241,14 +241,7 @@ async fn attacks_on_the_stores_are_refused_through_dispatch() {
             "agent:reasoning/reasoning-plugin@1.0.0".into(),
             key.id().clone(),
         );
-        VersionRecord {
-            name: manifest.name.clone(),
-            version: manifest.version.clone(),
-            digest: manifest.digest,
-            envelope: manifest.sign(key),
-            published_at: manifest.created_at.clone(),
-            published_by: "attacker".into(),
-        }
+        VersionRecord::signed(&manifest, key, "attacker")
     };
     let untrusted = record("untrusted", &stranger, &module);
     source
