@@ -13,14 +13,19 @@ host_target() {
     rustc -vV | sed -n 's/^host: //p'
 }
 
-# A virtual environment with the Python the tests use (botocore); exports
+# A virtual environment with the Python the tests use (botocore, moto, ...),
+# installed again whenever scripts/requirements-test.txt changes; exports
 # AGENT_RUNTIME_PYTHON for them.
 ensure_test_python() {
-    local venv=.venv
-    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import botocore' 2>/dev/null; then
+    local venv=.venv requirements=scripts/requirements-test.txt
+    local want have
+    want=$(sha256sum "$requirements" | cut -d' ' -f1)
+    have=$(cat "$venv/.requirements.sha256" 2>/dev/null || true)
+    if [ ! -x "$venv/bin/python" ] || [ "$want" != "$have" ]; then
         echo "==> setting up $venv (Python test dependencies)" >&2
         python3 -m venv "$venv"
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+        echo "$want" > "$venv/.requirements.sha256"
     fi
     AGENT_RUNTIME_PYTHON="$(pwd)/$venv/bin/python"
     export AGENT_RUNTIME_PYTHON

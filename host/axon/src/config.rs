@@ -77,6 +77,9 @@ pub struct AxonConfig {
     /// (slower; for measurements).
     #[arg(long, hide = true)]
     pub no_pooling: bool,
+    /// Where plugins live (embedded, or S3 and DynamoDB).
+    #[command(flatten)]
+    pub store: aws_stores::PluginStoreArgs,
 }
 
 impl AxonConfig {
@@ -101,6 +104,7 @@ impl AxonConfig {
             trust_root: None,
             refresh_ms: 1000,
             no_pooling: false,
+            store: aws_stores::PluginStoreArgs::default(),
         }
     }
 

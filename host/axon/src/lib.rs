@@ -31,13 +31,6 @@ pub use server::{AxonState, router};
 /// How often the keyring file is checked for changes.
 const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The embedded plugin source: blobs and manifests under `dir`.
-pub async fn local_source(dir: &std::path::Path) -> anyhow::Result<PluginSource> {
-    PluginSource::local(dir)
-        .await
-        .with_context(|| format!("opening the plugin store in `{}`", dir.display()))
-}
-
 /// Builds Axon's state: sandbox, plugin host and metrics. Not ready yet:
 /// call [`start`] or [`AxonState::set_ready`].
 pub async fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<AxonState> {

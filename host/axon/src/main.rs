@@ -28,7 +28,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format, "info");
     let config = cli.config;
-    let source = axon::local_source(&config.plugin_dir()).await?;
+    let source = config
+        .store
+        .open(&config.plugin_dir())
+        .await
+        .context("opening the plugin store")?;
     let state = axon::build(&config, source).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

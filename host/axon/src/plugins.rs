@@ -267,9 +267,11 @@ impl PluginHost {
                 name: name.to_string(),
                 version: version.to_string(),
             },
-            error @ StoreError::DigestMismatch { .. } => refused(LoadError::DigestMismatch(
-                format!("plugin `{name}` version `{version}`: {error}"),
-            )),
+            error @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }) => {
+                refused(LoadError::DigestMismatch(format!(
+                    "plugin `{name}` version `{version}`: {error}"
+                )))
+            }
             error => LoadError::StoreUnavailable(error.to_string()),
         };
         let entry = self

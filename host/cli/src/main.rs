@@ -51,8 +51,7 @@ enum Command {
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// Publish, sign, trust, label, alias, roll back and revoke plugins.
-    #[command(subcommand)]
-    Plugin(plugin::PluginCommand),
+    Plugin(plugin::PluginArgs),
 }
 
 #[tokio::main]

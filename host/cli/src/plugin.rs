@@ -18,6 +18,15 @@ use plugin_store::{
     signing, verify_entry,
 };
 
+/// `agentctl plugin`: which store, and what to do in it.
+#[derive(clap::Args)]
+pub(crate) struct PluginArgs {
+    #[command(flatten)]
+    store: aws_stores::PluginStoreArgs,
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum PluginCommand {
     /// Create an ed25519 key pair (a publisher key, or a root key) in a new
@@ -27,6 +36,10 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Create the S3 bucket (versioned) and DynamoDB table of
+    /// `--plugin-store aws` where they are missing. The embedded store needs
+    /// no set-up.
+    CreateStore,
     /// Manage the signed trust list of publisher keys.
     #[command(subcommand)]
     Trust(TrustCommand),
@@ -152,21 +165,52 @@ async fn trust(data_dir: &Path, source: &PluginSource) -> anyhow::Result<Trust> 
     Ok(trust)
 }
 
+/// A progress bar for an upload of `len` bytes, on stderr when it is a
+/// terminal (hidden otherwise, so scripts and logs get only the result).
+fn upload_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "uploading [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
 fn parse_name(name: &str) -> anyhow::Result<PluginName> {
     Ok(name.parse()?)
 }
 
-pub(crate) async fn run(data_dir: &Path, command: PluginCommand) -> anyhow::Result<()> {
-    let source = axon::local_source(&data_dir.join("plugins")).await?;
-    let registry = &**source.registry();
-    match command {
-        PluginCommand::Keygen { out } => {
-            let key = KeyPair::generate()?;
-            key.write(&out)?;
-            println!("key id      {}", key.id());
-            println!("public key  {}", signing::encode_public(&key.public()));
-            println!("written to  {} (keep it private)", out.display());
+pub(crate) async fn run(data_dir: &Path, args: PluginArgs) -> anyhow::Result<()> {
+    if let PluginCommand::Keygen { out } = &args.command {
+        let key = KeyPair::generate()?;
+        key.write(out)?;
+        println!("key id      {}", key.id());
+        println!("public key  {}", signing::encode_public(&key.public()));
+        println!("written to  {} (keep it private)", out.display());
+        return Ok(());
+    }
+    if let PluginCommand::CreateStore = &args.command {
+        if args.store.plugin_store == aws_stores::StoreKind::Local {
+            println!("the embedded store needs no set-up: it is created on first use");
+        } else {
+            args.store.create_aws().await?;
+            println!(
+                "bucket `{}` (versioned) and table `{}` are ready",
+                args.store.plugin_bucket.as_deref().unwrap_or_default(),
+                args.store.registry_table.as_deref().unwrap_or_default()
+            );
         }
+        return Ok(());
+    }
+    let source = args
+        .store
+        .open(&data_dir.join("plugins"))
+        .await
+        .context("opening the plugin store")?;
+    let registry = &**source.registry();
+    match args.command {
+        PluginCommand::Keygen { .. } | PluginCommand::CreateStore => {}
         PluginCommand::Trust(command) => run_trust(data_dir, &source, command).await?,
         PluginCommand::Publish {
             manifest,
@@ -182,10 +226,12 @@ pub(crate) async fn run(data_dir: &Path, command: PluginCommand) -> anyhow::Resu
                 .with_context(|| format!("reading `{}`", module.display()))?;
             let key_path = key.unwrap_or_else(|| trust_dir(data_dir).join("dev-publisher.key"));
             let key = read_key(&key_path)?;
+            let bar = upload_bar(bytes.len() as u64);
             let published = source
-                .publish(&bytes, spec, &key, &actor())
+                .publish_with_progress(&bytes, spec, &key, &actor(), &|n| bar.inc(n))
                 .await
                 .with_context(|| format!("publishing `{}`", module.display()))?;
+            bar.finish_and_clear();
             let m = &published.manifest;
             println!(
                 "{} {} {} ({}, {} bytes, {}, key {})",

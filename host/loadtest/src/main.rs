@@ -232,8 +232,11 @@ async fn serve(
         }
         ServerKind::Axon => {
             let config = axon::AxonConfig::local(data_dir.to_owned(), addr);
-            let state =
-                axon::build(&config, axon::local_source(&config.plugin_dir()).await?).await?;
+            let state = axon::build(
+                &config,
+                plugin_store::PluginSource::local(&config.plugin_dir()).await?,
+            )
+            .await?;
             axon::start(&config, &state).await?;
             ready();
             axon::serve(listener, state, std::future::pending()).await
@@ -246,7 +249,8 @@ async fn serve(
             config.principal_burst = 1_000_000;
             config.ip_rate = 1_000_000;
             config.ip_burst = 1_000_000;
-            let state = orbit::build(&config).await?;
+            let source = plugin_store::PluginSource::local(&config.plugin_dir()).await?;
+            let state = orbit::build(&config, source).await?;
             ready();
             orbit::serve(listener, state, std::future::pending()).await
         }

@@ -59,7 +59,7 @@ pub async fn prepare(data_dir: &Path) -> anyhow::Result<Prepared> {
     {
         tracing::info!(dir = %policies.display(), "default policies written");
     }
-    let source = axon::local_source(&data_dir.join("plugins")).await?;
+    let source = plugin_store::PluginSource::local(&data_dir.join("plugins")).await?;
     let trust =
         plugin_store::admin::ensure_dev_trust(&data_dir.join("trust"), &**source.registry())
             .await
@@ -181,8 +181,8 @@ impl LocalStack {
         axon_listen: SocketAddr,
     ) -> anyhow::Result<Self> {
         let axon_config = axon::AxonConfig::local(data_dir.to_owned(), axon_listen);
-        let source = axon::local_source(&axon_config.plugin_dir()).await?;
-        let axon_state = axon::build(&axon_config, source).await?;
+        let source = plugin_store::PluginSource::local(&axon_config.plugin_dir()).await?;
+        let axon_state = axon::build(&axon_config, source.clone()).await?;
         let axon_listener = bind(axon_config.listen, "Axon", "--axon-listen").await?;
         let axon_addr = axon_listener
             .local_addr()
@@ -194,7 +194,7 @@ impl LocalStack {
             orbit_listen,
             format!("http://{axon_addr}"),
         );
-        let orbit_state = orbit::build(&orbit_config).await?;
+        let orbit_state = orbit::build(&orbit_config, source).await?;
         let orbit_listener = bind(orbit_config.listen, "Orbit", "--orbit-listen").await?;
         let orbit_addr = orbit_listener
             .local_addr()

@@ -70,6 +70,10 @@ pub struct OrbitConfig {
     /// cannot be read; then every request is denied. In seconds.
     #[arg(long, default_value_t = 300)]
     pub policy_max_staleness_secs: u64,
+    /// Where plugins live (embedded, or S3 and DynamoDB): the same store
+    /// Axon reads.
+    #[command(flatten)]
+    pub store: aws_stores::PluginStoreArgs,
 }
 
 impl OrbitConfig {
@@ -95,6 +99,7 @@ impl OrbitConfig {
             policy_max_staleness_secs: 300,
             trust_root: None,
             axon_load_wait_ms: 30_000,
+            store: aws_stores::PluginStoreArgs::default(),
         }
     }
 

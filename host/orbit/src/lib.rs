@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use governance::{Governance, GovernanceConfig, LocalPolicyDir};
+use plugin_store::PluginSource;
 use prometheus_client::registry::Registry;
 use service_kit::metrics::{HttpMetrics, MetricsEndpoint};
 use tokio::net::TcpListener;
@@ -35,10 +36,10 @@ use tokio::net::TcpListener;
 pub use config::OrbitConfig;
 pub use server::{OrbitState, router};
 
-/// Builds Orbit on the embedded defaults: the keyring, the policy directory
-/// and the plugin registry under `data_dir`. Invalid policies are an error:
-/// Orbit does not start without a valid policy set.
-pub async fn build(config: &OrbitConfig) -> anyhow::Result<OrbitState> {
+/// Builds Orbit: the keyring and the policy directory under `data_dir`, the
+/// plugin registry of `source`. Invalid policies are an error: Orbit does not
+/// start without a valid policy set.
+pub async fn build(config: &OrbitConfig, source: PluginSource) -> anyhow::Result<OrbitState> {
     let keyring = Arc::new(
         auth::LocalKeyring::open(&config.keyring_path()).with_context(|| {
             format!("opening the keyring `{}`", config.keyring_path().display())
@@ -57,14 +58,6 @@ pub async fn build(config: &OrbitConfig) -> anyhow::Result<OrbitState> {
             config.policy_dir().display()
         )
     })?;
-    let source = plugin_store::PluginSource::local(&config.plugin_dir())
-        .await
-        .with_context(|| {
-            format!(
-                "opening the plugin store in `{}`",
-                config.plugin_dir().display()
-            )
-        })?;
     let watcher =
         plugin_store::Watcher::trusting_root_file(source.registry().clone(), &config.trust_root())
             .await

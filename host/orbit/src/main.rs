@@ -27,7 +27,13 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format, "info");
-    let state = orbit::build(&cli.config).await?;
+    let source = cli
+        .config
+        .store
+        .open(&cli.config.plugin_dir())
+        .await
+        .context("opening the plugin store")?;
+    let state = orbit::build(&cli.config, source).await?;
     let listener = tokio::net::TcpListener::bind(cli.config.listen)
         .await
         .with_context(|| format!("binding {}", cli.config.listen))?;

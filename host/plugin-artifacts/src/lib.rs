@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use sha2::Digest as _;
+
 /// One compiled plugin.
 #[derive(Debug, Clone, Copy)]
 pub struct Artifact {
@@ -110,4 +112,92 @@ mod tests {
             );
         }
     }
+}
+
+/// A plugin written in Python (`plugins/python/<name>/app.py`), built into a
+/// component with componentize-py when first asked for, against `wit/`.
+#[derive(Debug, Clone, Copy)]
+pub struct PythonPlugin {
+    pub name: &'static str,
+    dir: &'static str,
+}
+
+/// Finds the email addresses and links in a text (Python, componentize-py).
+pub const CONTACTS: PythonPlugin = PythonPlugin {
+    name: "contacts",
+    dir: concat!(env!("PLUGIN_SOURCE_DIR"), "/python/contacts"),
+};
+
+impl PythonPlugin {
+    /// Its `plugin.toml` text.
+    pub fn manifest_text(&self) -> std::io::Result<String> {
+        std::fs::read_to_string(Path::new(self.dir).join("plugin.toml"))
+    }
+
+    /// The component's bytes, built unless a build of the same sources is
+    /// cached (under the plugins' target directory, keyed by a hash of the
+    /// plugin's files and the WIT contract).
+    ///
+    /// componentize-py is the one next to `$AGENT_RUNTIME_PYTHON` (the venv
+    /// `./scripts/test.sh` sets up), else the one on `PATH`.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        let wit = Path::new(env!("PLUGIN_SOURCE_DIR")).join("../wit");
+        let mut hasher = sha2::Sha256::new();
+        for file in [
+            Path::new(self.dir).join("app.py"),
+            wit.join("reasoning.wit"),
+        ] {
+            let text = std::fs::read(&file)
+                .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+            hasher.update(&text);
+        }
+        let hash = hex(&hasher.finalize()[..8]);
+        let out_dir = Path::new(env!("PLUGIN_WASM_DIR")).join("python");
+        let out = out_dir.join(format!("{}-{hash}.wasm", self.name));
+        if let Ok(bytes) = std::fs::read(&out) {
+            return Ok(bytes);
+        }
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", out_dir.display()))?;
+        let tool = std::env::var_os("AGENT_RUNTIME_PYTHON")
+            .map(|python| Path::new(&python).with_file_name("componentize-py"))
+            .unwrap_or_else(|| "componentize-py".into());
+        // Unique per builder, renamed into place: racing tests never see half a file.
+        let partial = out.with_extension(format!("{}.partial", std::process::id()));
+        let output = std::process::Command::new(&tool)
+            .arg("-d")
+            .arg(&wit)
+            .args([
+                "-w",
+                "reasoning-plugin",
+                "componentize",
+                "-p",
+                self.dir,
+                "app",
+                "-o",
+            ])
+            .arg(&partial)
+            .output()
+            .map_err(|e| {
+                format!(
+                    "cannot run `{}`: {e}; run ./scripts/test.sh (it installs componentize-py \
+                     from scripts/requirements-test.txt) or `pip install componentize-py`",
+                    tool.display()
+                )
+            })?;
+        if !output.status.success() {
+            return Err(format!(
+                "componentize-py failed to build `{}`: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        std::fs::rename(&partial, &out)
+            .map_err(|e| format!("cannot move `{}` into place: {e}", out.display()))?;
+        std::fs::read(&out).map_err(|e| format!("cannot read `{}`: {e}", out.display()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

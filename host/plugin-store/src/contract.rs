@@ -1,6 +1,7 @@
-//! The contract every [`Registry`] implementation must keep, as one suite run
-//! against each (the embedded SQLite file here, DynamoDB on the emulator in the
-//! AWS crate). Built with the `contract-tests` feature; panics on a breach.
+//! The contract every [`Registry`] and [`BlobStore`] implementation must
+//! keep, as one suite run against each (the embedded SQLite file and
+//! directory here, DynamoDB and S3 on the emulator in the AWS crate). Built
+//! with the `contract-tests` feature; panics on a breach.
 //!
 //! `open` returns a new handle to the same store each call (a new connection
 //! or client), so concurrent writers are as independent as separate processes.
@@ -19,6 +20,7 @@ use crate::error::StoreError;
 use crate::manifest::{Digest, PluginName};
 use crate::registry::{AliasMove, AliasTarget, Canary, Registered, Registry, VersionRecord};
 use crate::signing::KeyPair;
+use crate::source::BlobStore;
 
 /// Writers racing in the concurrency cases.
 const WRITERS: usize = 8;
@@ -312,4 +314,52 @@ async fn trust_lists_only_move_forward(registry: Arc<dyn Registry>) {
         .unwrap_or_else(|e| panic!("{e}"))
         .trust_list;
     assert_eq!(stored, Some(list(base + 6)));
+}
+
+/// The blob store contract: content-addressed round trips, idempotent puts,
+/// progress that adds up, missing blobs not found, and no blob read past the
+/// size its manifest names. `large` is bigger than one upload part.
+pub async fn blob_store(store: Arc<dyn BlobStore>, large: usize) {
+    let small = b"a small module".to_vec();
+    let digest = Digest::of(&small);
+    let missing = store.get(&digest, small.len() as u64).await;
+    assert!(
+        matches!(missing, Err(ref e) if e.is_not_found()),
+        "{missing:?}"
+    );
+    for _ in 0..2 {
+        store
+            .put(&digest, &small)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let fetched = store
+        .get(&digest, small.len() as u64)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fetched, small);
+    let short = store.get(&digest, small.len() as u64 - 1).await;
+    assert!(
+        matches!(short, Err(StoreError::SizeMismatch { actual, .. }) if actual == small.len() as u64),
+        "a blob larger than its manifest says is refused: {short:?}"
+    );
+
+    let big: Vec<u8> = (0..large).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of(&big);
+    let reported = std::sync::atomic::AtomicU64::new(0);
+    let calls = std::sync::atomic::AtomicU64::new(0);
+    store
+        .put_with_progress(&digest, &big, &|n| {
+            reported.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reported.into_inner(), big.len() as u64, "progress adds up");
+    assert!(calls.into_inner() >= 1);
+    let fetched = store
+        .get(&digest, big.len() as u64)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(fetched == big, "the large blob round-trips");
 }

@@ -17,6 +17,9 @@ pub enum StoreError {
     /// The bytes fetched do not match the manifest: tampering or corruption.
     #[error("module digest mismatch: manifest says {expected}, fetched bytes are {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
+    /// The stored blob is not the size the manifest names: tampering or corruption.
+    #[error("module size mismatch: manifest says {expected} bytes, the store holds {actual}")]
+    SizeMismatch { expected: u64, actual: u64 },
     /// A stored record cannot be read back.
     #[error("{what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },

@@ -37,6 +37,6 @@ pub use registry::{
 };
 pub use semver::Version;
 pub use signing::{Envelope, KeyId, KeyPair};
-pub use source::{BlobStore, PluginSource, Published, VerifyError, verify_entry};
+pub use source::{BlobStore, PluginSource, Progress, Published, VerifyError, verify_entry};
 pub use sqlite::SqliteRegistry;
 pub use trust::{Trust, TrustError, TrustList, TrustedKey, VerifiedManifest};

@@ -161,6 +161,121 @@ pub struct Snapshot {
     pub trust_list: Option<Envelope>,
 }
 
+/// A version as a backend stores it: text fields, parsed back (and checked)
+/// by [`StoredVersion::into_entry`]. Shared by every backend so a row reads
+/// the same wherever it was kept.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    /// The DSSE envelope as JSON.
+    pub envelope: String,
+    pub published_at: String,
+    pub published_by: String,
+    /// The labels as a JSON array.
+    pub labels: String,
+    pub revoked: bool,
+}
+
+impl StoredVersion {
+    /// The fields of `record`, not yet labelled or revoked.
+    pub fn of(record: &VersionRecord) -> Self {
+        Self {
+            name: record.name.to_string(),
+            version: record.version.to_string(),
+            digest: record.digest.to_string(),
+            envelope: record.envelope.to_json(),
+            published_at: record.published_at.clone(),
+            published_by: record.published_by.clone(),
+            labels: "[]".to_owned(),
+            revoked: false,
+        }
+    }
+
+    /// Parses the fields back; a field that does not parse is
+    /// [`StoreError::Corrupt`].
+    pub fn into_entry(self) -> Result<VersionEntry, StoreError> {
+        let what = format!("registry entry `{}@{}`", self.name, self.version);
+        let bad = |reason: String| corrupt(what.clone(), reason);
+        Ok(VersionEntry {
+            record: VersionRecord {
+                name: self
+                    .name
+                    .parse()
+                    .map_err(|e: StoreError| bad(e.to_string()))?,
+                version: self.version.parse().map_err(|e| bad(format!("{e}")))?,
+                digest: self
+                    .digest
+                    .parse()
+                    .map_err(|e: StoreError| bad(e.to_string()))?,
+                envelope: Envelope::from_json(&self.envelope).map_err(|e| bad(e.to_string()))?,
+                published_at: self.published_at,
+                published_by: self.published_by,
+            },
+            labels: serde_json::from_str(&self.labels).map_err(|e| bad(e.to_string()))?,
+            revoked: self.revoked,
+        })
+    }
+}
+
+/// An alias as a backend stores it; see [`StoredVersion`].
+#[derive(Debug, Clone)]
+pub struct StoredAlias {
+    pub plugin: String,
+    pub name: String,
+    /// The [`AliasTarget`] as JSON, and the previous one.
+    pub target: String,
+    pub previous: Option<String>,
+    pub revision: i64,
+    pub updated_by: String,
+    pub updated_at: String,
+}
+
+impl StoredAlias {
+    /// Parses the fields back; see [`StoredVersion::into_entry`].
+    pub fn into_alias(self) -> Result<Alias, StoreError> {
+        let bad = |reason: String| {
+            corrupt(
+                format!("alias `{}` of `{}`", self.name, self.plugin),
+                reason,
+            )
+        };
+        let target: AliasTarget =
+            serde_json::from_str(&self.target).map_err(|e| bad(e.to_string()))?;
+        let previous = self
+            .previous
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Alias {
+            plugin: self
+                .plugin
+                .parse()
+                .map_err(|e: StoreError| bad(e.to_string()))?,
+            name: self.name,
+            target,
+            previous,
+            revision: u64::try_from(self.revision).unwrap_or(0),
+            updated_by: self.updated_by,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+pub(crate) fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Now, as the RFC 3339 text every backend records.
+pub fn timestamp_now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
 /// An alias name: 1 to 64 lowercase letters, digits or `-`.
 pub fn check_alias_name(name: &str) -> Result<(), StoreError> {
     let valid = (1..=64).contains(&name.len())

@@ -20,13 +20,31 @@ use crate::registry::{Registered, Registry, VersionEntry, VersionRecord};
 use crate::signing::KeyPair;
 use crate::trust::{Trust, TrustError, VerifiedManifest};
 
+/// Reports how many more bytes an upload has stored.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
 /// Module bytes addressed by their sha256 digest.
 #[async_trait]
 pub trait BlobStore: Send + Sync {
-    /// Stores `bytes` under `digest` (the caller computed it). Idempotent.
-    async fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError>;
-    /// The bytes stored under `digest`, unchecked: [`PluginSource`] checks them.
-    async fn get(&self, digest: &Digest) -> Result<Vec<u8>, StoreError>;
+    /// Stores `bytes` under `digest` (the caller computed it), calling
+    /// `progress` with each part stored. Idempotent: content-addressed bytes
+    /// already there are not written again.
+    async fn put_with_progress(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        progress: Progress<'_>,
+    ) -> Result<(), StoreError>;
+
+    /// [`put_with_progress`](Self::put_with_progress) with nobody watching.
+    async fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
+        self.put_with_progress(digest, bytes, &|_| {}).await
+    }
+
+    /// The bytes stored under `digest`, unchecked ([`PluginSource`] checks
+    /// them), but never more than `size`: a larger blob is
+    /// [`StoreError::SizeMismatch`] before it is read into memory.
+    async fn get(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, StoreError>;
 }
 
 /// What [`PluginSource::publish`] did.
@@ -117,10 +135,25 @@ impl PluginSource {
         key: &KeyPair,
         actor: &str,
     ) -> Result<Published, StoreError> {
+        self.publish_with_progress(module, spec, key, actor, &|_| {})
+            .await
+    }
+
+    /// [`publish`](Self::publish), reporting the module upload's progress.
+    pub async fn publish_with_progress(
+        &self,
+        module: &[u8],
+        spec: PublishSpec,
+        key: &KeyPair,
+        actor: &str,
+        progress: Progress<'_>,
+    ) -> Result<Published, StoreError> {
         let world = crate::component::reasoning_world(module).map_err(StoreError::Invalid)?;
         let manifest = PluginManifest::new(spec, module, world, key.id().clone());
         let record = VersionRecord::signed(&manifest, key, actor);
-        self.blobs.put(&manifest.digest, module).await?;
+        self.blobs
+            .put_with_progress(&manifest.digest, module, progress)
+            .await?;
         match self.registry.register(&record).await? {
             Registered::New => Ok(Published {
                 manifest,
@@ -159,9 +192,15 @@ impl PluginSource {
 
     /// The module bytes of `manifest`, checked against its digest and size.
     pub async fn module(&self, manifest: &PluginManifest) -> Result<Vec<u8>, StoreError> {
-        let bytes = self.blobs.get(&manifest.digest).await?;
+        let bytes = self.blobs.get(&manifest.digest, manifest.size).await?;
+        if bytes.len() as u64 != manifest.size {
+            return Err(StoreError::SizeMismatch {
+                expected: manifest.size,
+                actual: bytes.len() as u64,
+            });
+        }
         let actual = Digest::of(&bytes);
-        if actual != manifest.digest || bytes.len() as u64 != manifest.size {
+        if actual != manifest.digest {
             return Err(StoreError::DigestMismatch {
                 expected: manifest.digest,
                 actual,

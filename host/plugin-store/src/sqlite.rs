@@ -16,8 +16,8 @@ use semver::Version;
 use crate::error::StoreError;
 use crate::manifest::PluginName;
 use crate::registry::{
-    Alias, AliasMove, AliasTarget, HistoryEntry, Registered, Registry, Snapshot, VersionEntry,
-    VersionRecord,
+    Alias, AliasMove, AliasTarget, HistoryEntry, Registered, Registry, Snapshot, StoredAlias,
+    StoredVersion, VersionEntry, VersionRecord, corrupt, timestamp_now,
 };
 use crate::signing::Envelope;
 
@@ -77,17 +77,6 @@ pub struct SqliteRegistry {
 
 fn db_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |e| StoreError::Backend(format!("registry `{}`: {e}", path.display()))
-}
-
-fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
-fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        what: what.into(),
-        reason: reason.to_string(),
-    }
 }
 
 impl SqliteRegistry {
@@ -166,28 +155,17 @@ fn record_history(
 ) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO history (plugin, at, actor, action, from_value, to_value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![plugin.as_str(), now(), actor, action, from, to],
+        params![plugin.as_str(), timestamp_now(), actor, action, from, to],
     )
     .map_err(db_error(path))?;
     Ok(())
 }
 
-struct VersionRow {
-    name: String,
-    version: String,
-    digest: String,
-    envelope: String,
-    published_at: String,
-    published_by: String,
-    labels: String,
-    revoked: bool,
-}
-
 const VERSION_COLUMNS: &str =
     "name, version, digest, envelope, published_at, published_by, labels, revoked";
 
-fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
-    Ok(VersionRow {
+fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVersion> {
+    Ok(StoredVersion {
         name: row.get(0)?,
         version: row.get(1)?,
         digest: row.get(2)?,
@@ -199,45 +177,10 @@ fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     })
 }
 
-impl VersionRow {
-    fn into_entry(self) -> Result<VersionEntry, StoreError> {
-        let what = format!("registry entry `{}@{}`", self.name, self.version);
-        let bad = |reason: String| corrupt(what.clone(), reason);
-        Ok(VersionEntry {
-            record: VersionRecord {
-                name: self
-                    .name
-                    .parse()
-                    .map_err(|e: StoreError| bad(e.to_string()))?,
-                version: self.version.parse().map_err(|e| bad(format!("{e}")))?,
-                digest: self
-                    .digest
-                    .parse()
-                    .map_err(|e: StoreError| bad(e.to_string()))?,
-                envelope: Envelope::from_json(&self.envelope).map_err(|e| bad(e.to_string()))?,
-                published_at: self.published_at,
-                published_by: self.published_by,
-            },
-            labels: serde_json::from_str(&self.labels).map_err(|e| bad(e.to_string()))?,
-            revoked: self.revoked,
-        })
-    }
-}
-
-struct AliasRow {
-    plugin: String,
-    name: String,
-    target: String,
-    previous: Option<String>,
-    revision: i64,
-    updated_by: String,
-    updated_at: String,
-}
-
 const ALIAS_COLUMNS: &str = "plugin, name, target, previous, revision, updated_by, updated_at";
 
-fn alias_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AliasRow> {
-    Ok(AliasRow {
+fn alias_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAlias> {
+    Ok(StoredAlias {
         plugin: row.get(0)?,
         name: row.get(1)?,
         target: row.get(2)?,
@@ -246,37 +189,6 @@ fn alias_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AliasRow> {
         updated_by: row.get(5)?,
         updated_at: row.get(6)?,
     })
-}
-
-impl AliasRow {
-    fn into_alias(self) -> Result<Alias, StoreError> {
-        let bad = |reason: String| {
-            corrupt(
-                format!("alias `{}` of `{}`", self.name, self.plugin),
-                reason,
-            )
-        };
-        let target: AliasTarget =
-            serde_json::from_str(&self.target).map_err(|e| bad(e.to_string()))?;
-        let previous = self
-            .previous
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(|e| bad(e.to_string()))?;
-        Ok(Alias {
-            plugin: self
-                .plugin
-                .parse()
-                .map_err(|e: StoreError| bad(e.to_string()))?,
-            name: self.name,
-            target,
-            previous,
-            revision: u64::try_from(self.revision).unwrap_or(0),
-            updated_by: self.updated_by,
-            updated_at: self.updated_at,
-        })
-    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -447,7 +359,7 @@ impl Registry for SqliteRegistry {
                 previous: change.previous.clone(),
                 revision: revision + 1,
                 updated_by: change.actor.clone(),
-                updated_at: now(),
+                updated_at: timestamp_now(),
             };
             tx.execute(
                 &format!(

@@ -111,16 +111,16 @@ async fn a_tampered_module_never_runs() {
         )
         .await
         .unwrap();
-    let blob = axon
-        .data_dir
-        .join("plugins/blobs/sha256")
-        .join(entry.record.digest.hex());
     // Swap in another valid component: it would run, were it not checked.
-    std::fs::write(&blob, plugin_artifacts::COUNTER.bytes().unwrap()).unwrap();
+    axon.tamper_with_blob(&entry.record.digest, |bytes| {
+        *bytes = plugin_artifacts::COUNTER.bytes().unwrap();
+    })
+    .await;
     let reply = axon.reason("echo", json!("hello")).await;
+    // Another size than the manifest's: refused before its digest is taken.
     assert_eq!(reply.code(), "PLUGIN_DIGEST_MISMATCH", "{}", reply.body);
     assert!(
-        reply.message().contains("digest mismatch"),
+        reply.message().contains("size mismatch"),
         "{}",
         reply.message()
     );

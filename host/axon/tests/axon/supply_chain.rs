@@ -57,8 +57,16 @@ async fn eventually_refused(axon: &TestAxon, name: &str, version: &str, code: &s
 }
 
 #[tokio::test]
-async fn modules_that_fail_verification_never_run() {
-    let axon = TestAxon::start_with(|c| c.lazy_load = true).await;
+async fn modules_that_fail_verification_never_run_on_the_embedded_stores() {
+    every_attack_is_refused(TestAxon::start_with(|c| c.lazy_load = true).await).await;
+}
+
+#[tokio::test]
+async fn modules_that_fail_verification_never_run_on_s3_and_dynamodb() {
+    every_attack_is_refused(TestAxon::start_on_aws(|c| c.lazy_load = true).await).await;
+}
+
+async fn every_attack_is_refused(axon: TestAxon) {
     let publisher = axon.trust.publisher.clone();
 
     // Unsigned: the envelope carries no signature.
@@ -128,13 +136,9 @@ async fn modules_that_fail_verification_never_run() {
     .await;
 
     // One flipped byte in the stored module.
-    let blob = axon
-        .data_dir
-        .join("plugins/blobs/sha256")
-        .join(plugin_store::Digest::of(&plugin_artifacts::KEYWORDS.bytes().unwrap()).hex());
-    let mut bytes = std::fs::read(&blob).unwrap();
-    bytes[100] ^= 0x01;
-    std::fs::write(&blob, bytes).unwrap();
+    let keywords = plugin_store::Digest::of(&plugin_artifacts::KEYWORDS.bytes().unwrap());
+    axon.tamper_with_blob(&keywords, |bytes| bytes[100] ^= 0x01)
+        .await;
     assert_refused(
         &axon,
         "keywords",

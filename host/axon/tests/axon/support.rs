@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use aws_stores::testing::Moto;
 use axon::AxonConfig;
 use plugin_artifacts::Artifact;
 use plugin_store::admin::DevTrust;
-use plugin_store::{KeyPair, PluginManifest, PluginSource, PublishSpec};
+use plugin_store::{Digest, KeyPair, PluginManifest, PluginSource, PublishSpec};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -26,6 +27,8 @@ pub struct TestAxon {
     pub source: PluginSource,
     /// The root and publisher keys of this Axon's trust list.
     pub trust: DevTrust,
+    /// The emulator holding the plugin store, when it is S3 and DynamoDB.
+    moto: Option<Moto>,
     _dir: Option<TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -110,9 +113,33 @@ impl TestAxon {
         axon
     }
 
-    /// Axon on `data_dir`; `publish` publishes the test plugins first.
+    /// Axon on the embedded store of `data_dir`; `publish` publishes the
+    /// test plugins first.
     pub async fn start_in(
         data_dir: &Path,
+        adjust: impl FnOnce(&mut AxonConfig),
+        publish: bool,
+    ) -> Self {
+        let source = PluginSource::local(&data_dir.join("plugins"))
+            .await
+            .unwrap();
+        Self::start_on(data_dir, source, adjust, publish).await
+    }
+
+    /// Axon with every test plugin published to S3 and DynamoDB on moto.
+    pub async fn start_on_aws(adjust: impl FnOnce(&mut AxonConfig)) -> Self {
+        let moto = Moto::start().unwrap();
+        let source = moto.plugin_source("plugins", "registry").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut axon = Self::start_on(dir.path(), source, adjust, true).await;
+        axon._dir = Some(dir);
+        axon.moto = Some(moto);
+        axon
+    }
+
+    async fn start_on(
+        data_dir: &Path,
+        source: PluginSource,
         adjust: impl FnOnce(&mut AxonConfig),
         publish: bool,
     ) -> Self {
@@ -124,7 +151,6 @@ impl TestAxon {
         // Follow the registry closely, so revocations show quickly.
         config.refresh_ms = 100;
         adjust(&mut config);
-        let source = axon::local_source(&config.plugin_dir()).await.unwrap();
         let trust =
             plugin_store::admin::ensure_dev_trust(&data_dir.join("trust"), &**source.registry())
                 .await
@@ -150,6 +176,7 @@ impl TestAxon {
             data_dir: data_dir.to_owned(),
             source,
             trust,
+            moto: None,
             _dir: None,
             shutdown: Some(tx),
             task: Some(task),
@@ -184,6 +211,33 @@ impl TestAxon {
             .await
             .unwrap();
         self.source.registry().register(&record).await.unwrap();
+    }
+
+    /// Rewrites the stored module `digest` with `tamper` applied, behind the
+    /// plugin store's back: a file edit, or a new S3 object version.
+    pub async fn tamper_with_blob(&self, digest: &Digest, tamper: impl FnOnce(&mut Vec<u8>)) {
+        let mut bytes = self.source.blobs().get(digest, u64::MAX).await.unwrap();
+        tamper(&mut bytes);
+        match &self.moto {
+            None => {
+                let path = self
+                    .data_dir
+                    .join("plugins/blobs/sha256")
+                    .join(digest.hex());
+                std::fs::write(path, bytes).unwrap();
+            }
+            Some(moto) => {
+                let s3 = aws_stores::S3BlobStore::new(&moto.sdk_config(), "plugins", "plugins/");
+                s3.client()
+                    .put_object()
+                    .bucket("plugins")
+                    .key(s3.key(digest))
+                    .body(bytes.into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
     }
 
     /// The registered digest of `plugin` at `version`, as Orbit would send it.

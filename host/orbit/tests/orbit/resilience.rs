@@ -53,7 +53,7 @@ async fn while_axon_is_down_orbit_answers_503_then_recovers_by_itself() {
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     // Axon comes back on the same address; Orbit recovers without a restart.
-    let (axon, _) = start_axon(&stack.data_dir, stack.axon_addr).await;
+    let (axon, _) = start_axon(&stack.data_dir, &stack.source, stack.axon_addr).await;
     stack.axon = Some(axon);
     let recovered = eventually(Duration::from_secs(10), || async {
         stack.dispatch(echo.clone()).await.status == StatusCode::OK
@@ -97,7 +97,7 @@ async fn load_through_an_axon_restart_never_gets_a_wrong_answer() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stack.axon.take().unwrap().stop().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (axon, _) = start_axon(&stack.data_dir, stack.axon_addr).await;
+    let (axon, _) = start_axon(&stack.data_dir, &stack.source, stack.axon_addr).await;
     stack.axon = Some(axon);
     let (ok, unavailable) = load.await.unwrap();
     assert!(

@@ -14,9 +14,7 @@ use serde_json::json;
 use crate::support::{Stack, code, eventually};
 
 async fn stores(stack: &Stack) -> (PluginSource, DevTrust) {
-    let source = axon::local_source(&stack.data_dir.join("plugins"))
-        .await
-        .unwrap();
+    let source = stack.source.clone();
     let trust = admin::ensure_dev_trust(&stack.data_dir.join("trust"), &**source.registry())
         .await
         .unwrap();
@@ -203,8 +201,16 @@ async fn aliases_route_canary_and_roll_back_without_a_restart() {
 }
 
 #[tokio::test]
-async fn attacks_on_the_stores_are_refused_through_dispatch() {
-    let stack = Stack::start().await;
+async fn attacks_on_the_embedded_stores_are_refused_through_dispatch() {
+    attacks_are_refused_through_dispatch(Stack::start().await).await;
+}
+
+#[tokio::test]
+async fn attacks_on_s3_and_dynamodb_are_refused_through_dispatch() {
+    attacks_are_refused_through_dispatch(Stack::start_on_aws().await).await;
+}
+
+async fn attacks_are_refused_through_dispatch(stack: Stack) {
     let (source, trust) = stores(&stack).await;
     let registry = source.registry().clone();
     let live = |name: &str, version: &str| {
@@ -302,4 +308,167 @@ async fn attacks_on_the_stores_are_refused_through_dispatch() {
     );
     // The genuine plugins are untouched.
     assert_eq!(version_of(&stack, echo(json!({}))).await, "1.0.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_alias_moves_under_load_and_no_request_fails() {
+    let stack = Stack::start().await;
+    let (source, trust) = stores(&stack).await;
+    // 2.0.0 is another module (keywords), so the move needs a compile: Axon
+    // preloads it when it appears, before the alias sends it traffic.
+    let spec = PublishSpec::from_toml("name = \"echo\"\nversion = \"2.0.0\"").unwrap();
+    let v2 = source
+        .publish(
+            &plugin_artifacts::KEYWORDS.bytes().unwrap(),
+            spec,
+            &trust.publisher,
+            "test",
+        )
+        .await
+        .unwrap()
+        .manifest;
+    admin::set_labels(
+        &**source.registry(),
+        &v2.name,
+        &v2.version,
+        &BTreeSet::from(["approved".to_owned()]),
+        "ops",
+    )
+    .await
+    .unwrap();
+
+    // Clients dispatch to `live` in a closed loop, each for a bounded count.
+    const CLIENTS: usize = 4;
+    const MOVE_AFTER: usize = 40;
+    const AFTER_FIRST_NEW: usize = 40;
+    const MOST: usize = 2_000;
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, answers) = (stack.dev.clone(), answers.clone());
+        clients.push(tokio::spawn(async move {
+            let body = json!({"plugin": "echo", "intent": "t", "input": {"text": "fox fox hen"}});
+            let mut new_seen = 0;
+            for _ in 0..MOST {
+                let reply = client.dispatch(&body).await.unwrap();
+                let version = reply.body["plugin"]["version"].as_str().map(str::to_owned);
+                if version.as_deref() == Some("2.0.0") {
+                    new_seen += 1;
+                }
+                answers.lock().unwrap().push((reply.status, version));
+                if new_seen == AFTER_FIRST_NEW {
+                    break;
+                }
+            }
+        }));
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            answers.lock().unwrap().len() >= MOVE_AFTER
+        })
+        .await
+    );
+    let target = AliasTarget {
+        version: v2.version.clone(),
+        canary: None,
+    };
+    admin::set_alias(&**source.registry(), &v2.name, "live", target, "ops")
+        .await
+        .unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    let answers = answers.lock().unwrap();
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != StatusCode::OK)
+        .collect();
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+    // Each client switched once and never went back: once Orbit's view has
+    // the move, every answer reports the new version.
+    let versions: Vec<&str> = answers.iter().filter_map(|(_, v)| v.as_deref()).collect();
+    let first_new = versions.iter().position(|v| *v == "2.0.0").unwrap();
+    let old_after = versions[first_new..]
+        .iter()
+        .filter(|v| **v == "1.0.0")
+        .count();
+    // Requests already in flight when the view changed may still answer
+    // from the old version: at most one per client.
+    assert!(
+        old_after <= CLIENTS,
+        "{old_after} answers from the old version after the switch"
+    );
+    assert!(versions.len() >= MOVE_AFTER + CLIENTS * AFTER_FIRST_NEW);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_plugin_is_published_aliased_and_dispatched_like_the_rust_ones() {
+    // The 18 MiB component takes Axon tens of seconds to compile in a debug
+    // build: the first dispatch waits for that load instead of failing.
+    let stack = Stack::start_with(|c| c.axon_load_wait_ms = 300_000).await;
+    let (source, trust) = stores(&stack).await;
+    let module = plugin_artifacts::CONTACTS.bytes().unwrap();
+    let spec =
+        PublishSpec::from_toml(&plugin_artifacts::CONTACTS.manifest_text().unwrap()).unwrap();
+    let m = source
+        .publish(&module, spec, &trust.publisher, "test")
+        .await
+        .unwrap()
+        .manifest;
+    assert_eq!(m.world, "agent:reasoning/reasoning-plugin@1.0.0");
+    let registry = &**source.registry();
+    admin::set_labels(
+        registry,
+        &m.name,
+        &m.version,
+        &BTreeSet::from(["approved".to_owned()]),
+        "ops",
+    )
+    .await
+    .unwrap();
+    let target = AliasTarget {
+        version: m.version.clone(),
+        canary: None,
+    };
+    admin::set_alias(registry, &m.name, "live", target, "ops")
+        .await
+        .unwrap();
+
+    // Once Orbit lists it, the very first dispatch succeeds.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let listed = stack
+                .dev
+                .send(reqwest::Method::GET, "/v1/plugins", Vec::new())
+                .await
+                .unwrap();
+            listed.body.to_string().contains("\"contacts\"")
+        })
+        .await
+    );
+    let reply = stack
+        .dispatch(json!({
+            "plugin": "contacts",
+            "intent": "extract",
+            "input": {"text": "Write to ada@example.org or see https://example.org/docs, ada@example.org."}
+        }))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body["output"],
+        json!({"emails": ["ada@example.org"], "links": ["https://example.org/docs"]})
+    );
+    assert_eq!(reply.body["plugin"]["version"], "1.0.0");
+    assert_eq!(reply.body["plugin"]["digest"], m.digest.to_string());
+    // Its own errors reach the caller as the plugin said them.
+    let reply = stack
+        .dispatch(json!({"plugin": "contacts", "intent": "extract", "input": 7}))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.body
+    );
 }

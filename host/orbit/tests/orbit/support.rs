@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use auth::keyring::Identity;
 use auth::{LocalKeyring, PrincipalKind, SigningKey};
+use aws_stores::testing::Moto;
 use orbit::OrbitConfig;
 use orbit::client::{OrbitClient, Reply};
-use plugin_store::PublishSpec;
+use plugin_store::{PluginSource, PublishSpec};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -31,6 +32,10 @@ impl Server {
 pub struct Stack {
     _dir: TempDir,
     pub data_dir: PathBuf,
+    /// The plugin store Orbit and Axon share.
+    pub source: PluginSource,
+    /// The emulator holding the plugin store, when it is S3 and DynamoDB.
+    _moto: Option<Moto>,
     pub orbit_url: String,
     pub axon_addr: SocketAddr,
     pub axon_url: String,
@@ -66,9 +71,13 @@ fn key(
     }
 }
 
-pub async fn start_axon(data_dir: &Path, addr: SocketAddr) -> (Server, SocketAddr) {
+pub async fn start_axon(
+    data_dir: &Path,
+    source: &PluginSource,
+    addr: SocketAddr,
+) -> (Server, SocketAddr) {
     let config = axon::AxonConfig::local(data_dir.to_owned(), addr);
-    let source = axon::local_source(&config.plugin_dir()).await.unwrap();
+    let source = source.clone();
     let state = axon::build(&config, source).await.unwrap();
     axon::start(&config, &state).await.unwrap();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -99,6 +108,25 @@ impl Stack {
     /// unless a test lowers them).
     pub async fn start_with(adjust: impl FnOnce(&mut OrbitConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let source = PluginSource::local(&dir.path().join("plugins"))
+            .await
+            .unwrap();
+        Self::start_on(dir, source, None, adjust).await
+    }
+
+    /// A stack whose plugin store is S3 and DynamoDB on moto.
+    pub async fn start_on_aws() -> Self {
+        let moto = Moto::start().unwrap();
+        let source = moto.plugin_source("plugins", "registry").await.unwrap();
+        Self::start_on(tempfile::tempdir().unwrap(), source, Some(moto), |_| {}).await
+    }
+
+    async fn start_on(
+        dir: TempDir,
+        source: PluginSource,
+        moto: Option<Moto>,
+        adjust: impl FnOnce(&mut OrbitConfig),
+    ) -> Self {
         let data_dir = dir.path().to_owned();
         let keyring = LocalKeyring::open(&data_dir.join("keys.json")).unwrap();
         let dev_key = key(&keyring, "dev", PrincipalKind::User, &["developers"]);
@@ -111,7 +139,6 @@ impl Stack {
         let orbit_key = key(&keyring, "orbit", PrincipalKind::Service, &["services"]);
         governance::LocalPolicyDir::seed(&data_dir.join("policies"), governance::DEFAULT_POLICIES)
             .unwrap();
-        let source = axon::local_source(&data_dir.join("plugins")).await.unwrap();
         let trust =
             plugin_store::admin::ensure_dev_trust(&data_dir.join("trust"), &**source.registry())
                 .await
@@ -141,7 +168,8 @@ impl Stack {
                 .unwrap();
         }
 
-        let (axon, axon_addr) = start_axon(&data_dir, "127.0.0.1:0".parse().unwrap()).await;
+        let (axon, axon_addr) =
+            start_axon(&data_dir, &source, "127.0.0.1:0".parse().unwrap()).await;
         let axon_url = format!("http://{axon_addr}");
         let mut config = OrbitConfig::local(
             data_dir.clone(),
@@ -154,7 +182,7 @@ impl Stack {
         config.ip_burst = 10_000;
         config.refresh_secs = 1;
         adjust(&mut config);
-        let state = orbit::build(&config).await.unwrap();
+        let state = orbit::build(&config, source.clone()).await.unwrap();
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let orbit_url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel();
@@ -168,6 +196,8 @@ impl Stack {
         Self {
             _dir: dir,
             data_dir,
+            source,
+            _moto: moto,
             dev: OrbitClient::new(&orbit_url, dev_key.clone()),
             dev_key,
             bea: OrbitClient::new(&orbit_url, bea_key),

@@ -1,0 +1,138 @@
+//! Which plugin store a process uses: the flags Axon, Orbit and `agentctl`
+//! share, so all three always read the same store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use plugin_store::{PluginSource, StoreError};
+
+use crate::{DynamoRegistry, S3BlobStore};
+
+/// Where plugins live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// Blobs in `<data-dir>/plugins/blobs`, the registry in
+    /// `<data-dir>/plugins/registry.db` (SQLite). No set-up, one machine.
+    Local,
+    /// Blobs in S3, the registry in DynamoDB, through the standard AWS
+    /// credential chain and region.
+    Aws,
+}
+
+/// The plugin store flags. Defaults: the embedded store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PluginStoreArgs {
+    /// Where plugins live: `local` (a directory and a SQLite file under the
+    /// data directory) or `aws` (S3 and DynamoDB).
+    #[arg(
+        long,
+        env = "AGENT_RUNTIME_PLUGIN_STORE",
+        default_value = "local",
+        global = true
+    )]
+    pub plugin_store: StoreKind,
+    /// The S3 bucket holding module blobs (`--plugin-store aws`). It should
+    /// have versioning on.
+    #[arg(long, env = "AGENT_RUNTIME_PLUGIN_BUCKET", global = true)]
+    pub plugin_bucket: Option<String>,
+    /// The key prefix of module blobs in the bucket.
+    #[arg(
+        long,
+        env = "AGENT_RUNTIME_PLUGIN_PREFIX",
+        default_value = "plugins/",
+        global = true
+    )]
+    pub plugin_prefix: String,
+    /// The DynamoDB table holding the registry (`--plugin-store aws`).
+    #[arg(long, env = "AGENT_RUNTIME_REGISTRY_TABLE", global = true)]
+    pub registry_table: Option<String>,
+    /// An endpoint for S3 and DynamoDB other than AWS's (an emulator such as
+    /// moto). The SDK's own `AWS_ENDPOINT_URL` works too.
+    #[arg(long, global = true)]
+    pub aws_endpoint_url: Option<String>,
+}
+
+impl Default for PluginStoreArgs {
+    /// The embedded store, as if no flag were given.
+    fn default() -> Self {
+        Self {
+            plugin_store: StoreKind::Local,
+            plugin_bucket: None,
+            plugin_prefix: "plugins/".to_owned(),
+            registry_table: None,
+            aws_endpoint_url: None,
+        }
+    }
+}
+
+impl PluginStoreArgs {
+    /// The AWS store in `bucket` and `table`, reached at `endpoint` (or AWS's).
+    pub fn aws(bucket: &str, table: &str, endpoint: Option<&str>) -> Self {
+        Self {
+            plugin_store: StoreKind::Aws,
+            plugin_bucket: Some(bucket.to_owned()),
+            registry_table: Some(table.to_owned()),
+            aws_endpoint_url: endpoint.map(str::to_owned),
+            ..Self::default()
+        }
+    }
+
+    /// Opens the chosen store: the embedded one in `local_dir`, or the AWS
+    /// one, checked to be reachable (the table answers, the bucket exists)
+    /// so a wrong name fails at start-up rather than on the first request.
+    pub async fn open(&self, local_dir: &Path) -> Result<PluginSource, StoreError> {
+        match self.plugin_store {
+            StoreKind::Local => PluginSource::local(local_dir).await,
+            StoreKind::Aws => {
+                let sdk = sdk_config(self.aws_endpoint_url.as_deref()).await;
+                self.open_aws(&sdk).await
+            }
+        }
+    }
+
+    /// Creates the AWS store's bucket (versioned) and table where they are
+    /// missing.
+    pub async fn create_aws(&self) -> Result<(), StoreError> {
+        let sdk = sdk_config(self.aws_endpoint_url.as_deref()).await;
+        let (bucket, table) = self.aws_names()?;
+        S3BlobStore::new(&sdk, bucket, &self.plugin_prefix)
+            .create_bucket()
+            .await?;
+        DynamoRegistry::new(&sdk, table).create_table().await
+    }
+
+    fn aws_names(&self) -> Result<(&str, &str), StoreError> {
+        let missing =
+            |flag: &str| StoreError::Invalid(format!("`--plugin-store aws` needs `--{flag}`"));
+        let bucket = self
+            .plugin_bucket
+            .as_deref()
+            .ok_or_else(|| missing("plugin-bucket"))?;
+        let table = self
+            .registry_table
+            .as_deref()
+            .ok_or_else(|| missing("registry-table"))?;
+        Ok((bucket, table))
+    }
+
+    /// Opens the AWS store with `sdk` (credentials, region, endpoint).
+    pub async fn open_aws(&self, sdk: &SdkConfig) -> Result<PluginSource, StoreError> {
+        let (bucket, table) = self.aws_names()?;
+        let blobs = S3BlobStore::new(sdk, bucket, &self.plugin_prefix);
+        let registry = DynamoRegistry::new(sdk, table);
+        registry.check().await?;
+        blobs.check().await?;
+        Ok(PluginSource::new(Arc::new(blobs), Arc::new(registry)))
+    }
+}
+
+/// The SDK configuration from the standard chain (environment, profile,
+/// container or instance role), with `endpoint` overriding AWS's.
+pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    loader.load().await
+}

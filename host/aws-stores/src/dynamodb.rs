@@ -1,0 +1,708 @@
+//! The plugin registry in one DynamoDB table (string keys `pk` and `sk`):
+//!
+//! ```text
+//! pk                 sk                          what
+//! catalog            generation                  `gen`: the counter every write moves
+//! catalog            trust                       the signed trust list and its `serial`
+//! catalog            version#<name>#<version>    a signed manifest, labels, revoked
+//! catalog            alias#<plugin>#<alias>      target, previous, `revision`
+//! history#<plugin>   <generation, 20 digits>     who, when, what, from, to
+//! ```
+//!
+//! Every write is one `TransactWriteItems`: its own condition (the version is
+//! absent, the alias is at the revision the writer read, the trust serial is
+//! older), its history item, and a compare-and-set of the generation from the
+//! value it read to the next. So writes are totally ordered, the history of a
+//! plugin reads in that order, and a reader who sees the same generation
+//! before and after reading the catalog partition has read one consistent
+//! moment. Losing only the generation race (another write landed first) is
+//! retried here; losing the write's own condition is the caller's answer.
+//! Registry writes are operator actions (publish, alias moves, labels), a few
+//! a minute at most, so one counter is no bottleneck; readers poll only the
+//! generation item and read the catalog when it moved.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
+};
+use plugin_store::registry::{StoredAlias, StoredVersion, timestamp_now};
+use plugin_store::{
+    Alias, AliasMove, Envelope, HistoryEntry, PluginName, Registered, Registry, Snapshot,
+    StoreError, Version, VersionEntry, VersionRecord,
+};
+
+use crate::backend;
+
+type Item = HashMap<String, AttributeValue>;
+
+const CATALOG: &str = "catalog";
+const GENERATION: &str = "generation";
+const TRUST: &str = "trust";
+
+/// How often a write retries after losing only the generation race.
+const WRITE_ATTEMPTS: u32 = 64;
+/// How often a snapshot is read again when a write landed while reading.
+const SNAPSHOT_ATTEMPTS: u32 = 8;
+
+/// The plugin registry in a DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoRegistry {
+    client: Client,
+    table: String,
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn version_key(name: &str, version: &str) -> Item {
+    key(CATALOG, &format!("version#{name}#{version}"))
+}
+
+fn alias_key(plugin: &str, alias: &str) -> Item {
+    key(CATALOG, &format!("alias#{plugin}#{alias}"))
+}
+
+fn key(pk: &str, sk: &str) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+/// A stored attribute, or why the item is corrupt.
+struct Fields<'a> {
+    item: &'a Item,
+    what: &'a str,
+}
+
+impl Fields<'_> {
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        match self.item.get(name) {
+            Some(AttributeValue::S(text)) => Ok(text.clone()),
+            _ => Err(self.bad(name)),
+        }
+    }
+
+    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        match self.item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(_) => self.text(name).map(Some),
+        }
+    }
+
+    fn number(&self, name: &str) -> Result<u64, StoreError> {
+        match self.item.get(name) {
+            Some(AttributeValue::N(text)) => text.parse().map_err(|_| self.bad(name)),
+            _ => Err(self.bad(name)),
+        }
+    }
+
+    fn flag(&self, name: &str) -> Result<bool, StoreError> {
+        match self.item.get(name) {
+            Some(AttributeValue::Bool(value)) => Ok(*value),
+            _ => Err(self.bad(name)),
+        }
+    }
+
+    fn bad(&self, name: &str) -> StoreError {
+        StoreError::Corrupt {
+            what: self.what.to_owned(),
+            reason: format!("attribute `{name}` is missing or of the wrong type"),
+        }
+    }
+}
+
+fn stored_version(item: &Item) -> Result<StoredVersion, StoreError> {
+    let f = Fields {
+        item,
+        what: "a registry version item",
+    };
+    Ok(StoredVersion {
+        name: f.text("name")?,
+        version: f.text("version")?,
+        digest: f.text("digest")?,
+        envelope: f.text("envelope")?,
+        published_at: f.text("published_at")?,
+        published_by: f.text("published_by")?,
+        labels: f.text("labels")?,
+        revoked: f.flag("revoked")?,
+    })
+}
+
+fn version_item(stored: &StoredVersion) -> Item {
+    let mut item = version_key(&stored.name, &stored.version);
+    item.extend([
+        ("name".to_owned(), s(&stored.name)),
+        ("version".to_owned(), s(&stored.version)),
+        ("digest".to_owned(), s(&stored.digest)),
+        ("envelope".to_owned(), s(&stored.envelope)),
+        ("published_at".to_owned(), s(&stored.published_at)),
+        ("published_by".to_owned(), s(&stored.published_by)),
+        ("labels".to_owned(), s(&stored.labels)),
+        ("revoked".to_owned(), AttributeValue::Bool(stored.revoked)),
+    ]);
+    item
+}
+
+fn stored_alias(item: &Item) -> Result<StoredAlias, StoreError> {
+    let f = Fields {
+        item,
+        what: "a registry alias item",
+    };
+    Ok(StoredAlias {
+        plugin: f.text("plugin")?,
+        name: f.text("alias")?,
+        target: f.text("target")?,
+        previous: f.optional_text("previous")?,
+        revision: i64::try_from(f.number("revision")?).unwrap_or(i64::MAX),
+        updated_by: f.text("updated_by")?,
+        updated_at: f.text("updated_at")?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// A history item, written in the same transaction as the change it records.
+struct Change<'a> {
+    /// The history partition: `history#<plugin>`.
+    partition: String,
+    actor: &'a str,
+    action: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// How a transactional write ended when it did not land.
+enum Refused {
+    /// The write's own condition failed; the item as it was, when returned.
+    Condition(Option<Item>),
+    Error(StoreError),
+}
+
+impl From<StoreError> for Refused {
+    fn from(error: StoreError) -> Self {
+        Self::Error(error)
+    }
+}
+
+impl DynamoRegistry {
+    /// The registry in `table`.
+    pub fn new(sdk: &aws_config::SdkConfig, table: &str) -> Self {
+        Self {
+            client: Client::new(sdk),
+            table: table.to_owned(),
+        }
+    }
+
+    /// Creates the table (on-demand capacity); one that exists is fine. In
+    /// AWS, infra/ creates it; this is for emulators and set-up by hand
+    /// (`agentctl plugin create-store`).
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| StoreError::Invalid(e.to_string()))
+        };
+        let schema = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(|e| StoreError::Invalid(e.to_string()))
+        };
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attribute("pk")?)
+            .attribute_definitions(attribute("sk")?)
+            .key_schema(schema("pk", KeyType::Hash)?)
+            .key_schema(schema("sk", KeyType::Range)?)
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.failed("cannot create", e)),
+        }
+    }
+
+    /// Checks the table can be read.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.generation().await.map(|_| ())
+    }
+
+    fn failed(&self, what: &str, error: impl std::error::Error) -> StoreError {
+        backend(format!("{what} the registry table `{}`", self.table), error)
+    }
+
+    async fn get(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.failed("cannot read", e))?;
+        Ok(out.item)
+    }
+
+    /// Every item of partition `pk`, in sort-key order, read consistently.
+    async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.failed("cannot read", e))?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    fn put(
+        &self,
+        item: Item,
+        condition: &str,
+        values: Item,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn update(
+        &self,
+        key: Item,
+        expression: &str,
+        condition: &str,
+        values: Item,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Writes `write` (one item, conditional) with the history item of
+    /// `change` and the generation's compare-and-set, as one transaction;
+    /// retries when only the generation race was lost.
+    async fn write(&self, write: TransactWriteItem, change: Change<'_>) -> Result<(), Refused> {
+        for attempt in 0..WRITE_ATTEMPTS {
+            let current = self.generation().await?;
+            let next = current + 1;
+            let mut history = key(&change.partition, &format!("{next:020}"));
+            history.extend([
+                ("at".to_owned(), s(timestamp_now())),
+                ("actor".to_owned(), s(change.actor)),
+                ("action".to_owned(), s(&change.action)),
+            ]);
+            for (name, value) in [("from", &change.from), ("to", &change.to)] {
+                if let Some(value) = value {
+                    history.insert(name.to_owned(), s(value));
+                }
+            }
+            let items = vec![
+                write.clone(),
+                self.put(history, "attribute_not_exists(pk)", Item::new())?,
+                self.update(
+                    key(CATALOG, GENERATION),
+                    "SET gen = :next",
+                    if current == 0 {
+                        "attribute_not_exists(gen) OR gen = :current"
+                    } else {
+                        "gen = :current"
+                    },
+                    HashMap::from([
+                        (":next".to_owned(), n(next)),
+                        (":current".to_owned(), n(current)),
+                    ]),
+                )?,
+            ];
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let error = match sent {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            let reasons = match &error {
+                SdkError::ServiceError(service) => match service.err() {
+                    TransactWriteItemsError::TransactionCanceledException(cancelled) => {
+                        cancelled.cancellation_reasons().to_vec()
+                    }
+                    _ => return Err(self.failed("cannot write", error).into()),
+                },
+                _ => return Err(self.failed("cannot write", error).into()),
+            };
+            let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+            if code(0) == "ConditionalCheckFailed" {
+                return Err(Refused::Condition(reasons[0].item.clone()));
+            }
+            let lost_race = (0..3).all(|i| {
+                matches!(
+                    code(i),
+                    "None" | "ConditionalCheckFailed" | "TransactionConflict"
+                )
+            });
+            if !lost_race {
+                return Err(self.failed("cannot write", error).into());
+            }
+            // Another write took this generation: read it again, after a
+            // short random pause so racing writers spread out.
+            let pause = rand::random_range(1..=4u64 << attempt.min(4));
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        Err(StoreError::Backend(format!(
+            "the registry table `{}` is too busy: {WRITE_ATTEMPTS} writes in a row lost to others; try again",
+            self.table
+        ))
+        .into())
+    }
+
+    async fn version_item(&self, name: &PluginName, version: &Version) -> Result<Item, StoreError> {
+        self.get(version_key(name.as_str(), &version.to_string()))
+            .await?
+            .ok_or_else(|| not_found(name, version))
+    }
+}
+
+fn history_of(plugin: &PluginName) -> String {
+    format!("history#{plugin}")
+}
+
+fn not_found(name: &PluginName, version: &Version) -> StoreError {
+    StoreError::NotFound(format!("plugin `{name}` version `{version}`"))
+}
+
+#[async_trait]
+impl Registry for DynamoRegistry {
+    async fn register(&self, record: &VersionRecord) -> Result<Registered, StoreError> {
+        let stored = StoredVersion::of(record);
+        let write = self.put(
+            version_item(&stored),
+            "attribute_not_exists(pk)",
+            Item::new(),
+        )?;
+        let change = Change {
+            partition: history_of(&record.name),
+            actor: &record.published_by,
+            action: "publish".to_owned(),
+            from: None,
+            to: Some(format!("{} {}", record.version, record.digest)),
+        };
+        let existing = match self.write(write, change).await {
+            Ok(()) => return Ok(Registered::New),
+            Err(Refused::Error(error)) => return Err(error),
+            // The version exists: immutable, so reading it now is safe.
+            Err(Refused::Condition(Some(item))) => item,
+            Err(Refused::Condition(None)) => {
+                self.version_item(&record.name, &record.version).await?
+            }
+        };
+        let existing = stored_version(&existing)?.into_entry()?;
+        if existing.record.digest == record.digest {
+            Ok(Registered::Unchanged(Box::new(existing.record)))
+        } else {
+            Err(StoreError::AlreadyPublished {
+                name: record.name.to_string(),
+                version: record.version.to_string(),
+            })
+        }
+    }
+
+    async fn version(
+        &self,
+        name: &PluginName,
+        version: &Version,
+    ) -> Result<VersionEntry, StoreError> {
+        stored_version(&self.version_item(name, version).await?)?.into_entry()
+    }
+
+    async fn generation(&self) -> Result<u64, StoreError> {
+        match self.get(key(CATALOG, GENERATION)).await? {
+            None => Ok(0),
+            Some(item) => Fields {
+                item: &item,
+                what: "the registry generation",
+            }
+            .number("gen"),
+        }
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        for _ in 0..SNAPSHOT_ATTEMPTS {
+            let before = self.generation().await?;
+            let items = self.query(CATALOG).await?;
+            if self.generation().await? != before {
+                continue;
+            }
+            let mut snapshot = Snapshot {
+                generation: before,
+                ..Snapshot::default()
+            };
+            for item in &items {
+                let Some(AttributeValue::S(sk)) = item.get("sk") else {
+                    continue;
+                };
+                if sk.starts_with("version#") {
+                    match stored_version(item).and_then(StoredVersion::into_entry) {
+                        Ok(entry) => snapshot.versions.push(entry),
+                        // One bad item must not hide every other plugin.
+                        Err(error) => tracing::error!(%error, "skipping a corrupt registry entry"),
+                    }
+                } else if sk.starts_with("alias#") {
+                    match stored_alias(item).and_then(StoredAlias::into_alias) {
+                        Ok(alias) => snapshot.aliases.push(alias),
+                        Err(error) => tracing::error!(%error, "skipping a corrupt alias"),
+                    }
+                } else if sk == TRUST {
+                    let text = Fields {
+                        item,
+                        what: "the stored trust list",
+                    }
+                    .text("envelope")?;
+                    snapshot.trust_list =
+                        Some(Envelope::from_json(&text).map_err(|e| StoreError::Corrupt {
+                            what: "the stored trust list".to_owned(),
+                            reason: e.to_string(),
+                        })?);
+                }
+            }
+            snapshot.versions.sort_by(|a, b| {
+                (&a.record.name, &a.record.version).cmp(&(&b.record.name, &b.record.version))
+            });
+            return Ok(snapshot);
+        }
+        Err(StoreError::Backend(format!(
+            "the registry table `{}` changed during each of {SNAPSHOT_ATTEMPTS} reads; try again",
+            self.table
+        )))
+    }
+
+    async fn move_alias(&self, change: &AliasMove) -> Result<Alias, StoreError> {
+        change.target.validate()?;
+        let conflict = |revision: u64| {
+            StoreError::Conflict(format!(
+                "alias `{}` of `{}` moved meanwhile (revision {revision}, expected {}); read it again",
+                change.name, change.plugin, change.expected_revision
+            ))
+        };
+        let key = alias_key(change.plugin.as_str(), &change.name);
+        let current = match self.get(key.clone()).await? {
+            Some(item) => Some(stored_alias(&item)?.into_alias()?),
+            None => None,
+        };
+        let revision = current.as_ref().map_or(0, |a| a.revision);
+        if revision != change.expected_revision {
+            return Err(conflict(revision));
+        }
+        let alias = Alias {
+            plugin: change.plugin.clone(),
+            name: change.name.clone(),
+            target: change.target.clone(),
+            previous: change.previous.clone(),
+            revision: revision + 1,
+            updated_by: change.actor.clone(),
+            updated_at: timestamp_now(),
+        };
+        let mut item = key;
+        item.extend([
+            ("plugin".to_owned(), s(alias.plugin.as_str())),
+            ("alias".to_owned(), s(&alias.name)),
+            ("target".to_owned(), s(to_json(&alias.target)?)),
+            ("revision".to_owned(), n(alias.revision)),
+            ("updated_by".to_owned(), s(&alias.updated_by)),
+            ("updated_at".to_owned(), s(&alias.updated_at)),
+        ]);
+        if let Some(previous) = &alias.previous {
+            item.insert("previous".to_owned(), s(to_json(previous)?));
+        }
+        let write = if revision == 0 {
+            self.put(item, "attribute_not_exists(pk)", Item::new())?
+        } else {
+            self.put(
+                item,
+                "revision = :expected",
+                HashMap::from([(":expected".to_owned(), n(revision))]),
+            )?
+        };
+        let history = Change {
+            partition: history_of(&alias.plugin),
+            actor: &alias.updated_by,
+            action: format!("alias {}", alias.name),
+            from: current.map(|a| a.target.to_string()),
+            to: Some(alias.target.to_string()),
+        };
+        match self.write(write, history).await {
+            Ok(()) => Ok(alias),
+            Err(Refused::Error(error)) => Err(error),
+            Err(Refused::Condition(item)) => {
+                let now = item
+                    .as_ref()
+                    .and_then(|i| stored_alias(i).ok())
+                    .map_or(revision + 1, |a| u64::try_from(a.revision).unwrap_or(0));
+                Err(conflict(now))
+            }
+        }
+    }
+
+    async fn set_labels(
+        &self,
+        name: &PluginName,
+        version: &Version,
+        labels: &BTreeSet<String>,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let new = to_json(labels)?;
+        // Compare-and-set on the labels read, so the history's `from` is
+        // what this write replaced.
+        for _ in 0..WRITE_ATTEMPTS {
+            let old = stored_version(&self.version_item(name, version).await?)?.labels;
+            let write = self.update(
+                version_key(name.as_str(), &version.to_string()),
+                "SET labels = :new",
+                "labels = :old",
+                HashMap::from([(":new".to_owned(), s(&new)), (":old".to_owned(), s(&old))]),
+            )?;
+            let change = Change {
+                partition: history_of(name),
+                actor,
+                action: format!("labels {version}"),
+                from: Some(old),
+                to: Some(new.clone()),
+            };
+            match self.write(write, change).await {
+                Ok(()) => return Ok(()),
+                Err(Refused::Error(error)) => return Err(error),
+                Err(Refused::Condition(_)) => continue,
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "the labels of `{name}@{version}` keep changing; try again"
+        )))
+    }
+
+    async fn revoke(
+        &self,
+        name: &PluginName,
+        version: &Version,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let write = self.update(
+            version_key(name.as_str(), &version.to_string()),
+            "SET revoked = :yes",
+            "attribute_exists(pk)",
+            HashMap::from([(":yes".to_owned(), AttributeValue::Bool(true))]),
+        )?;
+        let change = Change {
+            partition: history_of(name),
+            actor,
+            action: "revoke".to_owned(),
+            from: Some(version.to_string()),
+            to: Some(reason.to_owned()),
+        };
+        match self.write(write, change).await {
+            Ok(()) => Ok(()),
+            Err(Refused::Error(error)) => Err(error),
+            Err(Refused::Condition(_)) => Err(not_found(name, version)),
+        }
+    }
+
+    async fn history(&self, name: &PluginName) -> Result<Vec<HistoryEntry>, StoreError> {
+        let items = self.query(&history_of(name)).await?;
+        items
+            .iter()
+            .map(|item| {
+                let f = Fields {
+                    item,
+                    what: "a registry history item",
+                };
+                Ok(HistoryEntry {
+                    plugin: name.clone(),
+                    at: f.text("at")?,
+                    actor: f.text("actor")?,
+                    action: f.text("action")?,
+                    from: f.optional_text("from")?,
+                    to: f.optional_text("to")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_trust_list(&self, serial: u64, envelope: &Envelope) -> Result<(), StoreError> {
+        let mut item = key(CATALOG, TRUST);
+        item.extend([
+            ("serial".to_owned(), n(serial)),
+            ("envelope".to_owned(), s(envelope.to_json())),
+        ]);
+        let write = self.put(
+            item,
+            "attribute_not_exists(pk) OR serial < :serial",
+            HashMap::from([(":serial".to_owned(), n(serial))]),
+        )?;
+        let change = Change {
+            // Not a plugin's (no plugin name has a `#`).
+            partition: "history#trust#list".to_owned(),
+            actor: "root",
+            action: "trust list".to_owned(),
+            from: None,
+            to: Some(serial.to_string()),
+        };
+        match self.write(write, change).await {
+            Ok(()) => Ok(()),
+            Err(Refused::Error(error)) => Err(error),
+            Err(Refused::Condition(_)) => Err(StoreError::Conflict(format!(
+                "the stored trust list is already at serial {serial} or newer; read it again"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! A real AWS API emulator for tests: `moto` (PyPI `moto[server]`) on a free
+//! loopback port, stopped when dropped.
+//!
+//! The Python is `$AGENT_RUNTIME_PYTHON` (the venv `./scripts/test.sh` sets
+//! up with moto in it), else `python3`. Moto that cannot start is an error
+//! that says how to install it: a test that needs it fails, never skips.
+//!
+//! Moto serves here one request at a time. Its threaded server applies a
+//! DynamoDB transaction without a lock (and restores a copy of the whole
+//! table when one fails), so concurrent transactions could interleave or
+//! undo each other there, which DynamoDB itself never does; served in turn,
+//! each call is atomic, as in AWS, while clients still race each other.
+
+use std::io::Read as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
+use plugin_store::{PluginSource, StoreError};
+
+use crate::{DynamoRegistry, S3BlobStore};
+
+/// Moto's server app, served by werkzeug one request at a time.
+const SERVE_SERIALLY: &str = "\
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)
+";
+
+/// How long moto may take to start (it imports every service it emulates).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running moto server.
+pub struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Why moto did not start, printed whole (also by `unwrap`), so a test that
+/// needs moto fails with the reason and the fix.
+pub struct StartError(String);
+
+impl std::fmt::Debug for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()
+        .map(|a| a.port())
+}
+
+impl Moto {
+    /// Starts moto on a free loopback port and waits until it answers.
+    pub fn start() -> Result<Self, StartError> {
+        let python = std::env::var("AGENT_RUNTIME_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        Self::start_with(&python)
+    }
+
+    /// Starts moto with the `python` given.
+    pub fn start_with(python: &str) -> Result<Self, StartError> {
+        // A port taken between choosing and binding it: try another.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::start_on(python) {
+                Ok(moto) => return Ok(moto),
+                Err(reason) => last = reason,
+            }
+        }
+        Err(StartError(format!(
+            "cannot start moto_server with `{python}`: {last}\n\
+             Run the tests with ./scripts/test.sh (it installs moto from \
+             scripts/requirements-test.txt into .venv), or `pip install 'moto[server]'` \
+             and set AGENT_RUNTIME_PYTHON to that Python."
+        )))
+    }
+
+    fn start_on(python: &str) -> Result<Self, String> {
+        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let child = Command::new(python)
+            .args(["-c", SERVE_SERIALLY, &port.to_string()])
+            .env("MOTO_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run it: {e}"))?;
+        let mut moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let started = Instant::now();
+        while started.elapsed() < START_TIMEOUT {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = moto.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+                return Err(format!("it exited ({status}): {tail}"));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                // From here on nobody reads stderr: let it go nowhere.
+                drop(moto.child.stderr.take());
+                return Ok(moto);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "it did not answer on {addr} within {}s",
+            START_TIMEOUT.as_secs()
+        ))
+    }
+
+    /// Moto's URL.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// An SDK configuration that reaches moto (any credentials do).
+    pub fn sdk_config(&self) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "moto", "moto", None, None, "moto",
+            )))
+            .build()
+    }
+
+    /// A plugin source on a new versioned `bucket` and registry `table` in
+    /// moto, blobs under `plugins/`.
+    pub async fn plugin_source(
+        &self,
+        bucket: &str,
+        table: &str,
+    ) -> Result<PluginSource, StoreError> {
+        let sdk = self.sdk_config();
+        let blobs = S3BlobStore::new(&sdk, bucket, "plugins/");
+        blobs.create_bucket().await?;
+        let registry = DynamoRegistry::new(&sdk, table);
+        registry.create_table().await?;
+        Ok(PluginSource::new(Arc::new(blobs), Arc::new(registry)))
+    }
+}

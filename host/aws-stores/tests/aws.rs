@@ -1,0 +1,89 @@
+//! The AWS stores against a real AWS API emulator (moto) on loopback: the
+//! same contract suites the embedded stores pass.
+
+use std::sync::Arc;
+
+use aws_stores::testing::Moto;
+use aws_stores::{DynamoRegistry, PluginStoreArgs, S3BlobStore};
+use plugin_store::contract;
+use plugin_store::{BlobStore, Registry};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_keeps_the_registry_contract() {
+    let moto = Moto::start().unwrap();
+    let registry = DynamoRegistry::new(&moto.sdk_config(), "registry");
+    registry.create_table().await.unwrap();
+    // Each handle its own client, as separate processes would have.
+    contract::run(|| async {
+        Arc::new(DynamoRegistry::new(&moto.sdk_config(), "registry")) as Arc<dyn Registry>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn s3_keeps_the_blob_store_contract() {
+    let moto = Moto::start().unwrap();
+    let source = moto.plugin_source("blobs", "registry").await.unwrap();
+    // Larger than one part: the multipart upload, with progress per part.
+    contract::blob_store(source.blobs().clone(), 20 << 20).await;
+}
+
+#[tokio::test]
+async fn objects_go_up_with_a_checksum_s3_checks() {
+    let moto = Moto::start().unwrap();
+    moto.plugin_source("checked", "registry").await.unwrap();
+    let store = S3BlobStore::new(&moto.sdk_config(), "checked", "plugins/");
+    let bytes = b"module bytes";
+    let digest = plugin_store::Digest::of(bytes);
+    store.put(&digest, bytes).await.unwrap();
+    let head = store
+        .client()
+        .head_object()
+        .bucket("checked")
+        .key(store.key(&digest))
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    use base64::Engine as _;
+    let expected = base64::engine::general_purpose::STANDARD.encode(digest.as_bytes());
+    assert_eq!(head.checksum_sha256(), Some(expected.as_str()));
+    assert_eq!(
+        store.key(&digest),
+        format!("plugins/sha256/{}", digest.hex())
+    );
+}
+
+#[tokio::test]
+async fn a_missing_table_or_bucket_fails_at_open_with_its_name() {
+    let moto = Moto::start().unwrap();
+    let sdk = moto.sdk_config();
+    let args = PluginStoreArgs::aws("no-such-bucket", "no-such-table", Some(moto.endpoint()));
+    let error = args.open_aws(&sdk).await.err().unwrap().to_string();
+    assert!(error.contains("`no-such-table`"), "{error}");
+
+    DynamoRegistry::new(&sdk, "present")
+        .create_table()
+        .await
+        .unwrap();
+    let args = PluginStoreArgs::aws("no-such-bucket", "present", Some(moto.endpoint()));
+    let error = args.open_aws(&sdk).await.err().unwrap().to_string();
+    assert!(error.contains("`no-such-bucket`"), "{error}");
+
+    let incomplete = PluginStoreArgs {
+        registry_table: None,
+        ..args
+    };
+    let error = incomplete.open_aws(&sdk).await.err().unwrap().to_string();
+    assert!(error.contains("--registry-table"), "{error}");
+}
+
+#[test]
+fn moto_that_cannot_start_says_how_to_install_it() {
+    let error = Moto::start_with("/nonexistent/python")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("requirements-test.txt"), "{error}");
+    assert!(error.contains("moto[server]"), "{error}");
+}
