@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use plugin_store::{PluginSource, StoreError};
 
@@ -127,10 +130,23 @@ impl PluginStoreArgs {
     }
 }
 
+/// Every AWS call is bounded: a stalled reply must not hold a plugin load
+/// (and the requests waiting on it) or the registry refresh forever. An
+/// attempt may take 30 s (a module download included), a call with its
+/// retries 90 s.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(20))
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .operation_timeout(Duration::from_secs(90))
+        .build()
+}
+
 /// The SDK configuration from the standard chain (environment, profile,
 /// container or instance role), with `endpoint` overriding AWS's.
 pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts());
     if let Some(endpoint) = endpoint {
         loader = loader.endpoint_url(endpoint);
     }

@@ -16,7 +16,10 @@
 //! plugin reads in that order, and a reader who sees the same generation
 //! before and after reading the catalog partition has read one consistent
 //! moment. Losing only the generation race (another write landed first) is
-//! retried here; losing the write's own condition is the caller's answer.
+//! retried here. A write whose own condition fails decides from the item as
+//! it was: the same module already registered is unchanged, another module
+//! is refused, a moved alias is a conflict, a missing version not found;
+//! labels that changed meanwhile are read again.
 //! Registry writes are operator actions (publish, alias moves, labels), a few
 //! a minute at most, so one counter is no bottleneck; readers poll only the
 //! generation item and read the catalog when it moved.
@@ -26,13 +29,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::client::Waiters as _;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
 };
-use plugin_store::registry::{StoredAlias, StoredVersion, timestamp_now};
+use plugin_store::registry::{StoredAlias, StoredVersion, refusal, timestamp_now, to_json};
 use plugin_store::{
     Alias, AliasMove, Envelope, HistoryEntry, PluginName, Registered, Registry, Snapshot,
     StoreError, Version, VersionEntry, VersionRecord,
@@ -48,6 +52,10 @@ const TRUST: &str = "trust";
 
 /// How often a write retries after losing only the generation race.
 const WRITE_ATTEMPTS: u32 = 64;
+/// How long `create_table` waits for a new table to become active.
+const TABLE_READY: Duration = Duration::from_secs(120);
+/// How often labels are read again when they changed under a writer.
+const LABEL_ATTEMPTS: u32 = 8;
 /// How often a snapshot is read again when a write landed while reading.
 const SNAPSHOT_ATTEMPTS: u32 = 8;
 
@@ -163,14 +171,10 @@ fn stored_alias(item: &Item) -> Result<StoredAlias, StoreError> {
         name: f.text("alias")?,
         target: f.text("target")?,
         previous: f.optional_text("previous")?,
-        revision: i64::try_from(f.number("revision")?).unwrap_or(i64::MAX),
+        revision: f.number("revision")?,
         updated_by: f.text("updated_by")?,
         updated_at: f.text("updated_at")?,
     })
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 /// A history item, written in the same transaction as the change it records.
@@ -235,15 +239,57 @@ impl DynamoRegistry {
             .send()
             .await;
         match created {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(self.failed("cannot create", e)),
+                    .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+            Err(e) => return Err(self.failed("cannot create", e)),
         }
+        // A new table takes a while to become active; an old one must have
+        // this key schema.
+        let described = self
+            .client
+            .wait_until_table_exists()
+            .table_name(&self.table)
+            .wait(TABLE_READY)
+            .await
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "the registry table `{}` did not become active within {}s: {}",
+                    self.table,
+                    TABLE_READY.as_secs(),
+                    crate::causes(&e)
+                ))
+            })?;
+        let keys: Vec<(String, String)> = described
+            .as_result()
+            .ok()
+            .and_then(|out| out.table())
+            .map(|table| {
+                table
+                    .key_schema()
+                    .iter()
+                    .map(|k| {
+                        (
+                            k.attribute_name().to_owned(),
+                            k.key_type().as_str().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let wanted = [("pk", "HASH"), ("sk", "RANGE")];
+        if keys.len() != 2
+            || !wanted
+                .iter()
+                .all(|(n, t)| keys.iter().any(|(a, b)| a == n && b == t))
+        {
+            return Err(StoreError::Invalid(format!(
+                "the table `{}` exists with another key schema ({keys:?}); the registry needs string keys `pk` (hash) and `sk` (range)",
+                self.table
+            )));
+        }
+        Ok(())
     }
 
     /// Checks the table can be read.
@@ -251,7 +297,11 @@ impl DynamoRegistry {
         self.generation().await.map(|_| ())
     }
 
-    fn failed(&self, what: &str, error: impl std::error::Error) -> StoreError {
+    fn failed<E, R>(&self, what: &str, error: SdkError<E, R>) -> StoreError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
         backend(format!("{what} the registry table `{}`", self.table), error)
     }
 
@@ -334,7 +384,10 @@ impl DynamoRegistry {
     async fn write(&self, write: TransactWriteItem, change: Change<'_>) -> Result<(), Refused> {
         for attempt in 0..WRITE_ATTEMPTS {
             let current = self.generation().await?;
-            let next = current + 1;
+            let next = current.checked_add(1).ok_or_else(|| StoreError::Corrupt {
+                what: format!("the generation item of `{}`", self.table),
+                reason: format!("`gen` is {current}, past the end of its range"),
+            })?;
             let mut history = key(&change.partition, &format!("{next:020}"));
             history.extend([
                 ("at".to_owned(), s(timestamp_now())),
@@ -382,16 +435,24 @@ impl DynamoRegistry {
                 },
                 _ => return Err(self.failed("cannot write", error).into()),
             };
+            // The reasons are in the order of the items: the write, its
+            // history, the generation.
             let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
             if code(0) == "ConditionalCheckFailed" {
-                return Err(Refused::Condition(reasons[0].item.clone()));
+                let old = reasons.first().and_then(|r| r.item.clone());
+                return Err(Refused::Condition(old));
             }
-            let lost_race = (0..3).all(|i| {
-                matches!(
-                    code(i),
-                    "None" | "ConditionalCheckFailed" | "TransactionConflict"
-                )
-            });
+            if code(1) == "ConditionalCheckFailed" {
+                // A history item at the next generation exists: `gen` was
+                // set back. Retrying cannot help.
+                return Err(StoreError::Corrupt {
+                    what: format!("the generation item of `{}`", self.table),
+                    reason: format!("generation {next} is already in the history"),
+                }
+                .into());
+            }
+            let conflict = |i: usize| code(i) == "TransactionConflict";
+            let lost_race = code(2) == "ConditionalCheckFailed" || (0..3).any(conflict);
             if !lost_race {
                 return Err(self.failed("cannot write", error).into());
             }
@@ -410,16 +471,12 @@ impl DynamoRegistry {
     async fn version_item(&self, name: &PluginName, version: &Version) -> Result<Item, StoreError> {
         self.get(version_key(name.as_str(), &version.to_string()))
             .await?
-            .ok_or_else(|| not_found(name, version))
+            .ok_or_else(|| refusal::no_version(name, version))
     }
 }
 
 fn history_of(plugin: &PluginName) -> String {
     format!("history#{plugin}")
-}
-
-fn not_found(name: &PluginName, version: &Version) -> StoreError {
-    StoreError::NotFound(format!("plugin `{name}` version `{version}`"))
 }
 
 #[async_trait]
@@ -482,6 +539,7 @@ impl Registry for DynamoRegistry {
             let before = self.generation().await?;
             let items = self.query(CATALOG).await?;
             if self.generation().await? != before {
+                tokio::time::sleep(Duration::from_millis(rand::random_range(5..=50))).await;
                 continue;
             }
             let mut snapshot = Snapshot {
@@ -529,11 +587,8 @@ impl Registry for DynamoRegistry {
 
     async fn move_alias(&self, change: &AliasMove) -> Result<Alias, StoreError> {
         change.target.validate()?;
-        let conflict = |revision: u64| {
-            StoreError::Conflict(format!(
-                "alias `{}` of `{}` moved meanwhile (revision {revision}, expected {}); read it again",
-                change.name, change.plugin, change.expected_revision
-            ))
+        let conflict = |now: u64| {
+            refusal::alias_moved(&change.plugin, &change.name, now, change.expected_revision)
         };
         let key = alias_key(change.plugin.as_str(), &change.name);
         let current = match self.get(key.clone()).await? {
@@ -553,17 +608,18 @@ impl Registry for DynamoRegistry {
             updated_by: change.actor.clone(),
             updated_at: timestamp_now(),
         };
+        let row = StoredAlias::of(&alias)?;
         let mut item = key;
         item.extend([
-            ("plugin".to_owned(), s(alias.plugin.as_str())),
-            ("alias".to_owned(), s(&alias.name)),
-            ("target".to_owned(), s(to_json(&alias.target)?)),
-            ("revision".to_owned(), n(alias.revision)),
-            ("updated_by".to_owned(), s(&alias.updated_by)),
-            ("updated_at".to_owned(), s(&alias.updated_at)),
+            ("plugin".to_owned(), s(row.plugin)),
+            ("alias".to_owned(), s(row.name)),
+            ("target".to_owned(), s(row.target)),
+            ("revision".to_owned(), n(row.revision)),
+            ("updated_by".to_owned(), s(row.updated_by)),
+            ("updated_at".to_owned(), s(row.updated_at)),
         ]);
-        if let Some(previous) = &alias.previous {
-            item.insert("previous".to_owned(), s(to_json(previous)?));
+        if let Some(previous) = row.previous {
+            item.insert("previous".to_owned(), s(previous));
         }
         let write = if revision == 0 {
             self.put(item, "attribute_not_exists(pk)", Item::new())?
@@ -588,7 +644,7 @@ impl Registry for DynamoRegistry {
                 let now = item
                     .as_ref()
                     .and_then(|i| stored_alias(i).ok())
-                    .map_or(revision + 1, |a| u64::try_from(a.revision).unwrap_or(0));
+                    .map_or(revision + 1, |a| a.revision);
                 Err(conflict(now))
             }
         }
@@ -604,7 +660,7 @@ impl Registry for DynamoRegistry {
         let new = to_json(labels)?;
         // Compare-and-set on the labels read, so the history's `from` is
         // what this write replaced.
-        for _ in 0..WRITE_ATTEMPTS {
+        for _ in 0..LABEL_ATTEMPTS {
             let old = stored_version(&self.version_item(name, version).await?)?.labels;
             let write = self.update(
                 version_key(name.as_str(), &version.to_string()),
@@ -653,7 +709,7 @@ impl Registry for DynamoRegistry {
         match self.write(write, change).await {
             Ok(()) => Ok(()),
             Err(Refused::Error(error)) => Err(error),
-            Err(Refused::Condition(_)) => Err(not_found(name, version)),
+            Err(Refused::Condition(_)) => Err(refusal::no_version(name, version)),
         }
     }
 
@@ -679,6 +735,7 @@ impl Registry for DynamoRegistry {
     }
 
     async fn put_trust_list(&self, serial: u64, envelope: &Envelope) -> Result<(), StoreError> {
+        refusal::check_serial(serial)?;
         let mut item = key(CATALOG, TRUST);
         item.extend([
             ("serial".to_owned(), n(serial)),
@@ -700,9 +757,7 @@ impl Registry for DynamoRegistry {
         match self.write(write, change).await {
             Ok(()) => Ok(()),
             Err(Refused::Error(error)) => Err(error),
-            Err(Refused::Condition(_)) => Err(StoreError::Conflict(format!(
-                "the stored trust list is already at serial {serial} or newer; read it again"
-            ))),
+            Err(Refused::Condition(_)) => Err(refusal::trust_not_newer(serial)),
         }
     }
 }

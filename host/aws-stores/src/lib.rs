@@ -22,11 +22,38 @@ pub use config::{PluginStoreArgs, StoreKind, sdk_config};
 pub use dynamodb::DynamoRegistry;
 pub use s3::S3BlobStore;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use plugin_store::StoreError;
 
-/// A failed AWS call as a [`StoreError`], with the whole error chain (the
-/// SDK's own `Display` says only "service error").
-fn backend(what: impl std::fmt::Display, error: impl std::error::Error) -> StoreError {
-    StoreError::Backend(format!("{what}: {}", DisplayErrorContext(error)))
+/// A failed AWS call as a [`StoreError`]: the service's own code and message
+/// when it answered (`ResourceNotFoundException: Requested resource not
+/// found`), else the chain of causes (`dispatch failure: io error:
+/// connection refused`). The SDK's `Display` alone says only "service
+/// error", and its `Debug` carries the whole raw response.
+fn backend<E, R>(what: impl std::fmt::Display, error: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let reason = match &error {
+        SdkError::ServiceError(service) => match (service.err().code(), service.err().message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_owned(),
+            _ => causes(service.err()),
+        },
+        other => causes(other),
+    };
+    StoreError::Backend(format!("{what}: {reason}"))
+}
+
+/// An error and its sources, joined by `: `.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -21,9 +21,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
-use aws_sdk_s3::types::{BucketVersioningStatus, ChecksumAlgorithm, VersioningConfiguration};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, ChecksumAlgorithm, CreateBucketConfiguration,
+    VersioningConfiguration,
+};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -84,10 +90,18 @@ impl S3BlobStore {
     /// fine. In AWS, infra/ creates it; this is for emulators and set-up by
     /// hand (`agentctl plugin create-store`).
     pub async fn create_bucket(&self) -> Result<(), StoreError> {
+        // Outside us-east-1, S3 wants the region named.
+        let region = self.client.config().region().map(|r| r.as_ref().to_owned());
+        let location = region.filter(|r| r != "us-east-1").map(|r| {
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(r.as_str()))
+                .build()
+        });
         let created = self
             .client
             .create_bucket()
             .bucket(&self.bucket)
+            .set_create_bucket_configuration(location)
             .send()
             .await;
         match created {
@@ -121,53 +135,48 @@ impl S3BlobStore {
         Ok(())
     }
 
-    /// Checks the bucket exists and can be reached; warns if versioning is off.
+    /// Checks the bucket exists and can be reached; warns if versioning is
+    /// off, or cannot be read.
     pub async fn check(&self) -> Result<(), StoreError> {
+        let unreachable = format!("cannot reach the plugin bucket `{}`", self.bucket);
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| backend(&unreachable, e))?;
         let versioning = self
             .client
             .get_bucket_versioning()
             .bucket(&self.bucket)
             .send()
-            .await
-            .map_err(|e| {
-                backend(
-                    format!("cannot reach the plugin bucket `{}`", self.bucket),
-                    e,
-                )
-            })?;
-        if versioning.status() != Some(&BucketVersioningStatus::Enabled) {
-            tracing::warn!(
+            .await;
+        match versioning {
+            Ok(v) if v.status() == Some(&BucketVersioningStatus::Enabled) => {}
+            Ok(_) => tracing::warn!(
                 bucket = %self.bucket,
                 "the plugin bucket has versioning off: an overwritten module cannot be recovered"
-            );
+            ),
+            Err(error) => tracing::warn!(
+                bucket = %self.bucket,
+                error = %backend("reading its versioning", error),
+                "cannot tell whether the plugin bucket has versioning on"
+            ),
         }
         Ok(())
     }
 
-    async fn exists(&self, digest: &Digest) -> Result<bool, StoreError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.key(digest))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
-            Err(e) => Err(backend(format!("cannot look up {}", self.at(digest)), e)),
-        }
-    }
-
     /// One `PutObject` with the whole object's SHA-256, reporting bytes as
     /// the body is sent. A single request is atomic (no parts to clean up)
-    /// and takes up to 5 GiB, far beyond any module.
+    /// and takes up to 5 GiB, far beyond any module. With `if_absent`, an
+    /// object already at the key is left alone: `Ok(false)`.
     async fn upload(
         &self,
         digest: &Digest,
         bytes: &[u8],
+        if_absent: bool,
         progress: Progress<'_>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let sent = Arc::new(AtomicU64::new(0));
         let body = {
             let bytes = Bytes::copy_from_slice(bytes);
@@ -190,8 +199,7 @@ impl S3BlobStore {
             .content_length(i64::try_from(bytes.len()).unwrap_or(i64::MAX))
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(checksum(bytes))
-            // Content-addressed: an object already there holds these bytes.
-            .if_none_match("*")
+            .set_if_none_match(if_absent.then(|| "*".to_owned()))
             .body(ByteStream::new(body))
             .send();
         tokio::pin!(put);
@@ -210,14 +218,19 @@ impl S3BlobStore {
                 _ = tick.tick() => report(),
             }
         };
-        match result {
-            Ok(_) => {}
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {}
+        // 412: the key exists; 409: a racing conditional write to it.
+        let present = |e: &SdkError<PutObjectError, HttpResponse>| {
+            e.raw_response()
+                .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412))
+        };
+        let written = match result {
+            Ok(_) => true,
+            Err(e) if if_absent && present(&e) => false,
             Err(e) => return Err(backend(format!("cannot upload {}", self.at(digest)), e)),
-        }
+        };
         sent.store(bytes.len() as u64, Ordering::Relaxed);
         report();
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -263,11 +276,21 @@ impl BlobStore for S3BlobStore {
         bytes: &[u8],
         progress: Progress<'_>,
     ) -> Result<(), StoreError> {
-        if self.exists(digest).await? {
-            progress(bytes.len() as u64);
+        if self.upload(digest, bytes, true, progress).await? {
             return Ok(());
         }
-        self.upload(digest, bytes, progress).await
+        // Something is there already: keep it if it is these bytes, replace
+        // it if not (a damaged blob is repaired by publishing again; the
+        // versioned bucket keeps what it replaced).
+        let intact = self
+            .get(digest, bytes.len() as u64)
+            .await
+            .is_ok_and(|stored| Digest::of(&stored) == *digest);
+        if !intact {
+            tracing::warn!(at = %self.at(digest), "replacing a stored module that does not match its digest");
+            self.upload(digest, bytes, false, &|_| {}).await?;
+        }
+        Ok(())
     }
 
     async fn get(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, StoreError> {
@@ -296,8 +319,13 @@ impl BlobStore for S3BlobStore {
         let mut bytes =
             Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(INITIAL_CAPACITY));
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| backend(format!("cannot read {}", self.at(digest)), e))?;
+            let chunk = chunk.map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot read {}: {}",
+                    self.at(digest),
+                    crate::causes(&e)
+                ))
+            })?;
             bytes.extend_from_slice(&chunk);
             if bytes.len() as u64 > size {
                 return Err(StoreError::SizeMismatch {

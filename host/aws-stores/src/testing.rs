@@ -11,8 +11,8 @@
 //! undo each other there, which DynamoDB itself never does; served in turn,
 //! each call is atomic, as in AWS, while clients still race each other.
 
-use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,12 +39,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Moto {
     child: Child,
     endpoint: String,
+    /// Moto's own log (a request line each), read when it fails to start.
+    log: PathBuf,
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -97,32 +100,31 @@ impl Moto {
 
     fn start_on(python: &str) -> Result<Self, String> {
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let log = std::env::temp_dir().join(format!("moto-{}-{port}.log", std::process::id()));
+        let log_file =
+            std::fs::File::create(&log).map_err(|e| format!("cannot create its log: {e}"))?;
         let child = Command::new(python)
             .args(["-c", SERVE_SERIALLY, &port.to_string()])
             .env("MOTO_PORT", port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log_file)
             .spawn()
             .map_err(|e| format!("cannot run it: {e}"))?;
         let mut moto = Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
+            log,
         };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let started = Instant::now();
         while started.elapsed() < START_TIMEOUT {
             if let Ok(Some(status)) = moto.child.try_wait() {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = moto.child.stderr.take() {
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
-                let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-                return Err(format!("it exited ({status}): {tail}"));
+                let stderr = std::fs::read_to_string(&moto.log).unwrap_or_default();
+                let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+                return Err(format!("it exited ({status}): {}", tail.join(" | ")));
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                // From here on nobody reads stderr: let it go nowhere.
-                drop(moto.child.stderr.take());
                 return Ok(moto);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -143,6 +145,7 @@ impl Moto {
         SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
+            .timeout_config(crate::config::timeouts())
             .endpoint_url(&self.endpoint)
             .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
                 "moto", "moto", None, None, "moto",

@@ -24,7 +24,7 @@ async fn dynamodb_keeps_the_registry_contract() {
 async fn s3_keeps_the_blob_store_contract() {
     let moto = Moto::start().unwrap();
     let source = moto.plugin_source("blobs", "registry").await.unwrap();
-    // Larger than one part: the multipart upload, with progress per part.
+    // A module of the Python plugin's size: progress as the body is sent.
     contract::blob_store(source.blobs().clone(), 20 << 20).await;
 }
 

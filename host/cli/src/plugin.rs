@@ -182,26 +182,30 @@ fn parse_name(name: &str) -> anyhow::Result<PluginName> {
 }
 
 pub(crate) async fn run(data_dir: &Path, args: PluginArgs) -> anyhow::Result<()> {
-    if let PluginCommand::Keygen { out } = &args.command {
-        let key = KeyPair::generate()?;
-        key.write(out)?;
-        println!("key id      {}", key.id());
-        println!("public key  {}", signing::encode_public(&key.public()));
-        println!("written to  {} (keep it private)", out.display());
-        return Ok(());
-    }
-    if let PluginCommand::CreateStore = &args.command {
-        if args.store.plugin_store == aws_stores::StoreKind::Local {
-            println!("the embedded store needs no set-up: it is created on first use");
-        } else {
-            args.store.create_aws().await?;
-            println!(
-                "bucket `{}` (versioned) and table `{}` are ready",
-                args.store.plugin_bucket.as_deref().unwrap_or_default(),
-                args.store.registry_table.as_deref().unwrap_or_default()
-            );
+    // The two commands that need no open store.
+    match &args.command {
+        PluginCommand::Keygen { out } => {
+            let key = KeyPair::generate()?;
+            key.write(out)?;
+            println!("key id      {}", key.id());
+            println!("public key  {}", signing::encode_public(&key.public()));
+            println!("written to  {} (keep it private)", out.display());
+            return Ok(());
         }
-        return Ok(());
+        PluginCommand::CreateStore => {
+            if args.store.plugin_store == aws_stores::StoreKind::Local {
+                println!("the embedded store needs no set-up: it is created on first use");
+            } else {
+                args.store.create_aws().await?;
+                println!(
+                    "bucket `{}` (versioned) and table `{}` are ready",
+                    args.store.plugin_bucket.as_deref().unwrap_or_default(),
+                    args.store.registry_table.as_deref().unwrap_or_default()
+                );
+            }
+            return Ok(());
+        }
+        _ => {}
     }
     let source = args
         .store
@@ -260,7 +264,7 @@ pub(crate) async fn run(data_dir: &Path, args: PluginArgs) -> anyhow::Result<()>
             let trust = trust(data_dir, &source).await?;
             let snapshot = registry.snapshot().await?;
             if snapshot.versions.is_empty() {
-                println!("no plugins published in `{}`", data_dir.display());
+                println!("no plugins published yet");
             }
             let now = std::time::SystemTime::now();
             for entry in &snapshot.versions {

@@ -136,13 +136,28 @@ impl PythonPlugin {
 
     /// The component's bytes, built unless a build of the same sources is
     /// cached (under the plugins' target directory, keyed by a hash of the
-    /// plugin's files and the WIT contract).
+    /// plugin's source, the WIT contract and the componentize-py version).
     ///
     /// componentize-py is the one next to `$AGENT_RUNTIME_PYTHON` (the venv
     /// `./scripts/test.sh` sets up), else the one on `PATH`.
     pub fn bytes(&self) -> Result<Vec<u8>, String> {
         let wit = Path::new(env!("PLUGIN_SOURCE_DIR")).join("../wit");
+        let tool = std::env::var_os("AGENT_RUNTIME_PYTHON")
+            .map(|python| Path::new(&python).with_file_name("componentize-py"))
+            .unwrap_or_else(|| "componentize-py".into());
+        let cannot_run = |e: std::io::Error| {
+            format!(
+                "cannot run `{}`: {e}; run ./scripts/test.sh (it installs componentize-py \
+                 from scripts/requirements-test.txt) or `pip install componentize-py`",
+                tool.display()
+            )
+        };
+        let version = std::process::Command::new(&tool)
+            .arg("--version")
+            .output()
+            .map_err(cannot_run)?;
         let mut hasher = sha2::Sha256::new();
+        hasher.update(&version.stdout);
         for file in [
             Path::new(self.dir).join("app.py"),
             wit.join("reasoning.wit"),
@@ -159,11 +174,12 @@ impl PythonPlugin {
         }
         std::fs::create_dir_all(&out_dir)
             .map_err(|e| format!("cannot create `{}`: {e}", out_dir.display()))?;
-        let tool = std::env::var_os("AGENT_RUNTIME_PYTHON")
-            .map(|python| Path::new(&python).with_file_name("componentize-py"))
-            .unwrap_or_else(|| "componentize-py".into());
         // Unique per builder, renamed into place: racing tests never see half a file.
-        let partial = out.with_extension(format!("{}.partial", std::process::id()));
+        let partial = out.with_extension(format!(
+            "{}-{:?}.partial",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let output = std::process::Command::new(&tool)
             .arg("-d")
             .arg(&wit)
@@ -178,13 +194,7 @@ impl PythonPlugin {
             ])
             .arg(&partial)
             .output()
-            .map_err(|e| {
-                format!(
-                    "cannot run `{}`: {e}; run ./scripts/test.sh (it installs componentize-py \
-                     from scripts/requirements-test.txt) or `pip install componentize-py`",
-                    tool.display()
-                )
-            })?;
+            .map_err(cannot_run)?;
         if !output.status.success() {
             return Err(format!(
                 "componentize-py failed to build `{}`: {}",

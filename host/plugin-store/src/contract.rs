@@ -317,8 +317,9 @@ async fn trust_lists_only_move_forward(registry: Arc<dyn Registry>) {
 }
 
 /// The blob store contract: content-addressed round trips, idempotent puts,
-/// progress that adds up, missing blobs not found, and no blob read past the
-/// size its manifest names. `large` is bigger than one upload part.
+/// progress that adds up, missing blobs not found, no blob read far past the
+/// size its manifest names, damaged blobs replaced by a new put. `large` is
+/// a module of realistic size (megabytes).
 pub async fn blob_store(store: Arc<dyn BlobStore>, large: usize) {
     let small = b"a small module".to_vec();
     let digest = Digest::of(&small);
@@ -338,6 +339,21 @@ pub async fn blob_store(store: Arc<dyn BlobStore>, large: usize) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(fetched, small);
+    // Damaged bytes under a digest are repaired by putting the right ones.
+    let other = Digest::of(b"other module");
+    store
+        .put(&other, b"damaged")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .put(&other, b"other module")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let repaired = store
+        .get(&other, 12)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(repaired, b"other module", "a damaged blob is replaced");
     let short = store.get(&digest, small.len() as u64 - 1).await;
     assert!(
         matches!(short, Err(StoreError::SizeMismatch { actual, .. }) if actual == small.len() as u64),

@@ -45,9 +45,14 @@ impl BlobStore for LocalBlobStore {
         bytes: &[u8],
         progress: Progress<'_>,
     ) -> Result<(), StoreError> {
-        let path = self.path(digest);
-        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            write_atomically(&path, bytes).await?;
+        // A blob already there is kept if it is these bytes and replaced if
+        // not, so a damaged blob is repaired by publishing again.
+        let intact = self
+            .get(digest, bytes.len() as u64)
+            .await
+            .is_ok_and(|stored| Digest::of(&stored) == *digest);
+        if !intact {
+            write_atomically(&self.path(digest), bytes).await?;
         }
         progress(bytes.len() as u64);
         Ok(())

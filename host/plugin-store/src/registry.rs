@@ -227,9 +227,24 @@ pub struct StoredAlias {
     /// The [`AliasTarget`] as JSON, and the previous one.
     pub target: String,
     pub previous: Option<String>,
-    pub revision: i64,
+    pub revision: u64,
     pub updated_by: String,
     pub updated_at: String,
+}
+
+impl StoredAlias {
+    /// The fields of `alias`.
+    pub fn of(alias: &Alias) -> Result<Self, StoreError> {
+        Ok(Self {
+            plugin: alias.plugin.to_string(),
+            name: alias.name.clone(),
+            target: to_json(&alias.target)?,
+            previous: alias.previous.as_ref().map(to_json).transpose()?,
+            revision: alias.revision,
+            updated_by: alias.updated_by.clone(),
+            updated_at: alias.updated_at.clone(),
+        })
+    }
 }
 
 impl StoredAlias {
@@ -257,7 +272,7 @@ impl StoredAlias {
             name: self.name,
             target,
             previous,
-            revision: u64::try_from(self.revision).unwrap_or(0),
+            revision: self.revision,
             updated_by: self.updated_by,
             updated_at: self.updated_at,
         })
@@ -268,6 +283,44 @@ pub(crate) fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreEr
     StoreError::Corrupt {
         what: what.into(),
         reason: reason.to_string(),
+    }
+}
+
+/// Values as the JSON text backends store (targets, labels).
+pub fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// The errors every backend answers alike.
+pub mod refusal {
+    use crate::error::StoreError;
+    use crate::manifest::PluginName;
+    use semver::Version;
+
+    /// No such version.
+    pub fn no_version(name: &PluginName, version: &Version) -> StoreError {
+        StoreError::NotFound(format!("plugin `{name}` version `{version}`"))
+    }
+
+    /// An alias moved since the writer read revision `expected`.
+    pub fn alias_moved(plugin: &PluginName, alias: &str, now: u64, expected: u64) -> StoreError {
+        StoreError::Conflict(format!(
+            "alias `{alias}` of `{plugin}` moved meanwhile (revision {now}, expected {expected}); read it again"
+        ))
+    }
+
+    /// The stored trust list is not older than `serial`.
+    pub fn trust_not_newer(serial: u64) -> StoreError {
+        StoreError::Conflict(format!(
+            "the stored trust list is already at serial {serial} or newer; read it again"
+        ))
+    }
+
+    /// Serials are kept below `i64::MAX` on every backend (SQLite's integers
+    /// are signed).
+    pub fn check_serial(serial: u64) -> Result<i64, StoreError> {
+        i64::try_from(serial)
+            .map_err(|_| StoreError::Invalid(format!("trust list serial {serial} is too large")))
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::StoreError;
 use crate::manifest::PluginName;
 use crate::registry::{
     Alias, AliasMove, AliasTarget, HistoryEntry, Registered, Registry, Snapshot, StoredAlias,
-    StoredVersion, VersionEntry, VersionRecord, corrupt, timestamp_now,
+    StoredVersion, VersionEntry, VersionRecord, corrupt, refusal, timestamp_now, to_json,
 };
 use crate::signing::Envelope;
 
@@ -185,14 +185,10 @@ fn alias_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAlias> {
         name: row.get(1)?,
         target: row.get(2)?,
         previous: row.get(3)?,
-        revision: row.get(4)?,
+        revision: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
         updated_by: row.get(5)?,
         updated_at: row.get(6)?,
     })
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 #[async_trait]
@@ -260,7 +256,7 @@ impl Registry for SqliteRegistry {
             )
             .optional()
             .map_err(db_error(path))?
-            .ok_or_else(|| StoreError::NotFound(format!("plugin `{name}` version `{version}`")))?
+            .ok_or_else(|| refusal::no_version(&name, &version))?
             .into_entry()
         })
         .await
@@ -341,12 +337,16 @@ impl Registry for SqliteRegistry {
                 )
                 .optional()
                 .map_err(db_error(path))?;
-            let revision = current.as_ref().map_or(0, |(r, _)| u64::try_from(*r).unwrap_or(0));
+            let revision = current
+                .as_ref()
+                .map_or(0, |(r, _)| u64::try_from(*r).unwrap_or(0));
             if revision != change.expected_revision {
-                return Err(StoreError::Conflict(format!(
-                    "alias `{}` of `{}` moved meanwhile (revision {revision}, expected {}); read it again",
-                    change.name, change.plugin, change.expected_revision
-                )));
+                return Err(refusal::alias_moved(
+                    &change.plugin,
+                    &change.name,
+                    revision,
+                    change.expected_revision,
+                ));
             }
             let from = current
                 .map(|(_, t)| serde_json::from_str::<AliasTarget>(&t).map(|t| t.to_string()))
@@ -361,6 +361,7 @@ impl Registry for SqliteRegistry {
                 updated_by: change.actor.clone(),
                 updated_at: timestamp_now(),
             };
+            let row = StoredAlias::of(&alias)?;
             tx.execute(
                 &format!(
                     "INSERT INTO aliases ({ALIAS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -369,13 +370,13 @@ impl Registry for SqliteRegistry {
                      updated_by = excluded.updated_by, updated_at = excluded.updated_at"
                 ),
                 params![
-                    alias.plugin.as_str(),
-                    alias.name,
-                    to_json(&alias.target)?,
-                    alias.previous.as_ref().map(to_json).transpose()?,
-                    i64::try_from(alias.revision).unwrap_or(i64::MAX),
-                    alias.updated_by,
-                    alias.updated_at,
+                    row.plugin,
+                    row.name,
+                    row.target,
+                    row.previous,
+                    i64::try_from(row.revision).unwrap_or(i64::MAX),
+                    row.updated_by,
+                    row.updated_at,
                 ],
             )
             .map_err(db_error(path))?;
@@ -415,9 +416,7 @@ impl Registry for SqliteRegistry {
                 )
                 .optional()
                 .map_err(db_error(path))?
-                .ok_or_else(|| {
-                    StoreError::NotFound(format!("plugin `{name}` version `{version}`"))
-                })?;
+                .ok_or_else(|| refusal::no_version(&name, &version))?;
             let new = to_json(&labels)?;
             tx.execute(
                 "UPDATE versions SET labels = ?3 WHERE name = ?1 AND version = ?2",
@@ -458,9 +457,7 @@ impl Registry for SqliteRegistry {
                 )
                 .map_err(db_error(path))?;
             if changed == 0 {
-                return Err(StoreError::NotFound(format!(
-                    "plugin `{name}` version `{version}`"
-                )));
+                return Err(refusal::no_version(&name, &version));
             }
             record_history(
                 tx,
@@ -502,21 +499,18 @@ impl Registry for SqliteRegistry {
 
     async fn put_trust_list(&self, serial: u64, envelope: &Envelope) -> Result<(), StoreError> {
         let json = envelope.to_json();
-        let serial = i64::try_from(serial)
-            .map_err(|_| StoreError::Invalid(format!("trust list serial {serial} is too large")))?;
+        let stored = refusal::check_serial(serial)?;
         self.write(move |tx, path| {
             let changed = tx
                 .execute(
                     "INSERT INTO trust (id, serial, envelope) VALUES (1, ?1, ?2)
                      ON CONFLICT (id) DO UPDATE SET serial = excluded.serial, envelope = excluded.envelope
                      WHERE excluded.serial > trust.serial",
-                    params![serial, json],
+                    params![stored, json],
                 )
                 .map_err(db_error(path))?;
             if changed == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "the stored trust list is already at serial {serial} or newer; read it again"
-                )));
+                return Err(refusal::trust_not_newer(serial));
             }
             Ok(())
         })

@@ -13,18 +13,21 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import config, log, types
 
+# Matched against one whitespace-separated word at a time, so the work is
+# linear in the text whatever it holds.
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-LINK = re.compile(r"https?://[^\s<>\"')]+")
+TRIM = "<>()[]{}\"',.;:!?"
 
 
-def first_unique(matches, limit):
-    seen = []
-    for match in matches:
-        if match not in seen:
-            seen.append(match)
-        if len(seen) == limit:
-            break
-    return seen
+def max_items():
+    text = config.get("max_items") or "10"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise Err(types.ReasoningError_Failed(f"config `max_items` must be a positive integer, not `{text}`"))
+    return value
 
 
 class Reasoner(exports.Reasoner):
@@ -36,9 +39,19 @@ class Reasoner(exports.Reasoner):
         text = value.get("text") if isinstance(value, dict) else None
         if not isinstance(text, str):
             raise Err(types.ReasoningError_InvalidInput('send {"text": "..."}'))
-        limit = int(config.get("max_items") or "10")
-        emails = first_unique(EMAIL.findall(text), limit)
-        links = first_unique((link.rstrip(".,;") for link in LINK.findall(text)), limit)
+        limit = max_items()
+        emails, links, seen = [], [], set()
+        for word in text.split():
+            word = word.strip(TRIM)
+            if word.startswith(("http://", "https://")):
+                found = links
+            elif "@" in word and EMAIL.fullmatch(word):
+                found = emails
+            else:
+                continue
+            if word not in seen and len(found) < limit:
+                seen.add(word)
+                found.append(word)
         log.log(log.Level.INFO, "found contacts", [("emails", str(len(emails))), ("links", str(len(links)))])
         return types.ReasonResponse(
             output=json.dumps({"emails": emails, "links": links}),
