@@ -599,15 +599,7 @@ impl Registry for DynamoRegistry {
         if revision != change.expected_revision {
             return Err(conflict(revision));
         }
-        let alias = Alias {
-            plugin: change.plugin.clone(),
-            name: change.name.clone(),
-            target: change.target.clone(),
-            previous: change.previous.clone(),
-            revision: revision + 1,
-            updated_by: change.actor.clone(),
-            updated_at: timestamp_now(),
-        };
+        let alias = change.applied(revision);
         let row = StoredAlias::of(&alias)?;
         let mut item = key;
         item.extend([

@@ -140,6 +140,21 @@ pub struct AliasMove {
     pub actor: String,
 }
 
+impl AliasMove {
+    /// The alias this move makes of the one at `revision`, as of now.
+    pub fn applied(&self, revision: u64) -> Alias {
+        Alias {
+            plugin: self.plugin.clone(),
+            name: self.name.clone(),
+            target: self.target.clone(),
+            previous: self.previous.clone(),
+            revision: revision + 1,
+            updated_by: self.actor.clone(),
+            updated_at: timestamp_now(),
+        }
+    }
+}
+
 /// One recorded change: who, when, what, from, to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryEntry {

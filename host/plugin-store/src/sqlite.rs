@@ -352,15 +352,7 @@ impl Registry for SqliteRegistry {
                 .map(|(_, t)| serde_json::from_str::<AliasTarget>(&t).map(|t| t.to_string()))
                 .transpose()
                 .map_err(|e| corrupt("an alias", e))?;
-            let alias = Alias {
-                plugin: change.plugin.clone(),
-                name: change.name.clone(),
-                target: change.target.clone(),
-                previous: change.previous.clone(),
-                revision: revision + 1,
-                updated_by: change.actor.clone(),
-                updated_at: timestamp_now(),
-            };
+            let alias = change.applied(revision);
             let row = StoredAlias::of(&alias)?;
             tx.execute(
                 &format!(
