@@ -80,6 +80,9 @@ pub struct AxonConfig {
     /// Where plugins live (embedded, or S3 and DynamoDB).
     #[command(flatten)]
     pub store: aws_stores::PluginStoreArgs,
+    /// Timeouts and connection caps of the listener.
+    #[command(flatten)]
+    pub front_door: service_kit::front_door::FrontDoor,
 }
 
 impl AxonConfig {
@@ -105,6 +108,7 @@ impl AxonConfig {
             refresh_ms: 1000,
             no_pooling: false,
             store: aws_stores::PluginStoreArgs::default(),
+            front_door: service_kit::front_door::FrontDoor::default(),
         }
     }
 

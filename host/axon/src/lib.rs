@@ -22,6 +22,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use plugin_store::PluginSource;
 use prometheus_client::registry::Registry;
+use service_kit::front_door::FrontDoor;
 use service_kit::metrics::{HttpMetrics, MetricsEndpoint};
 use tokio::net::TcpListener;
 
@@ -126,14 +127,13 @@ pub async fn start(config: &AxonConfig, state: &AxonState) -> anyhow::Result<()>
 pub async fn serve(
     listener: TcpListener,
     state: AxonState,
+    door: FrontDoor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
     tracing::info!(%addr, "axon listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving axon")
+    service_kit::front_door::serve(listener, router(state), door, shutdown).await;
+    Ok(())
 }

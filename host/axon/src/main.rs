@@ -38,5 +38,6 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     axon::start(&config, &state).await?;
-    axon::serve(listener, state, service_kit::shutdown_signal()).await
+    let door = config.front_door.clone();
+    axon::serve(listener, state, door, service_kit::shutdown_signal()).await
 }

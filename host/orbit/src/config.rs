@@ -74,6 +74,9 @@ pub struct OrbitConfig {
     /// Axon reads.
     #[command(flatten)]
     pub store: aws_stores::PluginStoreArgs,
+    /// Timeouts and connection caps of the listener.
+    #[command(flatten)]
+    pub front_door: service_kit::front_door::FrontDoor,
 }
 
 impl OrbitConfig {
@@ -100,6 +103,7 @@ impl OrbitConfig {
             trust_root: None,
             axon_load_wait_ms: 30_000,
             store: aws_stores::PluginStoreArgs::default(),
+            front_door: service_kit::front_door::FrontDoor::default(),
         }
     }
 

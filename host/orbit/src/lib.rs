@@ -22,7 +22,6 @@ pub mod rate_limit;
 pub mod server;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,7 @@ use anyhow::Context;
 use governance::{Governance, GovernanceConfig, LocalPolicyDir};
 use plugin_store::PluginSource;
 use prometheus_client::registry::Registry;
+use service_kit::front_door::FrontDoor;
 use service_kit::metrics::{HttpMetrics, MetricsEndpoint};
 use tokio::net::TcpListener;
 
@@ -130,17 +130,13 @@ fn spawn_refresher(state: &OrbitState, every: Duration) {
 pub async fn serve(
     listener: TcpListener,
     state: OrbitState,
+    door: FrontDoor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
     tracing::info!(%addr, "orbit listening");
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("serving orbit")
+    service_kit::front_door::serve(listener, router(state), door, shutdown).await;
+    Ok(())
 }

@@ -37,5 +37,6 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.config.listen)
         .await
         .with_context(|| format!("binding {}", cli.config.listen))?;
-    orbit::serve(listener, state, service_kit::shutdown_signal()).await
+    let door = cli.config.front_door.clone();
+    orbit::serve(listener, state, door, service_kit::shutdown_signal()).await
 }

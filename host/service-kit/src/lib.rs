@@ -1,10 +1,12 @@
 //! What every agent-runtime HTTP service shares, so that Orbit and Axon answer
 //! the same way: one error envelope with stable codes ([`error`]), correlation
 //! ids on every request and log line ([`correlation`]), JSON telemetry
-//! ([`telemetry`]), Prometheus metrics ([`metrics`]) and graceful shutdown.
+//! ([`telemetry`]), Prometheus metrics ([`metrics`]), the front door every
+//! service listens through ([`front_door`]) and graceful shutdown.
 
 pub mod correlation;
 pub mod error;
+pub mod front_door;
 pub mod json;
 pub mod metrics;
 pub mod reasoning;

@@ -163,8 +163,9 @@ impl TestAxon {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel();
+        let door = config.front_door.clone();
         let task = tokio::spawn(async move {
-            axon::serve(listener, state, async {
+            axon::serve(listener, state, door, async {
                 let _ = rx.await;
             })
             .await

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod dispatch;
+mod front_door;
 mod resilience;
 mod sigv4;
 mod supply_chain;
