@@ -40,6 +40,9 @@ pub struct AxonClientConfig {
     /// deadline from when the plugin starts): the hop, and a first load that
     /// compiles the version while the request waits.
     pub load_wait: Duration,
+    /// The largest answer read from Axon; a larger one is the plugin's fault
+    /// (`PLUGIN_OUTPUT_LIMIT`) and is not read further.
+    pub max_reply_bytes: usize,
 }
 
 /// A plugin's answer as Axon returns it.
@@ -197,8 +200,21 @@ impl AxonClient {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
+        let bytes = match read_bounded(response, self.config.max_reply_bytes).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                admission.succeeded();
+                self.breaker_state();
+                self.metrics
+                    .axon_call("rejected", Some(started.elapsed().as_secs_f64()));
+                return Err(ApiError::new(
+                    ErrorCode::PluginOutputLimit,
+                    format!(
+                        "the plugin's answer is larger than the {} bytes orbit accepts from axon",
+                        self.config.max_reply_bytes
+                    ),
+                ));
+            }
             Err(error) => {
                 admission.failed();
                 self.breaker_state();
@@ -251,4 +267,23 @@ impl AxonClient {
             Ok(Ok(response)) if response.status().is_success()
         )
     }
+}
+
+/// The body of `response`, or `None` once it passes `limit` bytes (the rest
+/// is not read).
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }

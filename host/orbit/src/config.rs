@@ -62,6 +62,10 @@ pub struct OrbitConfig {
     /// (the hop, and a first load that compiles the version), in ms.
     #[arg(long, default_value_t = 30_000)]
     pub axon_load_wait_ms: u64,
+    /// The largest answer read from Axon, in KiB: Axon's largest plugin
+    /// output (16 MiB by default) plus room for the envelope.
+    #[arg(long, default_value_t = 16 * 1024 + 64)]
+    pub max_axon_reply_kib: u32,
     /// How often policies, keys and the plugin registry (aliases,
     /// revocations, new versions) are re-read, in seconds.
     #[arg(long, default_value_t = 2)]
@@ -102,6 +106,7 @@ impl OrbitConfig {
             policy_max_staleness_secs: 300,
             trust_root: None,
             axon_load_wait_ms: 30_000,
+            max_axon_reply_kib: 16 * 1024 + 64,
             store: aws_stores::PluginStoreArgs::default(),
             front_door: service_kit::front_door::FrontDoor::default(),
         }
@@ -134,6 +139,7 @@ impl OrbitConfig {
             breaker_failures: self.breaker_failures,
             breaker_open_for: Duration::from_millis(self.breaker_open_ms),
             load_wait: Duration::from_millis(self.axon_load_wait_ms),
+            max_reply_bytes: self.max_axon_reply_kib as usize * 1024,
         }
     }
 

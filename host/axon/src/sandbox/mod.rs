@@ -18,6 +18,7 @@ mod bindings;
 mod cache;
 mod capture;
 mod limits;
+pub mod reply;
 mod state;
 
 use std::path::PathBuf;
@@ -404,12 +405,21 @@ impl Sandbox {
             }),
             Ok(Err(error)) => Err(classify_trap(&error, memory_exceeded, &plugin.limits)),
             Ok(Ok(Err(ReasoningError::InvalidInput(message)))) => {
-                Err(RunError::InvalidInput(message))
+                Err(RunError::InvalidInput(reply::bounded_message(message)))
             }
-            Ok(Ok(Err(ReasoningError::Failed(message)))) => Err(RunError::Failed(message)),
+            Ok(Ok(Err(ReasoningError::Failed(message)))) => {
+                Err(RunError::Failed(reply::bounded_message(message)))
+            }
             Ok(Ok(Ok(response))) => {
-                let size =
-                    response.output.len() + response.notes.iter().map(String::len).sum::<usize>();
+                if response.notes.len() > reply::MAX_NOTES {
+                    return Err(RunError::InvalidOutput(format!(
+                        "{} notes is more than the {} an answer may carry",
+                        response.notes.len(),
+                        reply::MAX_NOTES
+                    )));
+                }
+                // Output and notes as the reply will carry them.
+                let size = response.output.len() + reply::notes_len(&response.notes);
                 if size > plugin.limits.output_bytes {
                     return Err(RunError::OutputLimit {
                         size,
@@ -457,7 +467,7 @@ fn classify_trap(error: &wasmtime::Error, memory_exceeded: bool, limits: &Limits
                 .into(),
         ),
         Some(trap) => RunError::Trapped(trap.to_string()),
-        None => RunError::Trapped(format!("{error:#}")),
+        None => RunError::Trapped(reply::bounded_message(format!("{error:#}"))),
     }
 }
 

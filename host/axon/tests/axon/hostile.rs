@@ -102,6 +102,55 @@ async fn output_within_the_limit_succeeds_and_beyond_it_fails() {
 }
 
 #[tokio::test]
+async fn notes_and_error_messages_count_against_the_reply_budget() {
+    let axon = TestAxon::start().await;
+    let limit = (OUTPUT_LIMIT_KIB * 1024) as usize;
+    // Notes count as the reply carries them: within the count and the
+    // budget they arrive whole...
+    let reply = axon
+        .reason(
+            "huge-output",
+            json!({ "notes": 64, "note": "\u{1}".repeat(100) }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["notes"].as_array().unwrap().len(), 64);
+    // ...too many, even empty, are refused...
+    let reply = axon
+        .reason("huge-output", json!({ "notes": 100_000, "note": "" }))
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+    assert!(reply.message().contains("notes"), "{}", reply.message());
+    // ...and control characters count six bytes each, as escaped: 50 notes
+    // of 1,200 pass a count of raw bytes, not one of the bytes sent.
+    let raw = 50 * 1_200;
+    assert!(raw < limit && 6 * raw > limit);
+    let reply = axon
+        .reason(
+            "huge-output",
+            json!({ "notes": 50, "note": "\u{1}".repeat(1_200) }),
+        )
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_OUTPUT_LIMIT", "{}", reply.body);
+
+    // A huge error message of control characters is cut, with a marker.
+    let reply = axon
+        .reason(
+            "huge-output",
+            json!({ "error_kib": 6 * 1024, "error_unit": "\u{1}" }),
+        )
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+    assert!(
+        reply.message().contains("more bytes]"),
+        "{}",
+        reply.message()
+    );
+    let size = reply.body.to_string().len();
+    assert!(size < 6 * 1024, "the reply is {size} bytes");
+}
+
+#[tokio::test]
 async fn logs_and_stdio_are_bounded_without_failing_the_request() {
     let axon = TestAxon::start().await;
     let reply = axon

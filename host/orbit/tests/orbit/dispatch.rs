@@ -314,3 +314,19 @@ async fn past_the_address_rate_limit_even_unsigned_requests_get_429() {
         (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED")
     );
 }
+
+#[tokio::test]
+async fn an_answer_larger_than_orbit_reads_from_axon_is_refused() {
+    let stack = Stack::start_with(|c| c.max_axon_reply_kib = 16).await;
+    let small = stack
+        .dispatch(json!({"plugin": "echo", "intent": "t", "input": "x".repeat(1024)}))
+        .await;
+    assert_eq!(small.status, StatusCode::OK, "{}", small.body);
+    // Within echo's own output limit (1 MiB), beyond what Orbit reads.
+    let large = stack
+        .dispatch(json!({"plugin": "echo", "intent": "t", "input": "x".repeat(32 * 1024)}))
+        .await;
+    assert_eq!(large.status, StatusCode::BAD_GATEWAY, "{}", large.body);
+    assert_eq!(code(&large), "PLUGIN_OUTPUT_LIMIT");
+    assert!(large.body.to_string().len() < 2048);
+}

@@ -2,6 +2,8 @@
 //!
 //! `{"output_kib": N, "log_records": N, "stdout_kib": N}` returns a JSON string of
 //! about N KiB, writes N log records and N KiB to stdout and stderr.
+//! `"notes": N, "note": "..."` adds N copies of that note; `"error_kib": N,
+//! "error_unit": "..."` fails instead, with a message of N KiB of that unit.
 
 use std::io::Write;
 
@@ -16,6 +18,14 @@ struct Input {
     log_records: usize,
     #[serde(default)]
     stdout_kib: usize,
+    #[serde(default)]
+    notes: usize,
+    #[serde(default)]
+    note: String,
+    #[serde(default)]
+    error_kib: usize,
+    #[serde(default)]
+    error_unit: String,
 }
 
 struct HugeOutput;
@@ -23,6 +33,15 @@ struct HugeOutput;
 impl Plugin for HugeOutput {
     fn reason(request: Request) -> Result<Response, Error> {
         let input: Input = request.input()?;
+        if input.error_kib > 0 {
+            let unit = if input.error_unit.is_empty() {
+                "e"
+            } else {
+                &input.error_unit
+            };
+            let message = unit.repeat(input.error_kib * 1024 / unit.len().max(1));
+            return Err(Error::failed(message));
+        }
         for i in 0..input.log_records {
             log::log(log::Level::Info, "flood", &[("record", &i.to_string())]);
         }
@@ -40,7 +59,11 @@ impl Plugin for HugeOutput {
         output.push('"');
         output.extend(std::iter::repeat_n('y', input.output_kib * 1024));
         output.push('"');
-        Ok(Response::raw_json(output))
+        let mut response = Response::raw_json(output);
+        for _ in 0..input.notes {
+            response = response.with_note(input.note.clone());
+        }
+        Ok(response)
     }
 }
 
