@@ -104,21 +104,46 @@ impl RateLimits {
     }
 
     /// The client's address: the peer, or with `--trust-forwarded-for` the
-    /// last address a trusted proxy appended to `X-Forwarded-For`.
+    /// last entry of `X-Forwarded-For`, the one the trusted proxy appended.
+    /// Only that entry counts: when it does not parse, the entries before it
+    /// (which the client wrote) are not consulted, and the peer is used.
     pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        if self.trust_forwarded_for
-            && let Some(ip) = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|s| s.trim().parse().ok())
-                .next_back()
-        {
-            return ip;
+        if !self.trust_forwarded_for {
+            return peer.ip();
         }
-        peer.ip()
+        let last = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        match last.and_then(parse_forwarded) {
+            Some(ip) => ip,
+            None => {
+                if last.is_some() {
+                    tracing::debug!(%peer, "X-Forwarded-For's last entry is not an address; using the peer");
+                }
+                peer.ip()
+            }
+        }
     }
+
+    /// The key a client address is limited under: an IPv4 address, or an
+    /// IPv6 /64 (what one host usually holds, so rotating addresses within
+    /// it neither escapes the limit nor grows the key map).
+    pub fn client_key(&self, ip: IpAddr) -> IpAddr {
+        service_kit::front_door::client_key(ip)
+    }
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`
+/// or `[2001:db8::1]:5678`.
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Whole seconds, rounded up: a client that waits this long is not early.
@@ -157,7 +182,7 @@ pub async fn per_ip(
     next: Next,
 ) -> Response {
     let ip = limits.client_ip(peer, request.headers());
-    match limits.per_ip.check(&ip) {
+    match limits.per_ip.check(&limits.client_key(ip)) {
         Ok(standing) => {
             let mut response = next.run(request).await;
             // The principal's standing, when there is one, is the tighter news.
@@ -229,6 +254,49 @@ mod tests {
         assert_eq!(
             RateLimits::new(rate, rate, true).client_ip(peer, &headers),
             "5.6.7.8".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn only_the_proxys_entry_of_forwarded_for_counts() {
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let rate = Rate {
+            per_second: 1,
+            burst: 1,
+        };
+        let limits = RateLimits::new(rate, rate, true);
+        let client = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append("x-forwarded-for", v.parse().unwrap());
+            }
+            limits.client_ip(peer, &headers)
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // A forged entry before an unparseable last one is never used.
+        assert_eq!(client(&["1.2.3.4, unknown"]), peer.ip());
+        assert_eq!(client(&["1.2.3.4", "garbage"]), peer.ip());
+        // Ports and brackets, as proxies write them.
+        assert_eq!(client(&["1.2.3.4, 5.6.7.8:443"]), ip("5.6.7.8"));
+        assert_eq!(client(&["[2001:db8::7]:443"]), ip("2001:db8::7"));
+        // The last header's last entry.
+        assert_eq!(client(&["9.9.9.9", "1.2.3.4, 5.6.7.8"]), ip("5.6.7.8"));
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_limit_per_64() {
+        let rate = Rate {
+            per_second: 1,
+            burst: 1,
+        };
+        let limits = RateLimits::new(rate, rate, false);
+        let a = limits.client_key("2001:db8:0:1::1".parse().unwrap());
+        let b = limits.client_key("2001:db8:0:1:ffff::2".parse().unwrap());
+        assert_eq!(a, b);
+        assert!(limits.per_ip.check(&a).is_ok());
+        assert!(
+            limits.per_ip.check(&b).is_err(),
+            "a second address of the /64 shares the budget"
         );
     }
 }

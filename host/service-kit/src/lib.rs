@@ -19,17 +19,19 @@ pub use json::ApiJson;
 use axum::Router;
 
 /// Wraps a service's router with the layers every service shares, outermost
-/// first: panic catching, correlation ids and the error envelope, HTTP metrics.
+/// first: correlation ids and the error envelope, HTTP metrics, panic
+/// catching (inside the other two, so a panic's `500` carries the request's
+/// correlation id and is counted).
 pub fn with_common_layers(router: Router, http_metrics: metrics::HttpMetrics) -> Router {
     router
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panic_response,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             http_metrics,
             metrics::track,
         ))
         .layer(axum::middleware::from_fn(correlation::layer))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            error::panic_response,
-        ))
 }
 
 /// The current time as RFC 3339 UTC with milliseconds, as used in responses.
@@ -62,5 +64,39 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panic_is_an_internal_error_envelope_with_the_correlation_id() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = metrics::HttpMetrics::register(&mut registry);
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let app = with_common_layers(
+            Router::new().route("/boom", axum::routing::get(boom)),
+            metrics,
+        );
+        let request = axum::http::Request::get("/boom")
+            .header(correlation::HEADER, "panic-test-1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+        assert_eq!(body["correlation_id"], "panic-test-1", "{body}");
     }
 }

@@ -3,7 +3,8 @@
 //! Deserialising a compiled artifact runs native code wasmtime produced, so it
 //! is unsafe by design: an artifact from anywhere else could do anything. Each
 //! entry is therefore sealed with an HMAC-SHA256 under a key that only this
-//! cache holds (`<dir>/key`, created on first use, mode 0600), over the module
+//! cache holds (`<dir>.key` beside the directory, never in it, created on
+//! first use, mode 0600), over the module
 //! digest and the artifact bytes. An entry whose seal does not verify, because
 //! it was planted, copied from another host or corrupted, is ignored and
 //! recompiled. Entries live under a directory named for the engine's
@@ -31,16 +32,26 @@ pub(crate) struct ArtifactCache {
 }
 
 impl ArtifactCache {
-    /// Opens (creating if needed) the cache under `root` for `engine`.
+    /// Opens (creating if needed) the cache under `root` for `engine`. The
+    /// key lives beside `root`, not in it: whoever can write (or copy, or
+    /// clear) the artifacts does not thereby hold the key that vouches for
+    /// them.
     pub(crate) fn open(root: &Path, engine: &Engine) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
         restrict_to_owner(root, 0o700)?;
-        let key = load_or_create_key(&root.join("key"))?;
+        let key = load_or_create_key(&Self::key_path(root))?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let dir = root.join(format!("engine-{:016x}", hasher.finish()));
         std::fs::create_dir_all(&dir)?;
         Ok(Self { dir, key })
+    }
+
+    /// Where the sealing key of the cache at `root` lives: `<root>.key`.
+    pub(crate) fn key_path(root: &Path) -> PathBuf {
+        let mut name = root.file_name().unwrap_or_default().to_os_string();
+        name.push(".key");
+        root.with_file_name(name)
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {

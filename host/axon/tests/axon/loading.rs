@@ -151,8 +151,12 @@ async fn compiled_components_are_reused_across_restarts_but_never_trusted_blindl
     );
     second.stop().await;
 
-    // Plant artifacts that were not sealed by this cache's key: all ignored.
+    // The key that seals them is not among them.
     let cache = dir.path().join("axon-cache");
+    assert!(dir.path().join("axon-cache.key").is_file());
+    assert!(!cache.join("key").exists());
+
+    // Plant artifacts that were not sealed by this cache's key: all ignored.
     let engine_dir = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
