@@ -282,10 +282,7 @@ impl BlobStore for S3BlobStore {
         // Something is there already: keep it if it is these bytes, replace
         // it if not (a damaged blob is repaired by publishing again; the
         // versioned bucket keeps what it replaced).
-        let intact = self
-            .get(digest, bytes.len() as u64)
-            .await
-            .is_ok_and(|stored| Digest::of(&stored) == *digest);
+        let intact = self.holds(digest, bytes.len() as u64).await;
         if !intact {
             tracing::warn!(at = %self.at(digest), "replacing a stored module that does not match its digest");
             self.upload(digest, bytes, false, &|_| {}).await?;

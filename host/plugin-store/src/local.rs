@@ -47,10 +47,7 @@ impl BlobStore for LocalBlobStore {
     ) -> Result<(), StoreError> {
         // A blob already there is kept if it is these bytes and replaced if
         // not, so a damaged blob is repaired by publishing again.
-        let intact = self
-            .get(digest, bytes.len() as u64)
-            .await
-            .is_ok_and(|stored| Digest::of(&stored) == *digest);
+        let intact = self.holds(digest, bytes.len() as u64).await;
         if !intact {
             write_atomically(&self.path(digest), bytes).await?;
         }

@@ -45,6 +45,14 @@ pub trait BlobStore: Send + Sync {
     /// them), but never more than `size`: a larger blob is
     /// [`StoreError::SizeMismatch`] before it is read into memory.
     async fn get(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, StoreError>;
+
+    /// True when the blob under `digest` is there, at most `size` bytes, and
+    /// hashes to `digest`: what a put may keep instead of writing again.
+    async fn holds(&self, digest: &Digest, size: u64) -> bool {
+        self.get(digest, size)
+            .await
+            .is_ok_and(|stored| Digest::of(&stored) == *digest)
+    }
 }
 
 /// What [`PluginSource::publish`] did.
