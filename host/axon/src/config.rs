@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use service_kit::front_door::FrontDoor;
+
 use crate::sandbox::{LimitPolicy, Limits, LogLimits, SandboxConfig};
 
 const MIB: u64 = 1 << 20;
@@ -80,9 +82,20 @@ pub struct AxonConfig {
     /// Where plugins live (embedded, or S3 and DynamoDB).
     #[command(flatten)]
     pub store: aws_stores::PluginStoreArgs,
-    /// Timeouts and connection caps of the listener.
-    #[command(flatten)]
-    pub front_door: service_kit::front_door::FrontDoor,
+    /// How long a client may take to send a request's line and headers, and
+    /// how long a kept-alive connection may sit idle, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a whole request body, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+    /// Open connections, all clients together.
+    #[arg(long, default_value_t = 4_096)]
+    pub max_connections: usize,
+    /// Open connections from one client address. Axon's only client is
+    /// Orbit (a few addresses), so by default this is the whole cap.
+    #[arg(long, default_value_t = 4_096)]
+    pub max_connections_per_client: usize,
 }
 
 impl AxonConfig {
@@ -108,7 +121,10 @@ impl AxonConfig {
             refresh_ms: 1000,
             no_pooling: false,
             store: aws_stores::PluginStoreArgs::default(),
-            front_door: service_kit::front_door::FrontDoor::default(),
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_connections: 4_096,
+            max_connections_per_client: 4_096,
         }
     }
 
@@ -127,6 +143,18 @@ impl AxonConfig {
     /// Where the embedded plugin store lives.
     pub fn plugin_dir(&self) -> PathBuf {
         self.data_dir.join("plugins")
+    }
+
+    /// The listener's limits these flags describe. Shutdown waits for the
+    /// longest deadline a plugin may have.
+    pub fn front_door(&self) -> FrontDoor {
+        FrontDoor {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            shutdown_grace: Duration::from_millis(u64::from(self.max_deadline_ms) + 5_000),
+        }
     }
 
     /// The sandbox settings these flags describe.

@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     axon::start(&config, &state).await?;
-    let door = config.front_door.clone();
+    let door = config.front_door();
+    service_kit::front_door::raise_open_files_limit(&door);
     axon::serve(listener, state, door, service_kit::shutdown_signal()).await
 }

@@ -239,7 +239,7 @@ async fn serve(
             .await?;
             axon::start(&config, &state).await?;
             ready();
-            axon::serve(listener, state, config.front_door, std::future::pending()).await
+            axon::serve(listener, state, config.front_door(), std::future::pending()).await
         }
         ServerKind::Orbit => {
             let axon_url = axon_url.context("--axon-url is required for orbit")?;
@@ -249,10 +249,11 @@ async fn serve(
             config.principal_burst = 1_000_000;
             config.ip_rate = 1_000_000;
             config.ip_burst = 1_000_000;
+            config.max_connections_per_client = config.max_connections;
             let source = plugin_store::PluginSource::local(&config.plugin_dir()).await?;
             let state = orbit::build(&config, source).await?;
             ready();
-            orbit::serve(listener, state, config.front_door, std::future::pending()).await
+            orbit::serve(listener, state, config.front_door(), std::future::pending()).await
         }
     }
 }

@@ -207,13 +207,13 @@ impl LocalStack {
         let axon = tokio::spawn(axon::serve(
             axon_listener,
             axon_state,
-            axon_config.front_door,
+            axon_config.front_door(),
             until_stopped(stopped.clone()),
         ));
         let orbit = tokio::spawn(orbit::serve(
             orbit_listener,
             orbit_state,
-            orbit_config.front_door,
+            orbit_config.front_door(),
             until_stopped(stopped),
         ));
         Ok(Self {

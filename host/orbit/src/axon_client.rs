@@ -80,7 +80,9 @@ impl AxonClient {
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below Axon's idle timeout (10 s by default), so Orbit never
+            // sends on a connection Axon is about to close.
+            .pool_idle_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()?;
         let base = config.base_url.trim_end_matches('/').to_owned();

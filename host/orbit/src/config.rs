@@ -78,9 +78,19 @@ pub struct OrbitConfig {
     /// Axon reads.
     #[command(flatten)]
     pub store: aws_stores::PluginStoreArgs,
-    /// Timeouts and connection caps of the listener.
-    #[command(flatten)]
-    pub front_door: service_kit::front_door::FrontDoor,
+    /// How long a client may take to send a request's line and headers, and
+    /// how long a kept-alive connection may sit idle, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// How long a client may take to send a whole request body, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    pub body_read_timeout_ms: u64,
+    /// Open connections, all clients together.
+    #[arg(long, default_value_t = 4_096)]
+    pub max_connections: usize,
+    /// Open connections from one client address (IPv6: one /64).
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_client: usize,
 }
 
 impl OrbitConfig {
@@ -108,7 +118,10 @@ impl OrbitConfig {
             axon_load_wait_ms: 30_000,
             max_axon_reply_kib: 16 * 1024 + 64,
             store: aws_stores::PluginStoreArgs::default(),
-            front_door: service_kit::front_door::FrontDoor::default(),
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_connections: 4_096,
+            max_connections_per_client: 64,
         }
     }
 
@@ -128,6 +141,18 @@ impl OrbitConfig {
         self.trust_root
             .clone()
             .unwrap_or_else(|| self.data_dir.join("trust").join("root.pub"))
+    }
+
+    /// The listener's limits these flags describe. Shutdown waits as long
+    /// as a dispatch may (a plugin's longest deadline and the load wait).
+    pub fn front_door(&self) -> service_kit::front_door::FrontDoor {
+        service_kit::front_door::FrontDoor {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            shutdown_grace: Duration::from_millis(self.axon_load_wait_ms + 35_000),
+        }
     }
 
     pub(crate) fn axon_client(&self) -> AxonClientConfig {

@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.config.listen)
         .await
         .with_context(|| format!("binding {}", cli.config.listen))?;
-    let door = cli.config.front_door.clone();
+    let door = cli.config.front_door();
+    service_kit::front_door::raise_open_files_limit(&door);
     orbit::serve(listener, state, door, service_kit::shutdown_signal()).await
 }

@@ -6,7 +6,9 @@
 //!   it. Hyper applies it from the moment a connection waits for a request,
 //!   so it also bounds how long a kept-alive connection may sit idle.
 //!   (`axum::serve` builds hyper without a timer, so there it never fires.)
-//! - A body-read timeout: the whole request body must arrive within it.
+//! - A body-read deadline: the whole request body must arrive within it,
+//!   counted from its headers (not between chunks, which a client could
+//!   trickle for ever).
 //! - A cap on open connections, overall and per client (an IPv4 address, or
 //!   an IPv6 /64, which one host usually holds whole). A connection past
 //!   either cap gets a short `503` with `Connection: close` and is closed at
@@ -18,7 +20,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -36,37 +40,27 @@ const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: appli
 /// How long a refused client gets to take its `503`.
 const REFUSE_WRITE: Duration = Duration::from_secs(1);
 
-/// How long in-flight requests may finish after shutdown begins.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Refusals being written at once; past this a refused connection is just
+/// closed, so a flood of them costs nothing that grows.
+const MAX_REFUSING: usize = 1024;
 
-/// The front door's limits; every service exposes them as flags.
-#[derive(Debug, Clone, clap::Args)]
+/// The front door's limits. Each service sets them from its own flags, with
+/// its own defaults (Axon's only client is Orbit, so it caps per client far
+/// higher than Orbit does).
+#[derive(Debug, Clone)]
 pub struct FrontDoor {
     /// How long a client may take to send a request's line and headers, and
-    /// how long a kept-alive connection may sit idle, in ms.
-    #[arg(long, default_value_t = 10_000)]
-    pub header_read_timeout_ms: u64,
-    /// How long a client may take to send a request's body, in ms.
-    #[arg(long, default_value_t = 30_000)]
-    pub body_read_timeout_ms: u64,
+    /// how long a kept-alive connection may sit idle.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a whole request body, from the
+    /// moment its headers arrived.
+    pub body_read_timeout: Duration,
     /// Open connections, all clients together.
-    #[arg(long, default_value_t = 4_096)]
     pub max_connections: usize,
     /// Open connections from one client address (IPv6: one /64).
-    #[arg(long, default_value_t = 256)]
     pub max_connections_per_client: usize,
-}
-
-impl Default for FrontDoor {
-    /// The flags' defaults.
-    fn default() -> Self {
-        Self {
-            header_read_timeout_ms: 10_000,
-            body_read_timeout_ms: 30_000,
-            max_connections: 4_096,
-            max_connections_per_client: 256,
-        }
-    }
+    /// How long in-flight requests may finish once shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
 /// The client a connection counts against: its IPv4 address, or the /64 of
@@ -127,6 +121,61 @@ impl Drop for Admitted {
     }
 }
 
+/// A request body that must arrive whole by a deadline set when the request
+/// began (a per-chunk timeout would let a client trickle a byte at a time
+/// for ever).
+struct Deadline {
+    body: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    fn new(body: Incoming, within: Duration) -> Self {
+        Self {
+            body,
+            deadline: Box::pin(tokio::time::sleep(within)),
+        }
+    }
+}
+
+/// The request body did not arrive in time.
+#[derive(Debug)]
+struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the body did not arrive within the body-read timeout")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+impl http_body::Body for Deadline {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Tells a connection past the caps why, briefly, and closes it.
 async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(REFUSE_WRITE, async {
@@ -136,22 +185,38 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
+/// Raises this process's open-files limit to its hard limit, so the
+/// connection caps (plus each request's outbound calls) are reached before
+/// descriptors run out; warns when even the hard limit is below `door`'s
+/// cap.
+pub fn raise_open_files_limit(door: &FrontDoor) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < (door.max_connections as u64) * 2 + 256 => tracing::warn!(
+            limit,
+            max_connections = door.max_connections,
+            "the open-files limit is low for the connection cap; lower --max-connections or raise the limit"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-files limit"),
+    }
+}
+
 /// Serves `router` on `listener` through the front door until `shutdown`
-/// resolves, then lets in-flight requests finish (for at most 10 s).
+/// resolves, then lets in-flight requests finish (for at most
+/// `door.shutdown_grace`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     door: FrontDoor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-        Duration::from_millis(door.body_read_timeout_ms),
-    ));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(door.header_read_timeout_ms));
+        .header_read_timeout(door.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let open = Arc::new(Mutex::new(Open::default()));
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
+    let body_deadline = door.body_read_timeout;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -168,13 +233,20 @@ pub async fn serve(
         };
         let Some(admitted) = Admitted::new(&open, client_key(peer.ip()), &door) else {
             tracing::debug!(%peer, "connection refused: over the connection caps");
-            tokio::spawn(refuse(stream));
+            if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
             continue;
         };
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request.map(axum::body::Body::new))
+            let request =
+                request.map(|body| axum::body::Body::new(Deadline::new(body, body_deadline)));
+            router.clone().oneshot(request)
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -185,11 +257,11 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    if tokio::time::timeout(door.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after the shutdown grace period; closing them");
+        tracing::warn!("requests still running after the shutdown grace period are abandoned");
     }
 }
 
@@ -211,9 +283,11 @@ mod tests {
     #[test]
     fn connections_are_capped_in_total_and_per_client_and_released_on_drop() {
         let door = FrontDoor {
+            header_read_timeout: Duration::from_secs(1),
+            body_read_timeout: Duration::from_secs(1),
             max_connections: 3,
             max_connections_per_client: 2,
-            ..FrontDoor::default()
+            shutdown_grace: Duration::from_secs(1),
         };
         let open = Arc::new(Mutex::new(Open::default()));
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());

@@ -40,6 +40,8 @@ impl ArtifactCache {
         std::fs::create_dir_all(root)?;
         restrict_to_owner(root, 0o700)?;
         let key = load_or_create_key(&Self::key_path(root))?;
+        // Where the key used to live, inside the artifacts: gone.
+        let _ = std::fs::remove_file(root.join("key"));
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let dir = root.join(format!("engine-{:016x}", hasher.finish()));
@@ -138,11 +140,21 @@ fn load_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
         Err(e) => return Err(e),
     }
     let key: [u8; 32] = rand::random();
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, key)?;
-    restrict_to_owner(&tmp, 0o600)?;
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    write_private(&tmp, &key)?;
     std::fs::rename(&tmp, path)?;
     Ok(key)
+}
+
+/// Writes a new file readable only by its owner from the start.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    restrict_to_owner(path, 0o600)
 }
 
 #[cfg(unix)]

@@ -163,7 +163,7 @@ impl TestAxon {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel();
-        let door = config.front_door.clone();
+        let door = config.front_door();
         let task = tokio::spawn(async move {
             axon::serve(listener, state, door, async {
                 let _ = rx.await;

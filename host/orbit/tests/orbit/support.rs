@@ -84,7 +84,7 @@ pub async fn start_axon(
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
-        axon::serve(listener, state, config.front_door, async {
+        axon::serve(listener, state, config.front_door(), async {
             let _ = stopped.await;
         })
         .await
@@ -186,7 +186,7 @@ impl Stack {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let orbit_url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel();
-        let door = config.front_door.clone();
+        let door = config.front_door();
         let task = tokio::spawn(async move {
             orbit::serve(listener, state, door, async {
                 let _ = stopped.await;
