@@ -473,9 +473,11 @@ fn classify_trap(error: &wasmtime::Error, memory_exceeded: bool, limits: &Limits
 
 fn log_stdio(plugin: &str, correlation_id: &str, stdout: &str, stderr: &str) {
     if !stdout.is_empty() {
+        let stdout = state::printable(stdout);
         tracing::info!(target: "plugin", plugin, correlation_id, stream = "stdout", "{stdout}");
     }
     if !stderr.is_empty() {
+        let stderr = state::printable(stderr);
         tracing::warn!(target: "plugin", plugin, correlation_id, stream = "stderr", "{stderr}");
     }
 }

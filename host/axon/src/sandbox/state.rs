@@ -176,6 +176,24 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// `text` with every control character written as an escape (`\n`,
+/// `\u{1b}`), so what a plugin logs or prints stays on its own line in the
+/// text log format and cannot forge another record or colour the terminal.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Cuts `text` to at most `max` bytes on a character boundary.
 fn truncate(text: &mut String, max: usize) {
     if text.len() > max {
@@ -206,10 +224,11 @@ impl log::Host for RequestState {
             if !rendered.is_empty() {
                 rendered.push(' ');
             }
-            rendered.push_str(key);
+            rendered.push_str(&printable(key));
             rendered.push('=');
-            rendered.push_str(value);
+            rendered.push_str(&printable(value));
         }
+        let message = printable(&message);
         let plugin = &*self.identity.plugin;
         let correlation_id = &*self.identity.correlation_id;
         macro_rules! emit {
@@ -245,6 +264,22 @@ impl config::Host for RequestState {
 
 #[cfg(test)]
 mod tests {
+    use super::printable;
+
+    #[test]
+    fn plugin_text_cannot_start_a_new_log_line_or_send_escape_codes() {
+        let forged = "ok\n2026-01-01T00:00:00Z  INFO orbit: dispatch allowed\r\u{1b}[31mred\u{7}";
+        let shown = printable(forged);
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert_eq!(
+            shown,
+            "ok\\n2026-01-01T00:00:00Z  INFO orbit: dispatch allowed\\r\\u{1b}[31mred\\u{7}"
+        );
+        assert!(matches!(
+            printable("plain é 😀"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
     use super::*;
 
     #[test]
