@@ -87,3 +87,37 @@ fn moto_that_cannot_start_says_how_to_install_it() {
     assert!(error.contains("requirements-test.txt"), "{error}");
     assert!(error.contains("moto[server]"), "{error}");
 }
+
+#[tokio::test]
+async fn a_corrupt_item_hides_only_itself() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let moto = Moto::start().unwrap();
+    let source = moto.plugin_source("corrupt", "registry").await.unwrap();
+    let key = plugin_store::KeyPair::generate().unwrap();
+    let good = plugin_store::VersionRecord {
+        name: "good".parse().unwrap(),
+        version: plugin_store::Version::new(1, 0, 0),
+        digest: plugin_store::Digest::of(b"good"),
+        envelope: key.sign("application/test", b"good"),
+        published_at: "2026-01-01T00:00:00Z".into(),
+        published_by: "test".into(),
+    };
+    source.registry().register(&good).await.unwrap();
+    // Someone with write access to the table breaks another item.
+    aws_sdk_dynamodb::Client::new(&moto.sdk_config())
+        .put_item()
+        .table_name("registry")
+        .item("pk", AttributeValue::S("catalog".into()))
+        .item("sk", AttributeValue::S("version#bad#1.0.0".into()))
+        .item("name", AttributeValue::S("bad".into()))
+        .send()
+        .await
+        .unwrap();
+    let snapshot = source.registry().snapshot().await.unwrap();
+    let names: Vec<&str> = snapshot
+        .versions
+        .iter()
+        .map(|v| v.record.name.as_str())
+        .collect();
+    assert_eq!(names, ["good"]);
+}

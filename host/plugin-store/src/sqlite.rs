@@ -527,6 +527,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_corrupt_row_hides_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        let registry = SqliteRegistry::open(&path).await.unwrap();
+        let key = crate::KeyPair::generate().unwrap();
+        let good = VersionRecord {
+            name: "good".parse().unwrap(),
+            version: Version::new(1, 0, 0),
+            digest: crate::Digest::of(b"good"),
+            envelope: key.sign("application/test", b"good"),
+            published_at: "2026-01-01T00:00:00Z".into(),
+            published_by: "test".into(),
+        };
+        registry.register(&good).await.unwrap();
+        // Someone with write access to the file breaks another row.
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO versions (name, version, digest, envelope, published_at, published_by)
+                 VALUES ('bad', '1.0.0', 'not a digest', '{', 'x', 'x')",
+                [],
+            )
+            .unwrap();
+        let snapshot = registry.snapshot().await.unwrap();
+        let names: Vec<&str> = snapshot
+            .versions
+            .iter()
+            .map(|v| v.record.name.as_str())
+            .collect();
+        assert_eq!(names, ["good"]);
+        assert!(
+            registry
+                .version(&"bad".parse().unwrap(), &Version::new(1, 0, 0))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
     async fn the_file_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
