@@ -195,6 +195,9 @@ impl LocalStack {
             format!("http://{axon_addr}"),
         );
         let orbit_state = orbit::build(&orbit_config, source).await?;
+        // Both servers share this process's descriptors, as the binaries'
+        // each do theirs.
+        service_kit::front_door::raise_open_files_limit(&orbit_config.front_door());
         let orbit_listener = bind(orbit_config.listen, "Orbit", "--orbit-listen").await?;
         let orbit_addr = orbit_listener
             .local_addr()
