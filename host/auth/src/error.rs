@@ -1,7 +1,7 @@
 use service_kit::{ApiError, ErrorCode};
 
 /// Why a request was not authenticated. Every variant is a 401 with its own
-/// stable code, except an overfull replay cache (503: we cannot tell).
+/// stable code, except a principal over its replay-cache quota (503: we cannot tell).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error(
@@ -16,8 +16,10 @@ pub enum AuthError {
     SignatureExpired(String),
     #[error("this signature was already used; sign each request anew")]
     Replayed,
-    #[error("too many recent requests to check for replays; retry shortly")]
-    ReplayCacheFull,
+    #[error(
+        "principal `{0}` has sent too many requests in the last minutes to check them for replays; retry shortly"
+    )]
+    ReplayCacheFull(String),
 }
 
 impl From<AuthError> for ApiError {
@@ -28,7 +30,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidSignature(_) => ErrorCode::InvalidSignature,
             AuthError::SignatureExpired(_) => ErrorCode::SignatureExpired,
             AuthError::Replayed => ErrorCode::ReplayedRequest,
-            AuthError::ReplayCacheFull => {
+            AuthError::ReplayCacheFull(_) => {
                 return ApiError::new(ErrorCode::ServiceUnavailable, error.to_string())
                     .retry_after(1);
             }

@@ -24,8 +24,47 @@ pub struct VerifierConfig {
     pub service: String,
     /// How far a request's time may be from ours. Default 5 minutes.
     pub max_skew: Duration,
-    /// Live signatures remembered for replay detection. Default 1,000,000.
-    pub replay_capacity: usize,
+    /// What a repeated signature gets. Default [`ReplayPolicy::Window`].
+    pub replay: ReplayPolicy,
+}
+
+/// How a signature that arrives more than once is treated.
+///
+/// SigV4 clients sign `host` and `x-amz-date` and nothing unique, so two
+/// identical requests in the same second, or a client's retry of a request
+/// that got a 429 or 503, carry the very same signature. AWS accepts a valid
+/// signature for its whole skew window; a public edge that did not would
+/// turn those clients away. A hop whose only caller is our own service can
+/// do better, by requiring a header that is unique per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayPolicy {
+    /// A valid signature is accepted each time it arrives within the skew
+    /// window. A repeat is the signer's own request again: same principal,
+    /// method, path, query, body and signed headers, governed, rate-limited
+    /// and audited like the first.
+    Window,
+    /// Each signature is accepted once: requests must sign `unique_header`
+    /// (`INVALID_SIGNATURE` otherwise), and a second arrival is
+    /// `REPLAYED_REQUEST`. At most `per_principal` live signatures are
+    /// remembered for each principal; past that, only that principal's
+    /// requests are refused (503) until its signatures age out.
+    Once {
+        unique_header: &'static str,
+        per_principal: usize,
+    },
+}
+
+impl ReplayPolicy {
+    /// What a service-to-service hop uses: [`REQUEST_ID_HEADER`] signed,
+    /// each signature once, a million live signatures per principal.
+    ///
+    /// [`REQUEST_ID_HEADER`]: crate::REQUEST_ID_HEADER
+    pub fn once_per_request_id() -> Self {
+        Self::Once {
+            unique_header: crate::REQUEST_ID_HEADER,
+            per_principal: 1_000_000,
+        }
+    }
 }
 
 impl Default for VerifierConfig {
@@ -34,7 +73,7 @@ impl Default for VerifierConfig {
             region: crate::DEFAULT_REGION.to_owned(),
             service: crate::SERVICE.to_owned(),
             max_skew: Duration::from_secs(300),
-            replay_capacity: 1_000_000,
+            replay: ReplayPolicy::Window,
         }
     }
 }
@@ -57,7 +96,8 @@ impl Authenticated {
 pub struct Verifier {
     config: VerifierConfig,
     keyring: Arc<dyn Keyring>,
-    replay: ReplayCache,
+    /// Present under [`ReplayPolicy::Once`].
+    replay: Option<ReplayCache>,
 }
 
 struct AuthorizationHeader<'a> {
@@ -141,7 +181,10 @@ fn hmac(key: &[u8], data: &[u8]) -> Result<Hmac<Sha256>, AuthError> {
 
 impl Verifier {
     pub fn new(config: VerifierConfig, keyring: Arc<dyn Keyring>) -> Self {
-        let replay = ReplayCache::new(config.replay_capacity);
+        let replay = match config.replay {
+            ReplayPolicy::Window => None,
+            ReplayPolicy::Once { per_principal, .. } => Some(ReplayCache::new(per_principal)),
+        };
         Self {
             config,
             keyring,
@@ -171,6 +214,13 @@ impl Verifier {
             .to_str()
             .map_err(|_| invalid("the `Authorization` header is not visible ASCII"))?;
         let auth = parse_authorization(authorization)?;
+        if let ReplayPolicy::Once { unique_header, .. } = self.config.replay
+            && !auth.signed_headers.contains(&unique_header)
+        {
+            return Err(invalid(format!(
+                "`SignedHeaders` must include `{unique_header}`, with a value unique to each request"
+            )));
+        }
 
         let amz_date = headers
             .get("x-amz-date")
@@ -259,10 +309,16 @@ impl Verifier {
                 invalid("the signature does not match: check the secret key, and that nothing changed the request after signing")
             })?;
 
-        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let expires_at = unix(signed_at) + self.config.max_skew.as_secs();
-        self.replay
-            .check_and_record(&auth.signature, expires_at, unix(now))?;
+        if let Some(replay) = &self.replay {
+            let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let expires_at = unix(signed_at) + self.config.max_skew.as_secs();
+            replay.check_and_record(
+                &key.identity.principal,
+                &auth.signature,
+                expires_at,
+                unix(now),
+            )?;
+        }
         Ok(Authenticated { key })
     }
 }
@@ -299,13 +355,17 @@ mod tests {
     }
 
     fn verifier(region: &str, service: &str) -> Verifier {
+        verifier_with(region, service, ReplayPolicy::Window)
+    }
+
+    fn verifier_with(region: &str, service: &str, replay: ReplayPolicy) -> Verifier {
         let k = key("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
         Verifier::new(
             VerifierConfig {
                 region: region.into(),
                 service: service.into(),
                 max_skew: Duration::from_secs(300),
-                replay_capacity: 1000,
+                replay,
             },
             Arc::new(Keys(HashMap::from([(
                 k.access_key_id.clone(),
@@ -345,13 +405,11 @@ mod tests {
             .verify(&Method::GET, &uri, &request_headers, b"", now)
             .unwrap();
         assert_eq!(ok.identity().principal, "dev");
-        // The same signature again is a replay.
-        assert_eq!(
-            verifier
-                .verify(&Method::GET, &uri, &request_headers, b"", now)
-                .unwrap_err(),
-            AuthError::Replayed
-        );
+        // Within the window the same signature is accepted again, as AWS
+        // does: it is what a client's same-second retry sends.
+        verifier
+            .verify(&Method::GET, &uri, &request_headers, b"", now)
+            .unwrap();
     }
 
     fn signed(
@@ -465,6 +523,91 @@ mod tests {
             verifier.verify(&m, &u, &h, body, now).unwrap_err(),
             AuthError::MissingAuthorization
         );
+    }
+
+    #[test]
+    fn once_requires_the_unique_header_and_accepts_each_signature_once() {
+        let verifier = verifier_with(
+            "us-east-1",
+            "execute-api",
+            ReplayPolicy::Once {
+                unique_header: "x-correlation-id",
+                per_principal: 1000,
+            },
+        );
+        let good = signing_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+        let now = SystemTime::now();
+        let (m, u, h) = signed(&good, "POST", "/v1/reason", b"{}", now);
+        verifier.verify(&m, &u, &h, b"{}", now).unwrap();
+        assert_eq!(
+            verifier.verify(&m, &u, &h, b"{}", now).unwrap_err(),
+            AuthError::Replayed
+        );
+
+        // Signed without the unique header: refused before any check.
+        let strict = verifier_with(
+            "us-east-1",
+            "execute-api",
+            ReplayPolicy::Once {
+                unique_header: "x-orbit-request-id",
+                per_principal: 1000,
+            },
+        );
+        let (m, u, h) = signed(&good, "POST", "/v1/reason", b"{}", now);
+        let err = strict.verify(&m, &u, &h, b"{}", now).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must include `x-orbit-request-id`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_principal_flooding_the_replay_cache_does_not_lock_out_another() {
+        let mut flooder = key("AKIDFLOOD", "flooder-secret");
+        flooder.identity.principal = "flooder".into();
+        let other = key("AKIDOTHER", "other-secret");
+        let verifier = Verifier::new(
+            VerifierConfig {
+                replay: ReplayPolicy::Once {
+                    unique_header: "x-correlation-id",
+                    per_principal: 64,
+                },
+                ..VerifierConfig::default()
+            },
+            Arc::new(Keys(HashMap::from([
+                (flooder.access_key_id.clone(), Arc::new(flooder)),
+                (other.access_key_id.clone(), Arc::new(other)),
+            ]))),
+        );
+        let as_key = |id: &str, secret: &str| SigningKey {
+            access_key_id: id.into(),
+            secret_access_key: secret.into(),
+            region: "us-east-1".into(),
+        };
+        let now = SystemTime::now();
+        let flood = as_key("AKIDFLOOD", "flooder-secret");
+        let mut full = 0;
+        for n in 0..1000 {
+            let body = format!("{n}");
+            let (m, u, h) = signed(&flood, "POST", "/v1/reason", body.as_bytes(), now);
+            match verifier.verify(&m, &u, &h, body.as_bytes(), now) {
+                Ok(_) => {}
+                Err(AuthError::ReplayCacheFull(who)) => {
+                    assert_eq!(who, "flooder");
+                    full += 1;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(full > 900, "the flooder was refused past its quota");
+        let other = as_key("AKIDOTHER", "other-secret");
+        // Fewer than a shard's share of the quota, wherever they land.
+        for n in 0..4 {
+            let body = format!("{n}");
+            let (m, u, h) = signed(&other, "POST", "/v1/reason", body.as_bytes(), now);
+            verifier.verify(&m, &u, &h, body.as_bytes(), now).unwrap();
+        }
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub async fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<
         let verifier = auth::Verifier::new(
             auth::VerifierConfig {
                 region: config.region.clone(),
+                // Only Orbit calls Axon, and it signs a unique request id:
+                // each signature is accepted once.
+                replay: auth::ReplayPolicy::once_per_request_id(),
                 ..auth::VerifierConfig::default()
             },
             keyring,

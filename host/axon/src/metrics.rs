@@ -22,18 +22,20 @@ pub enum Outcome {
     plugin_error,
     trapped,
     memory_limit,
+    resource_limit,
     output_limit,
     timeout,
     overloaded,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 8] = [
+    const ALL: [Outcome; 9] = [
         Outcome::ok,
         Outcome::invalid_input,
         Outcome::plugin_error,
         Outcome::trapped,
         Outcome::memory_limit,
+        Outcome::resource_limit,
         Outcome::output_limit,
         Outcome::timeout,
         Outcome::overloaded,
@@ -47,6 +49,7 @@ impl Outcome {
             RunError::Failed(_) | RunError::InvalidOutput(_) => Self::plugin_error,
             RunError::Timeout { .. } => Self::timeout,
             RunError::MemoryLimit { .. } => Self::memory_limit,
+            RunError::ResourceLimit(_) => Self::resource_limit,
             RunError::OutputLimit { .. } => Self::output_limit,
             RunError::Trapped(_) => Self::trapped,
         }
@@ -169,7 +172,7 @@ impl Drop for InFlight {
 
 /// One plugin's pre-resolved series.
 pub struct PluginMetrics {
-    outcomes: [Counter; 8],
+    outcomes: [Counter; 9],
     duration: Histogram,
 }
 

@@ -209,6 +209,7 @@ pub fn run_error(plugin: &PluginName, error: RunError) -> ApiError {
         RunError::Failed(_) | RunError::InvalidOutput(_) => ErrorCode::PluginError,
         RunError::Timeout { .. } => ErrorCode::PluginTimeout,
         RunError::MemoryLimit { .. } => ErrorCode::PluginMemoryLimit,
+        RunError::ResourceLimit(_) => ErrorCode::PluginResourceLimit,
         RunError::OutputLimit { .. } => ErrorCode::PluginOutputLimit,
         RunError::Trapped(_) => ErrorCode::PluginTrapped,
     };

@@ -77,9 +77,12 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
 
 fn signed_request(target: &Target, url: &str, host: &str) -> anyhow::Result<Request<Full<Bytes>>> {
     let correlation_id = uuid::Uuid::new_v4().to_string();
+    // Axon direct requires a unique signed request id; Orbit ignores it.
+    let request_id = uuid::Uuid::new_v4().to_string();
     let headers = [
         ("content-type", "application/json"),
         ("x-correlation-id", correlation_id.as_str()),
+        (auth::REQUEST_ID_HEADER, request_id.as_str()),
     ];
     let signature = auth::sign(
         &target.key,

@@ -142,12 +142,13 @@ impl AxonClient {
         let started = Instant::now();
         let mut attempt = 0;
         let response = loop {
-            // A fresh request id per attempt: each signature is used once.
+            // A fresh request id per attempt: Axon accepts each signature
+            // once, and requires this header to be signed.
             let request_id = uuid::Uuid::new_v4().to_string();
             let headers = [
                 ("content-type", "application/json"),
                 ("x-correlation-id", correlation_id.as_str()),
-                ("x-orbit-request-id", request_id.as_str()),
+                (auth::REQUEST_ID_HEADER, request_id.as_str()),
             ];
             let signed = auth::sign(
                 &key,

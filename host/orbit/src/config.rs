@@ -38,6 +38,11 @@ pub struct OrbitConfig {
     /// Burst per client address.
     #[arg(long, default_value_t = 200)]
     pub ip_burst: u32,
+    /// Dispatches one principal may have waiting on Axon at once; past it,
+    /// `429 RATE_LIMIT_EXCEEDED`. Keeps one caller from holding every Axon
+    /// slot (Axon runs 256 instances at once by default).
+    #[arg(long, default_value_t = 32)]
+    pub max_in_flight_per_principal: u32,
     /// Take the client address from `X-Forwarded-For` (only behind a proxy
     /// that sets it).
     #[arg(long)]
@@ -107,6 +112,7 @@ impl OrbitConfig {
             principal_burst: 100,
             ip_rate: 100,
             ip_burst: 200,
+            max_in_flight_per_principal: 32,
             trust_forwarded_for: false,
             max_body_kib: 1024,
             axon_retries: 2,

@@ -241,6 +241,7 @@ pub async fn dispatch(
         .limits
         .deadline_ms
         .map_or(DEFAULT_DEADLINE, |ms| Duration::from_millis(u64::from(ms)));
+    let _in_flight = state.in_flight().enter(&principal.id)?;
     let answer = state
         .axon()
         .reason(&correlation_id, axon_body, deadline)

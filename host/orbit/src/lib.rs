@@ -17,6 +17,7 @@ pub mod catalogue;
 pub mod client;
 pub mod config;
 pub mod dispatch;
+pub mod in_flight;
 pub mod metrics;
 pub mod rate_limit;
 pub mod server;
@@ -73,6 +74,9 @@ pub async fn build(config: &OrbitConfig, source: PluginSource) -> anyhow::Result
     let verifier = auth::Verifier::new(
         auth::VerifierConfig {
             region: config.region.clone(),
+            // The public edge accepts a valid signature for its window, as
+            // AWS does, so standard clients' retries work (docs/security.md).
+            replay: auth::ReplayPolicy::Window,
             ..auth::VerifierConfig::default()
         },
         keyring.clone(),
@@ -88,6 +92,10 @@ pub async fn build(config: &OrbitConfig, source: PluginSource) -> anyhow::Result
             config.ip_rate(),
             config.trust_forwarded_for,
         )),
+        in_flight: in_flight::InFlightLimit::new(
+            config.max_in_flight_per_principal,
+            metrics.in_flight.clone(),
+        ),
         sigv4: auth::middleware::SigV4 {
             verifier: Arc::new(verifier),
             max_body_bytes,

@@ -22,6 +22,7 @@ pub struct OrbitMetrics {
     axon_calls: Family<OutcomeLabel, Counter>,
     axon_latency: Histogram,
     pub(crate) breaker: Gauge,
+    pub(crate) in_flight: Gauge,
 }
 
 impl OrbitMetrics {
@@ -32,6 +33,7 @@ impl OrbitMetrics {
             axon_calls: Family::default(),
             axon_latency: latency_histogram(),
             breaker: Gauge::default(),
+            in_flight: Gauge::default(),
         };
         registry.register(
             "orbit_governance_decisions",
@@ -57,6 +59,11 @@ impl OrbitMetrics {
             "orbit_axon_breaker_state",
             "Circuit breaker towards Axon: 0 closed, 1 half-open, 2 open",
             metrics.breaker.clone(),
+        );
+        registry.register(
+            "orbit_dispatches_in_flight",
+            "Dispatches waiting on Axon now, all principals together",
+            metrics.in_flight.clone(),
         );
         metrics
     }

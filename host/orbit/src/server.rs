@@ -16,6 +16,7 @@ use crate::axon_client::AxonClient;
 use crate::breaker::BreakerState;
 use crate::catalogue::Catalogue;
 use crate::dispatch::dispatch;
+use crate::in_flight::InFlightLimit;
 use crate::metrics::OrbitMetrics;
 use crate::rate_limit::{self, RateLimits};
 
@@ -33,6 +34,7 @@ pub(crate) struct Inner {
     pub(crate) local_governance: Option<Arc<governance::Governance>>,
     pub(crate) axon: AxonClient,
     pub(crate) limits: Arc<RateLimits>,
+    pub(crate) in_flight: InFlightLimit,
     pub(crate) sigv4: SigV4,
     pub(crate) metrics: OrbitMetrics,
     pub(crate) http_metrics: HttpMetrics,
@@ -65,6 +67,10 @@ impl OrbitState {
 
     pub(crate) fn limits(&self) -> &RateLimits {
         &self.inner.limits
+    }
+
+    pub(crate) fn in_flight(&self) -> &InFlightLimit {
+        &self.inner.in_flight
     }
 
     pub(crate) fn metrics(&self) -> &OrbitMetrics {

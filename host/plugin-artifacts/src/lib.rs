@@ -75,6 +75,8 @@ pub const HUGE_OUTPUT: Artifact = artifact!("huge-output", "huge_output");
 pub const MEMORY_BOMB: Artifact = artifact!("memory-bomb", "memory_bomb");
 /// Panics on every request.
 pub const PANIC: Artifact = artifact!("panic", "panic");
+/// Holds host-side WASI resources (clock pollables) without bound.
+pub const RESOURCE_FLOOD: Artifact = artifact!("resource-flood", "resource_flood");
 /// Spins, forever or for a count, or sleeps in the host.
 pub const SPIN_LOOP: Artifact = artifact!("spin-loop", "spin_loop");
 

@@ -64,6 +64,8 @@ pub enum ErrorCode {
     PluginTrapped,
     /// The plugin tried to use more memory than its limit.
     PluginMemoryLimit,
+    /// The plugin held more host resources (WASI handles) than a request may.
+    PluginResourceLimit,
     /// The plugin's answer was larger than its output limit.
     PluginOutputLimit,
     /// The plugin ran past its deadline.
@@ -97,6 +99,7 @@ impl ErrorCode {
             Self::PluginError
             | Self::PluginTrapped
             | Self::PluginMemoryLimit
+            | Self::PluginResourceLimit
             | Self::PluginOutputLimit => StatusCode::BAD_GATEWAY,
             Self::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Overloaded | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -126,6 +129,7 @@ impl ErrorCode {
             Self::PluginError => "PLUGIN_ERROR",
             Self::PluginTrapped => "PLUGIN_TRAPPED",
             Self::PluginMemoryLimit => "PLUGIN_MEMORY_LIMIT",
+            Self::PluginResourceLimit => "PLUGIN_RESOURCE_LIMIT",
             Self::PluginOutputLimit => "PLUGIN_OUTPUT_LIMIT",
             Self::PluginTimeout => "PLUGIN_TIMEOUT",
             Self::Overloaded => "OVERLOADED",
@@ -297,6 +301,7 @@ mod tests {
         for code in [
             ErrorCode::InvalidRequest,
             ErrorCode::PluginMemoryLimit,
+            ErrorCode::PluginResourceLimit,
             ErrorCode::ReplayedRequest,
             ErrorCode::RateLimitExceeded,
             ErrorCode::Overloaded,

@@ -10,9 +10,11 @@
 //!   memory limiter and captured stdio; instantiate, call, drop. A Store is
 //!   never reused, so nothing leaks from one request into the next.
 //!
-//! Concurrency is bounded twice: a host-wide semaphore sized to the pool and
-//! one per plugin. Both are tried, not awaited: overload is an immediate,
-//! clean [`RunError::Overloaded`].
+//! Concurrency is bounded three times: a host-wide semaphore sized to the
+//! pool, one per plugin name shared by all its versions (so cycling versions
+//! cannot multiply a plugin's share), and one per version (its manifest's
+//! own limit). All are tried, not awaited: overload is an immediate, clean
+//! [`RunError::Overloaded`].
 
 mod bindings;
 mod cache;
@@ -21,15 +23,16 @@ mod limits;
 pub mod reply;
 mod state;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use plugin_store::{Digest, PluginManifest};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Linker, ResourceTableError};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
     UpdateDeadline,
@@ -108,8 +111,10 @@ pub enum RunError {
     InvalidOutput(String),
     #[error("the plugin ran past its {} ms deadline", .deadline.as_millis())]
     Timeout { deadline: Duration },
-    #[error("the plugin tried to grow its memory past its {} MiB limit", .limit_bytes >> 20)]
+    #[error("the plugin tried to grow its memory (all its memories together) past its {} MiB limit", .limit_bytes >> 20)]
     MemoryLimit { limit_bytes: u64 },
+    #[error("the plugin {0}")]
+    ResourceLimit(String),
     #[error("the plugin's answer of {size} bytes exceeds its {limit}-byte output limit")]
     OutputLimit { size: usize, limit: usize },
     #[error("the plugin trapped: {0}")]
@@ -172,7 +177,17 @@ pub struct PreparedPlugin {
     limits: Limits,
     config: Arc<[(String, String)]>,
     random_seed: u64,
+    /// This version's own limit.
+    version_slots: Semaphore,
+    /// Shared by every prepared version of the plugin.
+    plugin_slots: Arc<PluginSlots>,
+}
+
+/// Instances of one plugin at once, whatever the version: as many as the
+/// largest limit among its prepared versions.
+struct PluginSlots {
     slots: Semaphore,
+    size: Mutex<u32>,
 }
 
 impl PreparedPlugin {
@@ -188,6 +203,8 @@ pub struct Sandbox {
     linker: Linker<RequestState>,
     cache: Option<ArtifactCache>,
     slots: Semaphore,
+    /// Per plugin name; entries die with the last version prepared.
+    plugin_slots: Mutex<HashMap<Arc<str>, Weak<PluginSlots>>>,
     pool_size: u32,
     log_limits: LogLimits,
     limits: LimitPolicy,
@@ -204,11 +221,17 @@ impl Sandbox {
         if config.pooling {
             let n = config.pool_size;
             let mut pool = PoolingAllocationConfig::new();
+            // Each component may use at most a pool slot's share of core
+            // instances, memories and tables (a component that needs more
+            // fails to compile, with the reason), so `n` requests always
+            // fit, whatever plugins they run.
             pool.total_component_instances(n)
-                // A Rust component is a main module plus a few adapter shims.
-                .total_core_instances(n.saturating_mul(8))
-                .total_memories(n.saturating_mul(2))
-                .total_tables(n.saturating_mul(4))
+                .max_core_instances_per_component(state::MAX_CORE_INSTANCES)
+                .max_memories_per_component(state::MAX_MEMORIES)
+                .max_tables_per_component(state::MAX_TABLES)
+                .total_core_instances(n.saturating_mul(state::MAX_CORE_INSTANCES))
+                .total_memories(n.saturating_mul(state::MAX_MEMORIES))
+                .total_tables(n.saturating_mul(state::MAX_TABLES))
                 .total_stacks(n)
                 .max_memory_size(config.limits.maxima.memory_bytes as usize);
             if PoolingAllocationConfig::is_pagemap_scan_available() {
@@ -244,6 +267,7 @@ impl Sandbox {
             linker,
             cache,
             slots: Semaphore::new(config.pool_size as usize),
+            plugin_slots: Mutex::default(),
             pool_size: config.pool_size,
             log_limits: config.log_limits,
             limits: config.limits,
@@ -303,8 +327,34 @@ impl Sandbox {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             random_seed: u64::from_le_bytes(seed),
-            slots: Semaphore::new(limits.max_concurrency as usize),
+            version_slots: Semaphore::new(limits.max_concurrency as usize),
+            plugin_slots: self.plugin_slots(manifest.name.as_str(), limits.max_concurrency),
         })
+    }
+
+    /// The slots `name` shares across its versions, grown to `size` if a
+    /// version asks for more than the others did.
+    fn plugin_slots(&self, name: &str, size: u32) -> Arc<PluginSlots> {
+        let mut by_name = self
+            .plugin_slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = by_name.get(name).and_then(Weak::upgrade) {
+            let mut current = shared.size.lock().unwrap_or_else(PoisonError::into_inner);
+            if size > *current {
+                shared.slots.add_permits((size - *current) as usize);
+                *current = size;
+            }
+            drop(current);
+            return shared;
+        }
+        by_name.retain(|_, slots| slots.strong_count() > 0);
+        let shared = Arc::new(PluginSlots {
+            slots: Semaphore::new(size as usize),
+            size: Mutex::new(size),
+        });
+        by_name.insert(name.into(), Arc::downgrade(&shared));
+        shared
     }
 
     /// Instances running now, host-wide.
@@ -318,7 +368,12 @@ impl Sandbox {
         plugin: &PreparedPlugin,
         invocation: Invocation,
     ) -> Result<Answer, RunError> {
+        let _version_slot = plugin
+            .version_slots
+            .try_acquire()
+            .map_err(|_| RunError::Overloaded { scope: "plugin" })?;
         let _plugin_slot = plugin
+            .plugin_slots
             .slots
             .try_acquire()
             .map_err(|_| RunError::Overloaded { scope: "plugin" })?;
@@ -454,6 +509,18 @@ fn classify_trap(error: &wasmtime::Error, memory_exceeded: bool, limits: &Limits
         return RunError::MemoryLimit {
             limit_bytes: limits.memory_bytes,
         };
+    }
+    let table_full = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        )
+    });
+    if table_full {
+        return RunError::ResourceLimit(format!(
+            "held more than {} host resources (WASI streams, pollables, descriptors) at once",
+            state::MAX_WASI_RESOURCES
+        ));
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::StackOverflow) => {

@@ -50,11 +50,16 @@ pub(crate) struct RequestIdentity {
     pub(crate) correlation_id: Arc<str>,
 }
 
+/// Host-side WASI resources (streams, pollables, descriptors) one request
+/// may hold at once. wasmtime's own default is a million; a plugin that
+/// creates them in a loop would hold host memory outside its memory limit.
+pub(crate) const MAX_WASI_RESOURCES: usize = 4096;
+
 /// The data of one request's Store.
 pub(crate) struct RequestState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limiter: MemoryLimiter,
+    pub(crate) limiter: RequestLimiter,
     config: Arc<[(String, String)]>,
     identity: RequestIdentity,
     log_limits: LogLimits,
@@ -77,7 +82,10 @@ impl RequestState {
             .stderr(stderr)
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
-            .secure_random(StdRng::seed_from_u64(random_seed))
+            // Unpredictable, as `wasi:random/random` promises: a plugin that
+            // makes a key or a nonce must not let callers guess it. Seeded
+            // per request from the thread's CSPRNG (itself from the OS).
+            .secure_random(StdRng::from_rng(&mut rand::rng()))
             .insecure_random(StdRng::seed_from_u64(random_seed.rotate_left(32)))
             .insecure_random_seed(u128::from(random_seed))
             .allow_tcp(false)
@@ -86,8 +94,12 @@ impl RequestState {
             .build();
         Self {
             wasi,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(memory_limit),
+            table: {
+                let mut table = ResourceTable::new();
+                table.set_max_capacity(MAX_WASI_RESOURCES);
+                table
+            },
+            limiter: RequestLimiter::new(memory_limit),
             config,
             identity,
             log_limits,
@@ -129,50 +141,89 @@ impl HostMonotonicClock for FrozenClock {
     }
 }
 
-/// Caps linear memory and remembers whether the cap was hit, so that the
-/// trap that follows (a Rust guest aborts when allocation fails) is reported
-/// as `PLUGIN_MEMORY_LIMIT` rather than a generic trap.
-pub(crate) struct MemoryLimiter {
-    limit: u64,
+/// What one request's Store may hold, counted across every memory, table
+/// and core instance of the component: a component made of several core
+/// modules gets one budget, not one per memory. Remembers whether the
+/// memory cap was hit, so that the trap that follows (a Rust guest aborts
+/// when allocation fails) is reported as `PLUGIN_MEMORY_LIMIT` rather than
+/// a generic trap.
+pub(crate) struct RequestLimiter {
+    memory_limit: u64,
+    /// Linear memory across all the component's memories now.
+    memory_bytes: u64,
+    /// Table elements across all its tables now.
+    table_elements: u64,
     pub(crate) peak: u64,
     pub(crate) exceeded: bool,
 }
 
-/// Table elements one instance may grow to; Rust guests use a few hundred.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Table elements one request may hold, all tables together; Rust guests
+/// use a few hundred, the Python example a few thousand.
+pub(crate) const MAX_TABLE_ELEMENTS: u64 = 100_000;
+/// Core instances, tables and memories one request may create. The pool
+/// refuses a component that needs more when it is compiled (see
+/// `Sandbox::new`); these bound the same things when pooling is off.
+pub(crate) const MAX_CORE_INSTANCES: u32 = 64;
+pub(crate) const MAX_TABLES: u32 = 16;
+pub(crate) const MAX_MEMORIES: u32 = 2;
 
-impl MemoryLimiter {
-    fn new(limit: u64) -> Self {
+impl RequestLimiter {
+    fn new(memory_limit: u64) -> Self {
         Self {
-            limit,
+            memory_limit,
+            memory_bytes: 0,
+            table_elements: 0,
             peak: 0,
             exceeded: false,
         }
     }
 }
 
-impl ResourceLimiter for MemoryLimiter {
+impl ResourceLimiter for RequestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.limit {
+        // `current` of this memory is already counted (a new memory grows
+        // from 0 to its initial size).
+        let after =
+            (self.memory_bytes.saturating_sub(current as u64)).saturating_add(desired as u64);
+        if after > self.memory_limit {
             self.exceeded = true;
             return Ok(false);
         }
-        self.peak = self.peak.max(desired as u64);
+        self.memory_bytes = after;
+        self.peak = self.peak.max(after);
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        let after =
+            (self.table_elements.saturating_sub(current as u64)).saturating_add(desired as u64);
+        if after > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_elements = after;
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES as usize
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES as usize
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES as usize
     }
 }
 
@@ -283,8 +334,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_memory_limit_covers_all_memories_together() {
+        let mut limiter = RequestLimiter::new(1 << 20);
+        // Two memories of 384 KiB each fit...
+        assert!(limiter.memory_growing(0, 384 << 10, None).unwrap());
+        assert!(limiter.memory_growing(0, 384 << 10, None).unwrap());
+        // ...a third does not, nor does growing either past the remainder.
+        assert!(!limiter.memory_growing(0, 384 << 10, None).unwrap());
+        assert!(limiter.exceeded);
+        assert!(!limiter.memory_growing(384 << 10, 768 << 10, None).unwrap());
+        assert!(limiter.memory_growing(384 << 10, 640 << 10, None).unwrap());
+        assert_eq!(limiter.peak, 1 << 20);
+    }
+
+    #[test]
+    fn table_elements_are_counted_across_tables() {
+        let mut limiter = RequestLimiter::new(1 << 20);
+        let half = (MAX_TABLE_ELEMENTS / 2) as usize;
+        assert!(limiter.table_growing(0, half, None).unwrap());
+        assert!(limiter.table_growing(0, half, None).unwrap());
+        assert!(!limiter.table_growing(0, 1, None).unwrap());
+    }
+
+    #[test]
     fn memory_limiter_denies_growth_past_the_limit_and_remembers() {
-        let mut limiter = MemoryLimiter::new(1 << 20);
+        let mut limiter = RequestLimiter::new(1 << 20);
         assert!(limiter.memory_growing(0, 1 << 19, None).unwrap());
         assert!(!limiter.exceeded);
         assert!(

@@ -10,8 +10,10 @@ use crate::support::{
     BOMB_MEMORY_MIB, OUTPUT_LIMIT_KIB, SPIN_CONCURRENCY, SPIN_DEADLINE_MS, TestAxon,
 };
 
-/// Slack on top of a deadline for a debug build on a loaded 2-core machine.
-const SLACK: Duration = Duration::from_secs(5);
+/// How long a request that the deadline should cut off may take before the
+/// test calls it hung: a liveness guard, far above any deadline here, not a
+/// timing assertion (the answer's code is what shows the cut-off).
+const HANG_GUARD: Duration = Duration::from_secs(120);
 
 #[tokio::test]
 async fn memory_within_the_limit_succeeds_and_beyond_it_fails() {
@@ -46,7 +48,9 @@ async fn a_loop_within_the_deadline_succeeds_and_an_endless_one_times_out() {
     assert_eq!(reply.body["output"]["iterations"], 1000);
 
     let started = Instant::now();
-    let reply = axon.reason("spin-loop", json!({})).await;
+    let reply = tokio::time::timeout(HANG_GUARD, axon.reason("spin-loop", json!({})))
+        .await
+        .expect("the deadline did not cut the endless loop off");
     let elapsed = started.elapsed();
     assert_eq!(
         (reply.status, reply.code()),
@@ -58,10 +62,6 @@ async fn a_loop_within_the_deadline_succeeds_and_an_endless_one_times_out() {
         elapsed >= Duration::from_millis(SPIN_DEADLINE_MS),
         "{elapsed:?}"
     );
-    assert!(
-        elapsed < Duration::from_millis(SPIN_DEADLINE_MS) + SLACK,
-        "{elapsed:?}"
-    );
 }
 
 #[tokio::test]
@@ -70,12 +70,15 @@ async fn blocking_in_the_host_is_cut_off_at_the_deadline_too() {
     let reply = axon.reason("spin-loop", json!({ "sleep_ms": 10 })).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
 
-    let started = Instant::now();
-    let reply = axon
-        .reason("spin-loop", json!({ "sleep_ms": 600_000 }))
-        .await;
+    // Sleeping ten minutes in the host: the deadline must cut it off, as the
+    // hang guard (far shorter than the sleep) checks.
+    let reply = tokio::time::timeout(
+        HANG_GUARD,
+        axon.reason("spin-loop", json!({ "sleep_ms": 600_000 })),
+    )
+    .await
+    .expect("the deadline did not cut the blocking sleep off");
     assert_eq!(reply.code(), "PLUGIN_TIMEOUT", "{}", reply.body);
-    assert!(started.elapsed() < Duration::from_millis(SPIN_DEADLINE_MS) + SLACK);
 }
 
 #[tokio::test]
@@ -283,17 +286,37 @@ async fn plugin_errors_and_invalid_input_have_their_own_codes() {
     );
 }
 
+/// Starts `n` requests to spin-loop `version` that sleep `ms` (far longer
+/// than a test needs them to hold their slots) and waits until all run.
+async fn hold_slots(
+    axon: &std::sync::Arc<TestAxon>,
+    version: &str,
+    n: u32,
+    ms: u64,
+) -> Vec<tokio::task::JoinHandle<crate::support::Reply>> {
+    let sleepers = (0..n)
+        .map(|_| {
+            let axon = axon.clone();
+            let version = version.to_owned();
+            tokio::spawn(async move {
+                axon.post(json!({"plugin": "spin-loop", "version": version, "request": {"intent": "x", "input": { "sleep_ms": ms }}}))
+                    .await
+            })
+        })
+        .collect();
+    axon.wait_in_flight(n as usize).await;
+    sleepers
+}
+
 #[tokio::test]
 async fn past_a_plugins_concurrency_limit_requests_are_overloaded() {
     let axon = std::sync::Arc::new(TestAxon::start().await);
-    let sleepers: Vec<_> = (0..SPIN_CONCURRENCY)
-        .map(|_| {
-            let axon = axon.clone();
-            tokio::spawn(async move { axon.reason("spin-loop", json!({ "sleep_ms": 700 })).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let reply = axon.reason("spin-loop", json!({ "iterations": 1 })).await;
+    axon.publish_long_spin_loop("2.0.0").await;
+    axon.publish_long_spin_loop("3.0.0").await;
+    let sleepers = hold_slots(&axon, "2.0.0", SPIN_CONCURRENCY, 3000).await;
+    let reply = axon
+        .post(json!({"plugin": "spin-loop", "version": "2.0.0", "request": {"intent": "x", "input": { "iterations": 1 }}}))
+        .await;
     assert_eq!(
         (reply.status, reply.code()),
         (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
@@ -301,6 +324,17 @@ async fn past_a_plugins_concurrency_limit_requests_are_overloaded() {
         reply.body
     );
     assert_eq!(reply.headers["retry-after"], "1");
+    // The limit is the plugin's, not each version's: another version of it
+    // cannot add slots.
+    let other_version = axon
+        .post(json!({"plugin": "spin-loop", "version": "3.0.0", "request": {"intent": "x", "input": { "iterations": 1 }}}))
+        .await;
+    assert_eq!(
+        (other_version.status, other_version.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
+        "{}",
+        other_version.body
+    );
     // Other plugins are not affected by one plugin's limit.
     assert_eq!(axon.reason("echo", json!(7)).await.body["output"], 7);
     for sleeper in sleepers {
@@ -318,13 +352,8 @@ async fn past_a_plugins_concurrency_limit_requests_are_overloaded() {
 #[tokio::test]
 async fn past_the_host_pool_requests_are_overloaded() {
     let axon = std::sync::Arc::new(TestAxon::start_with(|c| c.pool_size = 2).await);
-    let sleepers: Vec<_> = (0..2)
-        .map(|_| {
-            let axon = axon.clone();
-            tokio::spawn(async move { axon.reason("spin-loop", json!({ "sleep_ms": 700 })).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    axon.publish_long_spin_loop("2.0.0").await;
+    let sleepers = hold_slots(&axon, "2.0.0", 2, 3000).await;
     let reply = axon.reason("echo", json!(1)).await;
     assert_eq!(
         (reply.status, reply.code()),
@@ -362,7 +391,7 @@ async fn while_plugins_loop_other_requests_are_answered() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    axon.wait_in_flight(2).await;
     let started = Instant::now();
     for i in 0..10 {
         let reply = axon
@@ -455,4 +484,156 @@ async fn rss_stays_bounded_over_ten_thousand_hostile_requests() {
     );
     let metrics = axon.metrics().await;
     assert!(metrics.contains("axon_instances_in_flight 0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn host_resources_a_plugin_holds_are_capped_per_request() {
+    let axon = TestAxon::start().await;
+    let reply = axon
+        .reason("resource-flood", json!({ "pollables": 100 }))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["output"]["held"], 100);
+
+    let reply = axon
+        .reason("resource-flood", json!({ "pollables": 1_000_000 }))
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::BAD_GATEWAY, "PLUGIN_RESOURCE_LIMIT"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.message().contains("more than 4096 host resources"),
+        "{}",
+        reply.message()
+    );
+    // The next request starts from an empty table.
+    let reply = axon
+        .reason("resource-flood", json!({ "pollables": 1000 }))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+/// A component that exports the contract (its `reason` traps) and whose
+/// instantiation creates a memory of `main_pages` 64 KiB pages, plus one
+/// more core module per entry of `extra_pages`, each with a memory of that
+/// many pages: what a toolchain that links several modules could emit.
+fn several_memories(main_pages: u32, extra_pages: &[u32]) -> Vec<u8> {
+    let core = wat::parse_str(format!(
+        r#"(module
+            (memory (export "memory") {main_pages})
+            (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) i32.const 8)
+            (func (export "agent:reasoning/reasoner@1.0.0#reason")
+                (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+                unreachable))"#
+    ))
+    .unwrap();
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit"))
+        .unwrap();
+    let world = resolve
+        .select_world(&[package], Some("reasoning-plugin"))
+        .unwrap();
+    let mut core = core;
+    wit_component::embed_component_metadata(
+        &mut core,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    let mut component = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&core)
+        .unwrap()
+        .encode()
+        .unwrap();
+
+    // Append, per extra memory, a core module defining it and a core
+    // instance of that module (instantiated with the component).
+    let modules = wasmparser::Parser::new(0)
+        .parse_all(&component)
+        .filter(|p| matches!(p, Ok(wasmparser::Payload::ModuleSection { .. })))
+        .count() as u32;
+    fn leb(mut n: u32, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, content: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(content.len() as u32, out);
+        out.extend_from_slice(content);
+    }
+    for (index, pages) in (modules..).zip(extra_pages) {
+        let module = wat::parse_str(format!("(module (memory {pages}))")).unwrap();
+        section(1, &module, &mut component);
+        let mut instance = vec![1, 0x00];
+        leb(index, &mut instance);
+        instance.push(0);
+        section(2, &instance, &mut component);
+    }
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(&component)
+        .unwrap();
+    component
+}
+
+#[tokio::test]
+async fn a_component_of_several_memories_gets_one_memory_budget() {
+    let axon = TestAxon::start().await;
+    let publish = |name: &str, main_pages: u32, extra: &[u32]| {
+        let spec = plugin_store::PublishSpec::from_toml(&format!(
+            "name = \"{name}\"\nversion = \"1.0.0\"\n[limits]\nmemory_mib = 16"
+        ))
+        .unwrap();
+        let bytes = several_memories(main_pages, extra);
+        let axon = &axon;
+        async move { axon.publish(&bytes, spec).await }
+    };
+    let call = |name: &'static str| {
+        let axon = &axon;
+        async move { axon.reason(name, json!({})).await }
+    };
+
+    // One 10 MiB memory fits the 16 MiB limit: the request gets as far as
+    // the call, which traps by design.
+    publish("one-memory", 160, &[]).await;
+    let reply = call("one-memory").await;
+    assert_eq!(reply.code(), "PLUGIN_TRAPPED", "{}", reply.body);
+
+    // Two of 10 MiB each do not: the limit is the request's, all memories
+    // together, not each memory's.
+    publish("two-memories", 160, &[160]).await;
+    let reply = call("two-memories").await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::BAD_GATEWAY, "PLUGIN_MEMORY_LIMIT"),
+        "{}",
+        reply.body
+    );
+
+    // More memories than a component may have never load, so they cannot
+    // take pool slots that other plugins' requests need.
+    publish("three-memories", 1, &[1, 1]).await;
+    let reply = call("three-memories").await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::BAD_GATEWAY, "PLUGIN_ERROR"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.message().contains("memor"), "{}", reply.message());
+
+    // Other plugins are served throughout.
+    assert_eq!(axon.reason("echo", json!(5)).await.body["output"], 5);
 }

@@ -40,11 +40,18 @@ async fn the_escape_plugin_gets_no_files_environment_network_or_time() {
         "the listener received a connection"
     );
 
-    // Randomness is seeded per plugin version: the same every time.
+    // The insecure seed (what std's `HashMap` uses) is fixed per plugin
+    // version, so answers do not vary with it; secure randomness is fresh
+    // for every request, so callers cannot predict it.
     let again = axon.reason("escape", json!({})).await;
     assert_eq!(
         again.body["output"]["hash_seed_probe"],
         seen["hash_seed_probe"]
+    );
+    assert!(seen["secure_random_probe"].is_u64(), "{seen}");
+    assert_ne!(
+        again.body["output"]["secure_random_probe"], seen["secure_random_probe"],
+        "secure randomness repeated across requests"
     );
 }
 

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::TestAxon;
+use crate::support::{PUBLISHED_PLUGINS, TestAxon};
 
 fn spec(name: &str) -> plugin_store::PublishSpec {
     plugin_store::PublishSpec::from_toml(&format!("name = \"{name}\"\nversion = \"1.0.0\""))
@@ -142,7 +142,9 @@ async fn compiled_components_are_reused_across_restarts_but_never_trusted_blindl
     assert_eq!(second.reason("echo", json!(2)).await.body["output"], 2);
     let metrics = second.metrics().await;
     assert!(
-        metrics.contains(r#"axon_plugin_loads_total{result="disk_cache"} 10"#),
+        metrics.contains(&format!(
+            r#"axon_plugin_loads_total{{result="disk_cache"}} {PUBLISHED_PLUGINS}"#
+        )),
         "{metrics}"
     );
     assert!(
@@ -173,7 +175,9 @@ async fn compiled_components_are_reused_across_restarts_but_never_trusted_blindl
     assert_eq!(third.reason("echo", json!(3)).await.body["output"], 3);
     let metrics = third.metrics().await;
     assert!(
-        metrics.contains(r#"axon_plugin_loads_total{result="compiled"} 10"#),
+        metrics.contains(&format!(
+            r#"axon_plugin_loads_total{{result="compiled"}} {PUBLISHED_PLUGINS}"#
+        )),
         "{metrics}"
     );
     third.stop().await;

@@ -19,6 +19,8 @@ pub const SPIN_DEADLINE_MS: u64 = 1000;
 pub const BOMB_MEMORY_MIB: u64 = 16;
 pub const OUTPUT_LIMIT_KIB: u64 = 64;
 pub const SPIN_CONCURRENCY: u32 = 2;
+/// Plugins [`publish_all`] publishes: the three examples and the hostile ones.
+pub const PUBLISHED_PLUGINS: usize = 11;
 
 pub struct TestAxon {
     pub url: String,
@@ -66,7 +68,7 @@ pub async fn publish_all(source: &PluginSource, key: &KeyPair) {
             .await
             .unwrap();
     }
-    let hostile: [(Artifact, String); 7] = [
+    let hostile: [(Artifact, String); PUBLISHED_PLUGINS - plugin_artifacts::EXAMPLES.len()] = [
         (plugin_artifacts::COUNTER, String::new()),
         (plugin_artifacts::DEEP_RECURSION, String::new()),
         (plugin_artifacts::ESCAPE, String::new()),
@@ -79,6 +81,7 @@ pub async fn publish_all(source: &PluginSource, key: &KeyPair) {
             format!("[limits]\nmemory_mib = {BOMB_MEMORY_MIB}"),
         ),
         (plugin_artifacts::PANIC, String::new()),
+        (plugin_artifacts::RESOURCE_FLOOD, String::new()),
         (
             plugin_artifacts::SPIN_LOOP,
             format!(
@@ -303,6 +306,37 @@ impl TestAxon {
             .text()
             .await
             .unwrap()
+    }
+
+    /// Waits until exactly `n` instances are running (Axon's own gauge), so
+    /// a test acts once requests hold their slots rather than after a guess
+    /// at how long that takes. Gives up after 60 s.
+    pub async fn wait_in_flight(&self, n: usize) {
+        let want = format!("axon_instances_in_flight {n}\n");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let metrics = self.metrics().await;
+            if metrics.contains(&want) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never {n} in flight:\n{metrics}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Publishes spin-loop `version` with its usual concurrency limit and a
+    /// 20 s deadline, so requests that sleep hold their slots for as long
+    /// as a test needs, however slow the machine.
+    pub async fn publish_long_spin_loop(&self, version: &str) {
+        let spec = PublishSpec::from_toml(&format!(
+            "name = \"spin-loop\"\nversion = \"{version}\"\n[limits]\ndeadline_ms = 20000\nmax_concurrency = {SPIN_CONCURRENCY}"
+        ))
+        .unwrap();
+        self.publish(&plugin_artifacts::SPIN_LOOP.bytes().unwrap(), spec)
+            .await;
     }
 
     pub async fn reply(response: reqwest::Response) -> Reply {

@@ -285,6 +285,62 @@ async fn past_the_principal_rate_limit_requests_get_429_with_headers() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principal_cannot_hold_more_than_its_share_of_axon() {
+    let stack = std::sync::Arc::new(Stack::start_with(|c| c.max_in_flight_per_principal = 2).await);
+    // Sleeps that hold their places far longer than the test needs them to.
+    stack
+        .publish_approved(
+            plugin_artifacts::SPIN_LOOP,
+            "name = \"spin-loop\"\nversion = \"1.0.0\"\n[limits]\ndeadline_ms = 20000",
+        )
+        .await;
+    let slow = json!({ "plugin": "spin-loop", "intent": "x", "input": { "sleep_ms": 3000 } });
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let stack = stack.clone();
+            let slow = slow.clone();
+            tokio::spawn(async move { stack.dispatch(slow).await })
+        })
+        .collect();
+    stack.wait_in_flight(2).await;
+    let third = stack
+        .dispatch(json!({ "plugin": "echo", "intent": "x", "input": 1 }))
+        .await;
+    assert_eq!(
+        (third.status, code(&third)),
+        (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED"),
+        "{}",
+        third.body
+    );
+    assert_eq!(third.headers["retry-after"], "1");
+    assert!(
+        third.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 dispatches in flight"),
+        "{}",
+        third.body
+    );
+    // Another principal is served meanwhile.
+    let other = stack
+        .bea
+        .dispatch(&json!({ "plugin": "echo", "intent": "x", "input": 2 }))
+        .await
+        .unwrap();
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+    for holder in holders {
+        let reply = holder.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    // Places come back when dispatches finish.
+    stack.wait_in_flight(0).await;
+    let again = stack
+        .dispatch(json!({ "plugin": "echo", "intent": "x", "input": 3 }))
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+}
+
 #[tokio::test]
 async fn past_the_address_rate_limit_even_unsigned_requests_get_429() {
     let stack = Stack::start_with(|c| {

@@ -214,6 +214,66 @@ impl Stack {
         }
     }
 
+    /// Publishes `artifact` as the plugin.toml `toml` says, labelled
+    /// `approved` and aliased `live`, and waits until Orbit serves it.
+    pub async fn publish_approved(&self, artifact: plugin_artifacts::Artifact, toml: &str) {
+        let registry = &**self.source.registry();
+        let trust = plugin_store::admin::ensure_dev_trust(&self.data_dir.join("trust"), registry)
+            .await
+            .unwrap();
+        let spec = PublishSpec::from_toml(toml).unwrap();
+        let m = self
+            .source
+            .publish(&artifact.bytes().unwrap(), spec, &trust.publisher, "test")
+            .await
+            .unwrap()
+            .manifest;
+        let labels = std::collections::BTreeSet::from(["approved".to_owned()]);
+        plugin_store::admin::set_labels(registry, &m.name, &m.version, &labels, "test")
+            .await
+            .unwrap();
+        let target = plugin_store::AliasTarget {
+            version: m.version.clone(),
+            canary: None,
+        };
+        plugin_store::admin::set_alias(registry, &m.name, "live", target, "test")
+            .await
+            .unwrap();
+        let name = m.name.to_string();
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                let listing = self
+                    .dev
+                    .send(reqwest::Method::GET, "/v1/plugins", Vec::new())
+                    .await
+                    .unwrap();
+                listing.body["plugins"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == name.as_str() && !p["aliases"]["live"].is_null())
+            })
+            .await,
+            "Orbit never listed {name}"
+        );
+    }
+
+    /// Waits until Orbit's `orbit_dispatches_in_flight` gauge reads `n`:
+    /// a test acts once requests hold their places, not after a guess at how
+    /// long that takes.
+    pub async fn wait_in_flight(&self, n: usize) {
+        let want = format!("orbit_dispatches_in_flight {n}\n");
+        let url = format!("{}/metrics", self.orbit_url);
+        assert!(
+            eventually(Duration::from_secs(60), || async {
+                let metrics = reqwest::get(&url).await.unwrap().text().await.unwrap();
+                metrics.contains(&want)
+            })
+            .await,
+            "never {n} dispatches in flight"
+        );
+    }
+
     /// A signed dispatch as `dev`.
     pub async fn dispatch(&self, body: serde_json::Value) -> Reply {
         self.dev.dispatch(&body).await.unwrap()
@@ -228,9 +288,12 @@ impl Stack {
         time: SystemTime,
         tamper: impl FnOnce(&mut reqwest::Request),
     ) -> Reply {
+        // Axon requires a unique signed request id; Orbit ignores it.
+        let request_id = uuid::Uuid::new_v4().to_string();
         let headers = [
             ("content-type", "application/json"),
             ("x-correlation-id", "sig-test"),
+            (auth::REQUEST_ID_HEADER, request_id.as_str()),
         ];
         let signed = auth::sign(key, "POST", url, &headers, body, time).unwrap();
         let client = reqwest::Client::new();

@@ -2,7 +2,7 @@
 //!
 //! Input `{"path": "/etc/hostname", "connect": "127.0.0.1:PORT"}`. Output:
 //! `{"file": ..., "dir": ..., "env": [...], "args": [...], "connect": ..., "lookup": ...,
-//! "wall_clock_secs": n, "hash_seed_probe": n}` where every attempt is reported as
+//! "wall_clock_secs": n, "hash_seed_probe": n, "secure_random_probe": n}` where every attempt is reported as
 //! `{"ok": value}` or `{"err": message}`.
 
 use std::hash::{BuildHasher, RandomState};
@@ -49,8 +49,12 @@ impl Plugin for Escape {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(u64::MAX);
-        // std seeds `HashMap`s from `wasi:random`: this exposes what the sandbox gives.
+        // std seeds `HashMap`s from `wasi:random/insecure-seed`: this exposes
+        // what the sandbox gives (deterministic per version).
         let hash_seed_probe = RandomState::new().hash_one(0u8);
+        // What a key generator would read: `wasi:random/random`, which must
+        // be unpredictable.
+        let secure_random_probe = wasip2::random::random::get_random_u64();
 
         Response::json(&json!({
             "file": outcome(file),
@@ -61,6 +65,7 @@ impl Plugin for Escape {
             "lookup": outcome(lookup),
             "wall_clock_secs": wall_clock_secs,
             "hash_seed_probe": hash_seed_probe,
+            "secure_random_probe": secure_random_probe,
         }))
     }
 }
