@@ -525,6 +525,197 @@ mod tests {
         );
     }
 
+    /// Every part of a signed request, changed after signing, is refused
+    /// with a message that names the problem.
+    #[test]
+    fn the_tamper_matrix() {
+        let verifier = verifier("us-east-1", "execute-api");
+        let good = signing_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+        let now = SystemTime::now();
+        let body: &[u8] = br#"{"plugin":"echo","input":1}"#;
+        let original = || signed(&good, "POST", "/dispatch?a=1&b=2", body, now);
+        let (m, u, h) = original();
+        verifier.verify(&m, &u, &h, body, now).unwrap();
+
+        type Tamper = Box<dyn Fn(&mut Method, &mut Uri, &mut HeaderMap, &mut Vec<u8>)>;
+        let set = |name: &'static str, value: &'static str| -> Tamper {
+            Box::new(move |_, _, h, _| {
+                h.insert(name, value.parse().unwrap());
+            })
+        };
+        let in_authorization = |from: &str, to: &str| -> Tamper {
+            let (from, to) = (from.to_owned(), to.to_owned());
+            Box::new(move |_, _, h, _| {
+                let value = h["authorization"].to_str().unwrap().replacen(&from, &to, 1);
+                h.insert("authorization", value.parse().unwrap());
+            })
+        };
+        let scope_date = crate::time::format_amz_date(now)[..8].to_owned();
+        let yesterday =
+            crate::time::format_amz_date(now - Duration::from_secs(86_400))[..8].to_owned();
+        let cases: Vec<(&str, Tamper, &str)> = vec![
+            (
+                "method",
+                Box::new(|m, _, _, _| *m = Method::PUT),
+                "signature does not match",
+            ),
+            (
+                "path",
+                Box::new(|_, u, _, _| *u = "/v1/dispatch?a=1&b=2".parse().unwrap()),
+                "signature does not match",
+            ),
+            (
+                "query value",
+                Box::new(|_, u, _, _| *u = "/dispatch?a=1&b=3".parse().unwrap()),
+                "signature does not match",
+            ),
+            (
+                "query added",
+                Box::new(|_, u, _, _| *u = "/dispatch?a=1&b=2&c=3".parse().unwrap()),
+                "signature does not match",
+            ),
+            (
+                "query removed",
+                Box::new(|_, u, _, _| *u = "/dispatch?a=1".parse().unwrap()),
+                "signature does not match",
+            ),
+            (
+                "host",
+                set("host", "127.0.0.1:9999"),
+                "signature does not match",
+            ),
+            (
+                "content-type",
+                set("content-type", "text/plain"),
+                "signature does not match",
+            ),
+            (
+                "x-correlation-id",
+                set("x-correlation-id", "other"),
+                "signature does not match",
+            ),
+            (
+                "signed header repeated",
+                Box::new(|_, _, h, _| {
+                    h.append("x-correlation-id", "second".parse().unwrap());
+                }),
+                "signature does not match",
+            ),
+            (
+                "x-amz-date",
+                Box::new(|_, _, h, _| {
+                    let later =
+                        crate::time::format_amz_date(SystemTime::now() + Duration::from_secs(1));
+                    h.insert("x-amz-date", later.parse().unwrap());
+                }),
+                "signature does not match",
+            ),
+            (
+                "x-amz-content-sha256",
+                set(
+                    "x-amz-content-sha256",
+                    "0000000000000000000000000000000000000000000000000000000000000000",
+                ),
+                "does not match `x-amz-content-sha256`",
+            ),
+            (
+                "body",
+                Box::new(|_, _, _, b| b.push(b' ')),
+                "does not match `x-amz-content-sha256`",
+            ),
+            (
+                "signed header removed",
+                Box::new(|_, _, h, b| {
+                    h.remove("x-amz-content-sha256");
+                    b.push(b' ');
+                }),
+                "`x-amz-content-sha256` is not in the request",
+            ),
+            (
+                "UNSIGNED-PAYLOAD",
+                set("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+                "unsigned and streaming payloads",
+            ),
+            (
+                "scope date",
+                in_authorization(&scope_date, &yesterday),
+                "scope date does not match",
+            ),
+            (
+                "scope region",
+                in_authorization("/us-east-1/", "/eu-west-1/"),
+                "region is `eu-west-1`",
+            ),
+            (
+                "scope service",
+                in_authorization("/execute-api/", "/s3/"),
+                "service is `s3`",
+            ),
+            (
+                "SignedHeaders without host",
+                in_authorization(
+                    "SignedHeaders=content-type;host;",
+                    "SignedHeaders=content-type;",
+                ),
+                "must include `host`",
+            ),
+            (
+                "SignedHeaders unsorted",
+                in_authorization(
+                    "SignedHeaders=content-type;host;",
+                    "SignedHeaders=host;content-type;",
+                ),
+                "sorted",
+            ),
+            (
+                "presigned URL",
+                Box::new(|_, u, h, _| {
+                    h.remove("authorization");
+                    *u = "/dispatch?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=00"
+                        .parse()
+                        .unwrap();
+                }),
+                "presigned URLs are not accepted",
+            ),
+        ];
+        for (name, tamper, expected) in cases {
+            let (mut m, mut u, mut h) = original();
+            let mut b = body.to_vec();
+            tamper(&mut m, &mut u, &mut h, &mut b);
+            let err = verifier.verify(&m, &u, &h, &b, now).unwrap_err();
+            assert!(err.to_string().contains(expected), "{name}: {err}");
+        }
+    }
+
+    /// Our canonical request against aws-sigv4's, for paths and queries
+    /// where implementations differ: what aws-sigv4 signs must verify.
+    #[test]
+    fn tricky_paths_and_queries_verify_as_aws_sigv4_signs_them() {
+        let verifier = verifier("us-east-1", "execute-api");
+        let good = signing_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+        let now = SystemTime::now();
+        for path_and_query in [
+            "/v1/plugins/a%2Fb",
+            "/a/./b/../c",
+            "/a/../../b",
+            "//double//slashes/",
+            "/trailing/",
+            "/caf%C3%A9/%20space",
+            "/dispatch?a=1+2",
+            "/dispatch?a=b=c",
+            "/dispatch?a=2&a=1&a=10",
+            "/dispatch?b&a=",
+            "/dispatch?key=%2F%3D%26%2B",
+            "/dispatch?%E2%9C%93=%7E-_.",
+            "/dispatch?z=1&Z=2&_=3",
+        ] {
+            let (m, u, h) = signed(&good, "GET", path_and_query, b"", now);
+            verifier
+                .verify(&m, &u, &h, b"", now)
+                .unwrap_or_else(|e| panic!("{path_and_query}: {e}"));
+        }
+    }
+
     #[test]
     fn once_requires_the_unique_header_and_accepts_each_signature_once() {
         let verifier = verifier_with(

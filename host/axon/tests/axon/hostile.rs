@@ -434,15 +434,42 @@ async fn rss_stays_bounded_over_ten_thousand_hostile_requests() {
     const MAX_GROWTH: u64 = 48 << 20;
 
     let axon = std::sync::Arc::new(TestAxon::start().await);
+    let spec = plugin_store::PublishSpec::from_toml(
+        "name = \"two-memories\"\nversion = \"1.0.0\"\n[limits]\nmemory_mib = 16",
+    )
+    .unwrap();
+    axon.publish(&several_memories(160, &[160]), spec).await;
+    // Each attack with the code it must get; `echo` and `counter` are the
+    // good requests served meanwhile, and must answer correctly.
+    let control = "\u{1}".repeat(1024);
     let attacks = [
-        ("panic", json!({})),
-        ("memory-bomb", json!({})),
+        ("panic", json!({}), "PLUGIN_TRAPPED"),
+        ("memory-bomb", json!({}), "PLUGIN_MEMORY_LIMIT"),
         (
             "huge-output",
             json!({ "output_kib": OUTPUT_LIMIT_KIB * 2, "log_records": 200, "stdout_kib": 32 }),
+            "PLUGIN_OUTPUT_LIMIT",
         ),
-        ("deep-recursion", json!({})),
-        ("counter", json!({})),
+        ("huge-output", json!({ "notes": 1000 }), "PLUGIN_ERROR"),
+        (
+            "huge-output",
+            json!({ "notes": 60, "note": control }),
+            "PLUGIN_OUTPUT_LIMIT",
+        ),
+        (
+            "huge-output",
+            json!({ "error_kib": 256, "error_unit": "\u{1}" }),
+            "PLUGIN_ERROR",
+        ),
+        (
+            "resource-flood",
+            json!({ "pollables": 1_000_000 }),
+            "PLUGIN_RESOURCE_LIMIT",
+        ),
+        ("two-memories", json!({}), "PLUGIN_MEMORY_LIMIT"),
+        ("deep-recursion", json!({}), "PLUGIN_TRAPPED"),
+        ("counter", json!({}), "ok"),
+        ("echo", json!(null), "ok"),
     ];
     let run = |count: usize| {
         let axon = axon.clone();
@@ -454,15 +481,25 @@ async fn rss_stays_bounded_over_ten_thousand_hostile_requests() {
                     let attacks = attacks.clone();
                     tokio::spawn(async move {
                         for i in (client..count).step_by(CLIENTS) {
-                            let (plugin, input) = &attacks[i % attacks.len()];
+                            let (plugin, input, expected) = &attacks[i % attacks.len()];
+                            let input = if *plugin == "echo" {
+                                json!(i)
+                            } else {
+                                input.clone()
+                            };
                             let reply = axon.reason(plugin, input.clone()).await;
-                            let expected_ok = *plugin == "counter";
-                            assert_eq!(
-                                reply.status.is_success(),
-                                expected_ok,
-                                "{plugin}: {}",
-                                reply.body
-                            );
+                            if *expected == "ok" {
+                                assert!(reply.status.is_success(), "{plugin}: {}", reply.body);
+                                if *plugin == "echo" {
+                                    assert_eq!(reply.body["output"], input, "a wrong answer");
+                                }
+                                continue;
+                            }
+                            assert_eq!(reply.code(), *expected, "{plugin}: {}", reply.body);
+                            // Every failure fits the reply budget: a 4 KiB
+                            // message plus the envelope.
+                            let size = reply.body.to_string().len();
+                            assert!(size < 8 * 1024, "{plugin}: a reply of {size} bytes");
                         }
                     })
                 })

@@ -183,6 +183,69 @@ async fn compiled_components_are_reused_across_restarts_but_never_trusted_blindl
     third.stop().await;
 }
 
+/// The directory under `data_dir`'s compile cache that holds the artifacts
+/// (one per engine configuration).
+fn artifact_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(data_dir.join("axon-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_valid_artifact_under_another_digest_or_key_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestAxon::start_in(dir.path(), |_| {}, true).await;
+    let hex = |digest: Option<String>| digest.unwrap().trim_start_matches("sha256:").to_owned();
+    let echo = hex(first.digest_of("echo", "1.0.0").await);
+    let counter = hex(first.digest_of("counter", "1.0.0").await);
+    let keywords = hex(first.digest_of("keywords", "1.0.0").await);
+    first.stop().await;
+    let ours = artifact_dir(dir.path());
+
+    // Counter's artifact, sealed by this cache, planted as echo's: the seal
+    // covers the digest, so it is not echo's.
+    std::fs::copy(
+        ours.join(format!("{counter}.cwasm")),
+        ours.join(format!("{echo}.cwasm")),
+    )
+    .unwrap();
+    // Keywords' own artifact, compiled and sealed by another Axon (another
+    // key), planted as keywords': the key is this cache's alone.
+    let other = tempfile::tempdir().unwrap();
+    TestAxon::start_in(other.path(), |_| {}, true)
+        .await
+        .stop()
+        .await;
+    std::fs::copy(
+        artifact_dir(other.path()).join(format!("{keywords}.cwasm")),
+        ours.join(format!("{keywords}.cwasm")),
+    )
+    .unwrap();
+
+    let second = TestAxon::start_in(dir.path(), |_| {}, false).await;
+    assert_eq!(
+        second.reason("echo", json!("still echo")).await.body["output"],
+        "still echo"
+    );
+    let reply = second
+        .reason("keywords", json!({ "text": "b a b", "top": 1 }))
+        .await;
+    assert_eq!(reply.body["output"], json!({ "keywords": ["b"] }));
+    let metrics = second.metrics().await;
+    for line in [
+        r#"axon_plugin_loads_total{result="compiled"} 2"#.to_owned(),
+        format!(
+            r#"axon_plugin_loads_total{{result="disk_cache"}} {}"#,
+            PUBLISHED_PLUGINS - 2
+        ),
+    ] {
+        assert!(metrics.contains(&line), "missing `{line}`:\n{metrics}");
+    }
+    second.stop().await;
+}
+
 #[tokio::test]
 async fn versions_that_share_a_module_compile_it_once() {
     let axon = TestAxon::start().await;

@@ -107,10 +107,11 @@ async fn a_body_trickled_slowly_is_cut_off_at_the_deadline() {
         .write_all(b"POST /dispatch HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n")
         .await
         .unwrap();
-    // One byte every 200 ms for 16 s: never a gap past the deadline, so
-    // only a deadline on the whole body stops it.
+    // One byte every 200 ms for up to two minutes: never a gap past the
+    // deadline, so only a deadline on the whole body stops it. Were there
+    // none, no answer would come while it trickles (the guard below).
     let trickle = tokio::spawn(async move {
-        for _ in 0..80 {
+        for _ in 0..600 {
             if write.write_all(b" ").await.is_err() {
                 break;
             }
@@ -118,7 +119,7 @@ async fn a_body_trickled_slowly_is_cut_off_at_the_deadline() {
         }
     });
     let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(8), read.read_to_end(&mut answer))
+    tokio::time::timeout(Duration::from_secs(60), read.read_to_end(&mut answer))
         .await
         .expect("the server answers while the body is still trickling")
         .unwrap();

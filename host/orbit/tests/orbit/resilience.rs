@@ -71,39 +71,54 @@ async fn load_through_an_axon_restart_never_gets_a_wrong_answer() {
         c.breaker_open_ms = 200;
     })
     .await;
-    let stack_ref = std::sync::Arc::new(stack.dev.clone());
-    let load = tokio::spawn(async move {
-        let mut outcomes = (0usize, 0usize);
-        for i in 0..300u32 {
-            let reply = stack_ref
-                .dispatch(&json!({ "plugin": "echo", "intent": "x", "input": { "n": i } }))
-                .await
-                .unwrap();
-            match reply.status {
-                StatusCode::OK => {
-                    assert_eq!(reply.body["output"], json!({ "n": i }), "a wrong answer");
-                    outcomes.0 += 1;
+    // Dispatches every 5 ms, reporting each status, until told to stop.
+    let client = stack.dev.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (statuses, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let load = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = client
+                    .dispatch(&json!({ "plugin": "echo", "intent": "x", "input": { "n": i } }))
+                    .await
+                    .unwrap();
+                match reply.status {
+                    StatusCode::OK => {
+                        assert_eq!(reply.body["output"], json!({ "n": i }), "a wrong answer");
+                    }
+                    StatusCode::SERVICE_UNAVAILABLE => {
+                        assert!(reply.headers.contains_key("retry-after"));
+                    }
+                    other => panic!("unexpected {other}: {}", reply.body),
                 }
-                StatusCode::SERVICE_UNAVAILABLE => {
-                    assert!(reply.headers.contains_key("retry-after"));
-                    outcomes.1 += 1;
-                }
-                other => panic!("unexpected {other}: {}", reply.body),
+                let _ = statuses.send(reply.status);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        outcomes
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    /// Waits for the load to report `status`; a hang guard, not a timing
+    /// assertion.
+    async fn wait_for(
+        seen: &mut tokio::sync::mpsc::UnboundedReceiver<StatusCode>,
+        status: StatusCode,
+    ) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while seen.recv().await.unwrap() != status {}
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the load never saw {status}"));
+    }
+    wait_for(&mut seen, StatusCode::OK).await;
     stack.axon.take().unwrap().stop().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for(&mut seen, StatusCode::SERVICE_UNAVAILABLE).await;
     let (axon, _) = start_axon(&stack.data_dir, &stack.source, stack.axon_addr).await;
     stack.axon = Some(axon);
-    let (ok, unavailable) = load.await.unwrap();
-    assert!(
-        ok > 0 && unavailable > 0,
-        "ok {ok}, unavailable {unavailable}"
-    );
+    wait_for(&mut seen, StatusCode::OK).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
     // The last requests, after the restart, succeed again.
     let reply = stack
         .dispatch(json!({ "plugin": "echo", "intent": "x", "input": "after" }))
