@@ -31,7 +31,7 @@ fn encode_into(out: &mut String, bytes: &[u8], keep_slash: bool) {
 }
 
 /// The canonical URI of a raw (as sent, percent-encoded) request path.
-pub(crate) fn canonical_uri(raw_path: &str) -> String {
+pub fn canonical_uri(raw_path: &str) -> String {
     let mut segments: Vec<&str> = Vec::new();
     for segment in raw_path.split('/') {
         match segment {
@@ -90,7 +90,7 @@ fn hex_val(c: u8) -> Option<u8> {
 }
 
 /// The canonical query string of a raw query (without the `?`).
-pub(crate) fn canonical_query(raw_query: &str) -> String {
+pub fn canonical_query(raw_query: &str) -> String {
     let mut pairs: Vec<(String, String)> = raw_query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -118,7 +118,7 @@ pub(crate) fn canonical_query(raw_query: &str) -> String {
 
 /// The canonical headers block (each `name:value\n`) for `signed`, which must
 /// be lower-case, sorted and present in the request.
-pub(crate) fn canonical_headers(headers: &HeaderMap, signed: &[&str]) -> Result<String, AuthError> {
+pub fn canonical_headers(headers: &HeaderMap, signed: &[&str]) -> Result<String, AuthError> {
     let mut out = String::new();
     for name in signed {
         let mut values = headers.get_all(*name).iter().peekable();

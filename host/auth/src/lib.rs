@@ -16,7 +16,7 @@
 //! Standard AWS signers (botocore, the AWS SDKs, awscurl) work as clients:
 //! sign for service `execute-api` in the configured region.
 
-mod canonical;
+pub mod canonical;
 pub mod credentials;
 mod error;
 pub mod keyring;
@@ -29,7 +29,7 @@ mod verify;
 pub use error::AuthError;
 pub use keyring::{AccessKey, Identity, Keyring, LocalKeyring, PrincipalKind};
 pub use sign::{SigningKey, sign};
-pub use verify::{Authenticated, ReplayPolicy, Verifier, VerifierConfig};
+pub use verify::{Authenticated, ReplayPolicy, SERVICE_HOP_MAX_SKEW, Verifier, VerifierConfig};
 
 /// The service name clients sign for.
 pub const SERVICE: &str = "execute-api";

@@ -56,16 +56,26 @@ pub enum ReplayPolicy {
 
 impl ReplayPolicy {
     /// What a service-to-service hop uses: [`REQUEST_ID_HEADER`] signed,
-    /// each signature once, a million live signatures per principal.
+    /// each signature once, two million live signatures per principal.
+    /// Signatures stay live for the skew window, so pair it with
+    /// [`SERVICE_HOP_MAX_SKEW`]: a caller may then sustain about 66,000
+    /// requests a second before its quota refuses it (about 64 MiB of
+    /// cache at most).
     ///
     /// [`REQUEST_ID_HEADER`]: crate::REQUEST_ID_HEADER
     pub fn once_per_request_id() -> Self {
         Self::Once {
             unique_header: crate::REQUEST_ID_HEADER,
-            per_principal: 1_000_000,
+            per_principal: 2_000_000,
         }
     }
 }
+
+/// The skew window of a service-to-service hop: the caller signs just
+/// before sending and both hosts keep time with NTP, so 30 s is ample, and
+/// it keeps the replay cache a tenth of what the public 5-minute window
+/// would need.
+pub const SERVICE_HOP_MAX_SKEW: Duration = Duration::from_secs(30);
 
 impl Default for VerifierConfig {
     fn default() -> Self {

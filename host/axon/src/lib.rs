@@ -62,9 +62,11 @@ pub async fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<
         let verifier = auth::Verifier::new(
             auth::VerifierConfig {
                 region: config.region.clone(),
-                // Only Orbit calls Axon, and it signs a unique request id:
-                // each signature is accepted once.
+                // Only Orbit calls Axon, and it signs a unique request id
+                // just before sending: each signature is accepted once,
+                // within a short window.
                 replay: auth::ReplayPolicy::once_per_request_id(),
+                max_skew: auth::SERVICE_HOP_MAX_SKEW,
                 ..auth::VerifierConfig::default()
             },
             keyring,

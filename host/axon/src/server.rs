@@ -1,7 +1,6 @@
 //! Axon's HTTP API: `POST /v1/reason`, `GET /v1/plugins`, `/health`, `/ready`,
 //! `/metrics`. Errors use the project envelope ([`service_kit::ApiError`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -11,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use plugin_store::{Digest, PluginName, PluginRef, Version};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use service_kit::metrics::{HttpMetrics, MetricsEndpoint};
+use service_kit::reasoning::ReasonBody;
 use service_kit::{ApiError, ApiJson, CorrelationId, ErrorCode};
 
 use crate::plugins::{LoadError, PluginHost};
@@ -100,27 +100,6 @@ pub fn router(state: AxonState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
     service_kit::with_common_layers(router, http_metrics)
-}
-
-/// `POST /v1/reason` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReasonBody {
-    pub plugin: String,
-    pub version: String,
-    /// The module digest governance approved: Axon runs exactly it or refuses.
-    pub digest: String,
-    pub request: RequestBody,
-}
-
-/// The `request` member: what the plugin sees.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestBody {
-    pub intent: String,
-    pub input: Box<RawValue>,
-    #[serde(default)]
-    pub context: BTreeMap<String, String>,
 }
 
 /// `POST /v1/reason` success body.

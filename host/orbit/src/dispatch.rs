@@ -17,8 +17,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use governance::{Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind};
 use plugin_store::{PluginName, PluginRef, VerifyError, Version};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
+use service_kit::reasoning::DispatchBody;
 use service_kit::{ApiError, ApiJson, CorrelationId, ErrorCode};
 
 use crate::catalogue::{DEFAULT_ALIAS, ResolveError, Selector};
@@ -27,23 +28,6 @@ use crate::server::OrbitState;
 /// How long Orbit waits for a plugin that does not state a deadline: the
 /// longest Axon allows by default (Axon enforces the real one).
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
-
-/// `POST /dispatch` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DispatchBody {
-    pub plugin: String,
-    /// Pins a version; governed like any dispatch.
-    #[serde(default)]
-    pub version: Option<String>,
-    /// The alias to resolve (default `live`); not with `version`.
-    #[serde(default)]
-    pub alias: Option<String>,
-    pub intent: String,
-    pub input: Box<RawValue>,
-    #[serde(default)]
-    pub context: BTreeMap<String, String>,
-}
 
 /// The governance part of a response.
 #[derive(Debug, Serialize)]

@@ -38,19 +38,20 @@ impl InFlightLimit {
     /// RATE_LIMIT_EXCEEDED` when it already has its cap in flight.
     pub fn enter(&self, principal: &str) -> Result<InFlight<'_>, ApiError> {
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let principal: Arc<str> = match held.get_key_value(principal) {
-            Some((key, &count)) if count >= self.per_principal => {
-                return Err(ApiError::new(
-                    ErrorCode::RateLimitExceeded,
-                    format!(
-                        "`{key}` already has {count} dispatches in flight, the most one principal may have; retry when one has finished"
-                    ),
-                )
-                .retry_after(1));
-            }
-            Some((key, _)) => key.clone(),
-            None => principal.into(),
+        let (key, count) = match held.get_key_value(principal) {
+            Some((key, &count)) => (key.clone(), count),
+            None => (Arc::from(principal), 0),
         };
+        if count >= self.per_principal {
+            return Err(ApiError::new(
+                ErrorCode::RateLimitExceeded,
+                format!(
+                    "`{key}` already has {count} dispatches in flight, the most one principal may have; retry when one has finished"
+                ),
+            )
+            .retry_after(1));
+        }
+        let principal = key;
         *held.entry(principal.clone()).or_insert(0) += 1;
         self.gauge.inc();
         Ok(InFlight {

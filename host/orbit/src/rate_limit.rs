@@ -118,7 +118,7 @@ impl RateLimits {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
             .map(str::trim);
-        match last.and_then(parse_forwarded) {
+        match last.and_then(service_kit::front_door::parse_forwarded) {
             Some(ip) => ip,
             None => {
                 if last.is_some() {
@@ -135,15 +135,6 @@ impl RateLimits {
     pub fn client_key(&self, ip: IpAddr) -> IpAddr {
         service_kit::front_door::client_key(ip)
     }
-}
-
-/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`
-/// or `[2001:db8::1]:5678`.
-fn parse_forwarded(entry: &str) -> Option<IpAddr> {
-    entry
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Whole seconds, rounded up: a client that waits this long is not early.

@@ -108,7 +108,9 @@ impl KeyPair {
         Ok(Self::from_seed(&seed))
     }
 
-    fn from_seed(seed: &[u8; 32]) -> Self {
+    /// The key whose ed25519 secret is `seed`. For keys kept elsewhere, and
+    /// for fixed keys in tests and fuzzing; [`KeyPair::generate`] otherwise.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
         let key = SigningKey::from_bytes(seed);
         let id = KeyId::of(&key.verifying_key());
         Self { key, id }

@@ -63,6 +63,15 @@ pub struct FrontDoor {
     pub shutdown_grace: Duration,
 }
 
+/// An address as proxies write it in `X-Forwarded-For`: `1.2.3.4`,
+/// `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:5678`.
+pub fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// The client a connection counts against: its IPv4 address, or the /64 of
 /// its IPv6 address (an IPv4-mapped one counts as IPv4).
 pub fn client_key(ip: IpAddr) -> IpAddr {

@@ -10,6 +10,7 @@ pub mod front_door;
 pub mod json;
 pub mod metrics;
 pub mod reasoning;
+pub mod reply;
 pub mod telemetry;
 
 pub use correlation::CorrelationId;

@@ -1,10 +1,53 @@
-//! The reasoning-request fields both Orbit and Axon accept (`intent` and
-//! `context`), and their limits, checked the same way at both doors so a
-//! caller hears about a bad field in the names it used.
+//! The reasoning requests Orbit and Axon accept: their bodies as parsed
+//! from the wire, and the limits on the fields both take (`intent` and
+//! `context`), checked the same way at both doors so a caller hears about a
+//! bad field in the names it used. Kept here, away from the servers, so the
+//! fuzz targets parse exactly what the handlers parse.
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
 use crate::error::{ApiError, ErrorCode};
+
+/// `POST /dispatch` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchBody {
+    pub plugin: String,
+    /// Pins a version; governed like any dispatch.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The alias to resolve (default `live`); not with `version`.
+    #[serde(default)]
+    pub alias: Option<String>,
+    pub intent: String,
+    pub input: Box<RawValue>,
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+/// `POST /v1/reason` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    pub plugin: String,
+    pub version: String,
+    /// The module digest governance approved: Axon runs exactly it or refuses.
+    pub digest: String,
+    pub request: RequestBody,
+}
+
+/// The `request` member: what the plugin sees.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBody {
+    pub intent: String,
+    pub input: Box<RawValue>,
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
 
 /// Longest intent, in bytes.
 pub const MAX_INTENT_BYTES: usize = 256;

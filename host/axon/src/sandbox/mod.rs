@@ -20,7 +20,6 @@ mod bindings;
 mod cache;
 mod capture;
 mod limits;
-pub mod reply;
 mod state;
 
 use std::collections::HashMap;
@@ -44,6 +43,7 @@ pub use state::LogLimits;
 use bindings::{ReasonRequest, ReasoningError, ReasoningPluginPre};
 use cache::ArtifactCache;
 use capture::Capture;
+use service_kit::reply;
 use state::{RequestIdentity, RequestState};
 
 /// Dirty linear memory reset by copying per slot (only with `PAGEMAP_SCAN`,

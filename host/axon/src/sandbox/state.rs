@@ -153,6 +153,10 @@ pub(crate) struct RequestLimiter {
     memory_bytes: u64,
     /// Table elements across all its tables now.
     table_elements: u64,
+    /// What the last approved growth added, to give back if wasmtime then
+    /// refuses it for another reason (a declared maximum, the pool's cap).
+    last_memory_growth: u64,
+    last_table_growth: u64,
     pub(crate) peak: u64,
     pub(crate) exceeded: bool,
 }
@@ -173,6 +177,8 @@ impl RequestLimiter {
             memory_limit,
             memory_bytes: 0,
             table_elements: 0,
+            last_memory_growth: 0,
+            last_table_growth: 0,
             peak: 0,
             exceeded: false,
         }
@@ -194,9 +200,16 @@ impl ResourceLimiter for RequestLimiter {
             self.exceeded = true;
             return Ok(false);
         }
+        self.last_memory_growth = after.saturating_sub(self.memory_bytes);
         self.memory_bytes = after;
         self.peak = self.peak.max(after);
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_bytes = self.memory_bytes.saturating_sub(self.last_memory_growth);
+        self.last_memory_growth = 0;
+        Ok(())
     }
 
     fn table_growing(
@@ -210,8 +223,15 @@ impl ResourceLimiter for RequestLimiter {
         if after > MAX_TABLE_ELEMENTS {
             return Ok(false);
         }
+        self.last_table_growth = after.saturating_sub(self.table_elements);
         self.table_elements = after;
         Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.table_elements = self.table_elements.saturating_sub(self.last_table_growth);
+        self.last_table_growth = 0;
+        Ok(())
     }
 
     fn instances(&self) -> usize {
@@ -345,6 +365,26 @@ mod tests {
         assert!(!limiter.memory_growing(384 << 10, 768 << 10, None).unwrap());
         assert!(limiter.memory_growing(384 << 10, 640 << 10, None).unwrap());
         assert_eq!(limiter.peak, 1 << 20);
+    }
+
+    #[test]
+    fn growth_wasmtime_refuses_afterwards_is_not_counted() {
+        let mut limiter = RequestLimiter::new(1 << 20);
+        assert!(limiter.memory_growing(0, 512 << 10, None).unwrap());
+        // Approved here, then refused by the memory's own maximum.
+        assert!(limiter.memory_growing(512 << 10, 1 << 20, None).unwrap());
+        limiter
+            .memory_grow_failed(wasmtime::Error::msg("past the declared maximum"))
+            .unwrap();
+        // The failed growth left no phantom bytes behind.
+        assert!(limiter.memory_growing(0, 512 << 10, None).unwrap());
+        let mut tables = RequestLimiter::new(1 << 20);
+        let all = MAX_TABLE_ELEMENTS as usize;
+        assert!(tables.table_growing(0, all, None).unwrap());
+        tables
+            .table_grow_failed(wasmtime::Error::msg("past the pool's cap"))
+            .unwrap();
+        assert!(tables.table_growing(0, all, None).unwrap());
     }
 
     #[test]

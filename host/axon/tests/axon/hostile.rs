@@ -313,7 +313,7 @@ async fn past_a_plugins_concurrency_limit_requests_are_overloaded() {
     let axon = std::sync::Arc::new(TestAxon::start().await);
     axon.publish_long_spin_loop("2.0.0").await;
     axon.publish_long_spin_loop("3.0.0").await;
-    let sleepers = hold_slots(&axon, "2.0.0", SPIN_CONCURRENCY, 3000).await;
+    let sleepers = hold_slots(&axon, "2.0.0", SPIN_CONCURRENCY, 15_000).await;
     let reply = axon
         .post(json!({"plugin": "spin-loop", "version": "2.0.0", "request": {"intent": "x", "input": { "iterations": 1 }}}))
         .await;
@@ -353,7 +353,7 @@ async fn past_a_plugins_concurrency_limit_requests_are_overloaded() {
 async fn past_the_host_pool_requests_are_overloaded() {
     let axon = std::sync::Arc::new(TestAxon::start_with(|c| c.pool_size = 2).await);
     axon.publish_long_spin_loop("2.0.0").await;
-    let sleepers = hold_slots(&axon, "2.0.0", 2, 3000).await;
+    let sleepers = hold_slots(&axon, "2.0.0", 2, 15_000).await;
     let reply = axon.reason("echo", json!(1)).await;
     assert_eq!(
         (reply.status, reply.code()),

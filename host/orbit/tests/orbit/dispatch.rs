@@ -295,7 +295,7 @@ async fn one_principal_cannot_hold_more_than_its_share_of_axon() {
             "name = \"spin-loop\"\nversion = \"1.0.0\"\n[limits]\ndeadline_ms = 20000",
         )
         .await;
-    let slow = json!({ "plugin": "spin-loop", "intent": "x", "input": { "sleep_ms": 3000 } });
+    let slow = json!({ "plugin": "spin-loop", "intent": "x", "input": { "sleep_ms": 15_000 } });
     let holders: Vec<_> = (0..2)
         .map(|_| {
             let stack = stack.clone();

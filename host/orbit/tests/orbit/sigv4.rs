@@ -394,35 +394,25 @@ async fn awscurl_as_the_readme_shows_it_works_twice_in_a_row() {
         ("AWS_PROFILE", "agent-runtime".to_owned()),
         ("HOME", home.path().display().to_string()),
     ];
-    let args: Vec<String> = [
-        "-m",
-        "awscurl",
-        "--service",
-        "execute-api",
-        "--region",
-        "us-east-1",
-        "-X",
-        "POST",
-        "-d",
-        KEYWORDS,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .chain([format!("{}/dispatch", stack.orbit_url)])
-    .collect();
+    // `python -m awscurl --service execute-api --region us-east-1 ARGS... URL`.
+    let awscurl = |args: &[&str], path: &str| -> Vec<String> {
+        [
+            "-m",
+            "awscurl",
+            "--service",
+            "execute-api",
+            "--region",
+            "us-east-1",
+        ]
+        .iter()
+        .chain(args)
+        .map(|s| (*s).to_owned())
+        .chain([format!("{}{path}", stack.orbit_url)])
+        .collect()
+    };
+    let args = awscurl(&["-X", "POST", "-d", KEYWORDS], "/dispatch");
     // The runbook's listing, too.
-    let listing: Vec<String> = [
-        "-m",
-        "awscurl",
-        "--service",
-        "execute-api",
-        "--region",
-        "us-east-1",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .chain([format!("{}/v1/plugins", stack.orbit_url)])
-    .collect();
+    let listing = awscurl(&[], "/v1/plugins");
     let out = python(listing, envs.clone()).await;
     assert!(out.contains("\"keywords\""), "{out}");
     for attempt in 0..2 {

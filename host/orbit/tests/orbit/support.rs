@@ -99,6 +99,35 @@ pub async fn start_axon(
     )
 }
 
+/// Publishes `module` as `spec` says, with operator `labels`, aliased `live`:
+/// what the local stack does for each example.
+async fn publish_live(
+    source: &PluginSource,
+    key: &plugin_store::KeyPair,
+    module: &[u8],
+    spec: PublishSpec,
+    labels: &[&str],
+) -> plugin_store::PluginManifest {
+    let m = source
+        .publish(module, spec, key, "test")
+        .await
+        .unwrap()
+        .manifest;
+    let labels = labels.iter().map(|l| (*l).to_owned()).collect();
+    let registry = &**source.registry();
+    plugin_store::admin::set_labels(registry, &m.name, &m.version, &labels, "test")
+        .await
+        .unwrap();
+    let target = plugin_store::AliasTarget {
+        version: m.version.clone(),
+        canary: None,
+    };
+    plugin_store::admin::set_alias(registry, &m.name, "live", target, "test")
+        .await
+        .unwrap();
+    m
+}
+
 impl Stack {
     pub async fn start() -> Self {
         Self::start_with(|_| {}).await
@@ -146,26 +175,18 @@ impl Stack {
         // As the local stack does: approved (triage also experimental), `live`.
         for example in plugin_artifacts::EXAMPLES {
             let spec = PublishSpec::from_toml(&example.manifest_text().unwrap().unwrap()).unwrap();
-            let m = source
-                .publish(&example.bytes().unwrap(), spec, &trust.publisher, "test")
-                .await
-                .unwrap()
-                .manifest;
-            let mut labels = std::collections::BTreeSet::from(["approved".to_owned()]);
+            let mut labels = vec!["approved"];
             if example.name == "triage" {
-                labels.insert("experimental".to_owned());
+                labels.push("experimental");
             }
-            let registry = &**source.registry();
-            plugin_store::admin::set_labels(registry, &m.name, &m.version, &labels, "test")
-                .await
-                .unwrap();
-            let target = plugin_store::AliasTarget {
-                version: m.version.clone(),
-                canary: None,
-            };
-            plugin_store::admin::set_alias(registry, &m.name, "live", target, "test")
-                .await
-                .unwrap();
+            publish_live(
+                &source,
+                &trust.publisher,
+                &example.bytes().unwrap(),
+                spec,
+                &labels,
+            )
+            .await;
         }
 
         let (axon, axon_addr) =
@@ -222,23 +243,14 @@ impl Stack {
             .await
             .unwrap();
         let spec = PublishSpec::from_toml(toml).unwrap();
-        let m = self
-            .source
-            .publish(&artifact.bytes().unwrap(), spec, &trust.publisher, "test")
-            .await
-            .unwrap()
-            .manifest;
-        let labels = std::collections::BTreeSet::from(["approved".to_owned()]);
-        plugin_store::admin::set_labels(registry, &m.name, &m.version, &labels, "test")
-            .await
-            .unwrap();
-        let target = plugin_store::AliasTarget {
-            version: m.version.clone(),
-            canary: None,
-        };
-        plugin_store::admin::set_alias(registry, &m.name, "live", target, "test")
-            .await
-            .unwrap();
+        let m = publish_live(
+            &self.source,
+            &trust.publisher,
+            &artifact.bytes().unwrap(),
+            spec,
+            &["approved"],
+        )
+        .await;
         let name = m.name.to_string();
         assert!(
             eventually(Duration::from_secs(30), || async {

@@ -1,0 +1,4 @@
+//! AFL++ entry point for [`agent_fuzz::canonical`].
+fn main() {
+    afl::fuzz!(|data: &[u8]| agent_fuzz::canonical(data));
+}
