@@ -13,12 +13,11 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use divan::Bencher;
 use governance::{
-    DecisionRequest, Governance, GovernanceConfig, LocalPolicyDir, PluginInfo, Principal,
+    DecisionRequest, Governance, GovernanceConfig, PluginInfo, PolicyDocument, Principal,
     PrincipalKind,
 };
 
@@ -26,8 +25,7 @@ fn main() {
     divan::main();
 }
 
-fn governance(policies: usize, slice: bool) -> (tempfile::TempDir, Governance) {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn governance(policies: usize, slice: bool) -> Governance {
     let mut text = String::from(
         "@id(\"developers-may-dispatch-examples\") permit(principal in AgentRuntime::Group::\"developers\", action, resource) when { resource.tags.contains(\"example\") };\n",
     );
@@ -43,14 +41,15 @@ fn governance(policies: usize, slice: bool) -> (tempfile::TempDir, Governance) {
         };
         text.push_str(&line);
     }
-    std::fs::write(dir.path().join("bench.cedar"), text).expect("write policies");
     let config = GovernanceConfig {
         slice,
         ..GovernanceConfig::default()
     };
-    let governance =
-        Governance::load(Arc::new(LocalPolicyDir::new(dir.path())), config).expect("load");
-    (dir, governance)
+    let documents = [PolicyDocument {
+        name: "bench.cedar".into(),
+        text,
+    }];
+    Governance::of_documents(&documents, config).expect("load")
 }
 
 #[divan::bench(args = [10, 100, 1000], sample_count = 1000)]
@@ -64,7 +63,7 @@ fn unsliced(bencher: Bencher, policies: usize) {
 }
 
 fn run(bencher: Bencher, policies: usize, slice: bool) {
-    let (_dir, governance) = governance(policies, slice);
+    let governance = governance(policies, slice);
     let principal = Principal {
         id: "dev".into(),
         kind: PrincipalKind::User,

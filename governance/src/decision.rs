@@ -65,9 +65,10 @@ pub enum Outcome {
     EvaluationError,
     /// The request does not fit the schema (a bug, or unexpected input).
     InvalidRequest,
-    /// No usable policy set: not loaded, or the source has been unreachable
-    /// past the staleness bound.
-    Unavailable,
+    /// The set in force has gone without a successful refresh past the
+    /// staleness bound (the store unreadable, or its head naming a set that
+    /// does not validate): every request is denied until one succeeds.
+    Stale,
 }
 
 impl Outcome {
@@ -79,7 +80,7 @@ impl Outcome {
             Self::NoPermittingPolicy => "no_permitting_policy",
             Self::EvaluationError => "evaluation_error",
             Self::InvalidRequest => "invalid_request",
-            Self::Unavailable => "unavailable",
+            Self::Stale => "stale",
         }
     }
 }
@@ -95,6 +96,9 @@ pub struct Decision {
     /// Evaluation errors, if any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// The store version of the policy set that decided (0 for a set given
+    /// directly, as `policy test` does).
+    pub policy_version: u64,
     /// Hash of the policy set that decided.
     pub policy_set: String,
     pub decision_time_us: u64,
@@ -104,7 +108,7 @@ impl Decision {
     pub(crate) fn deny(
         reason: Outcome,
         errors: Vec<String>,
-        policy_set: String,
+        (policy_version, policy_set): (u64, String),
         decision_time_us: u64,
     ) -> Self {
         Self {
@@ -112,6 +116,7 @@ impl Decision {
             reason,
             policies: Vec::new(),
             errors,
+            policy_version,
             policy_set,
             decision_time_us,
         }
@@ -132,8 +137,8 @@ impl Decision {
                 "the request does not fit the policy schema: {}",
                 self.errors.join("; ")
             ),
-            Outcome::Unavailable => {
-                format!("governance is unavailable: {}", self.errors.join("; "))
+            Outcome::Stale => {
+                format!("governance is stale: {}", self.errors.join("; "))
             }
         }
     }

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,8 +16,8 @@ use cedar_policy::{
 
 use crate::GovernanceError;
 use crate::decision::{Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind};
-use crate::policies::{CompiledPolicies, hash_documents};
-use crate::source::PolicySource;
+use crate::policies::{CompiledPolicies, PolicyDocument};
+use crate::store::{PolicySetVersion, PolicyStore};
 
 /// Asks whether a request may proceed. Orbit holds one: in-process
 /// [`Governance`] locally, a Lambda client in AWS; both decide identically.
@@ -31,8 +32,10 @@ pub trait Decider: Send + Sync {
 /// Settings of the engine.
 #[derive(Debug, Clone)]
 pub struct GovernanceConfig {
-    /// How long the last good set may serve while the source cannot be read;
-    /// after that every decision is a deny. Default 5 minutes.
+    /// How long the last good set may serve without a successful refresh
+    /// (the store unreadable, or its head naming a set that does not
+    /// validate); after that every decision is a `stale` deny. Default 5
+    /// minutes.
     pub max_staleness: Duration,
     /// Evaluate each request against its slice of the set (default). Off
     /// evaluates every policy, to measure slicing or to check it.
@@ -51,24 +54,47 @@ impl Default for GovernanceConfig {
 /// What a refresh did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshOutcome {
-    /// The source holds the active set already.
+    /// The head names the active set already.
     Unchanged,
     /// A new set is active.
-    Activated { hash: String, policies: usize },
+    Activated {
+        version: u64,
+        hash: String,
+        policies: usize,
+    },
+}
+
+/// Where the policy set in force stands, for metrics and readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyStatus {
+    /// The store version in force (0 for a set given directly).
+    pub version: u64,
+    pub hash: String,
+    pub policies: usize,
+    /// Time since the last successful refresh (or load).
+    pub since_refresh: Duration,
+    /// True past the staleness bound: every decision is denied.
+    pub stale: bool,
+    /// Failed refreshes since start-up.
+    pub refresh_failures: u64,
 }
 
 struct Active {
     policies: Arc<CompiledPolicies>,
-    /// When the source was last read successfully.
-    last_read: Instant,
+    version: u64,
+    /// When a refresh last confirmed this set is the head. Only a successful
+    /// refresh moves it: a failed one must not hide that the set is aging.
+    confirmed: Instant,
 }
 
-/// Cedar governance over a policy source.
+/// Cedar governance over a policy store.
 pub struct Governance {
     schema: Schema,
-    source: Arc<dyn PolicySource>,
+    /// `None` for a set given directly (`policy test`, replays): nothing to refresh.
+    store: Option<Arc<dyn PolicyStore>>,
     config: GovernanceConfig,
     active: RwLock<Active>,
+    refresh_failures: AtomicU64,
     authorizer: Authorizer,
     types: EntityTypes,
     inputs: InputCache,
@@ -149,29 +175,56 @@ fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
 }
 
 impl Governance {
-    /// Loads and validates the source's policies. An invalid set, or a source
-    /// that cannot be read, is an error: governance never starts open.
-    pub fn load(
-        source: Arc<dyn PolicySource>,
+    /// Loads the set the store's head names: hash-checked and strictly
+    /// validated. A store with no head, an unreadable store or a set that
+    /// does not validate is an error: governance never starts open.
+    pub async fn load(
+        store: Arc<dyn PolicyStore>,
         config: GovernanceConfig,
     ) -> Result<Self, GovernanceError> {
-        let (schema, _warnings) = Schema::from_cedarschema_str(crate::SCHEMA)
-            .map_err(|e| GovernanceError::Schema(e.to_string()))?;
-        let documents = source.load()?;
-        let policies = CompiledPolicies::compile(&schema, &documents)?;
-        tracing::info!(policy_set = policies.hash(), policies = policies.len(), source = %source.describe(), "policies active");
+        let schema = parse_schema()?;
+        let head = store
+            .head()
+            .await?
+            .ok_or_else(|| GovernanceError::NoActivePolicySet(store.describe()))?;
+        let set = store.get(head.version).await?;
+        let policies = compile_version(&schema, &set, &head.hash)?;
+        tracing::info!(policy_version = set.version, policy_set = policies.hash(), policies = policies.len(), store = %store.describe(), "policies active");
+        Self::new(schema, Some(store), config, policies, set.version)
+    }
+
+    /// Governance over a fixed set of documents (strictly validated), with no
+    /// store behind it: to test or replay a candidate set.
+    pub fn of_documents(
+        documents: &[PolicyDocument],
+        config: GovernanceConfig,
+    ) -> Result<Self, GovernanceError> {
+        let schema = parse_schema()?;
+        let policies = CompiledPolicies::compile(&schema, documents)?;
+        Self::new(schema, None, config, policies, 0)
+    }
+
+    fn new(
+        schema: Schema,
+        store: Option<Arc<dyn PolicyStore>>,
+        config: GovernanceConfig,
+        policies: CompiledPolicies,
+        version: u64,
+    ) -> Result<Self, GovernanceError> {
         let types = EntityTypes::parse()?;
         let action_type = EntityTypeName::from_str("AgentRuntime::Action")
             .map_err(|e| GovernanceError::Schema(e.to_string()))?;
         let action = uid(&action_type, "dispatch");
         Ok(Self {
             schema,
-            source,
+            store,
             config,
             active: RwLock::new(Active {
                 policies: Arc::new(policies),
-                last_read: Instant::now(),
+                version,
+                confirmed: Instant::now(),
             }),
+            refresh_failures: AtomicU64::new(0),
             authorizer: Authorizer::new(),
             types,
             inputs: InputCache::default(),
@@ -188,49 +241,91 @@ impl Governance {
             .clone()
     }
 
-    /// Re-reads the source. A changed, valid set becomes active; an invalid
-    /// one is refused and the last good set stays; an unreadable source leaves
-    /// the set as is and starts the staleness clock.
-    pub fn refresh(&self) -> Result<RefreshOutcome, GovernanceError> {
-        let documents = self.source.load()?;
-        let hash = hash_documents(&documents);
-        let unchanged = self.active().hash() == hash;
-        let result = if unchanged {
-            Ok(RefreshOutcome::Unchanged)
-        } else {
-            match CompiledPolicies::compile(&self.schema, &documents) {
-                Ok(policies) => {
-                    let count = policies.len();
-                    tracing::info!(policy_set = %hash, policies = count, "new policy set active");
-                    self.active
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .policies = Arc::new(policies);
-                    Ok(RefreshOutcome::Activated {
-                        hash,
-                        policies: count,
-                    })
-                }
-                Err(error) => {
-                    tracing::error!(%error, "refused an invalid policy set; the last good set stays active");
-                    Err(error)
-                }
-            }
-        };
-        // The source answered: the active set is current (or deliberately kept).
+    /// The store version of the active set (0 when given directly).
+    pub fn active_version(&self) -> u64 {
         self.active
-            .write()
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .last_read = Instant::now();
+            .version
+    }
+
+    /// Polls the store's head. A new version is fetched, hash-checked,
+    /// strictly validated and swapped in atomically. Any failure keeps the
+    /// last good set and is counted; only a success restarts the staleness
+    /// clock.
+    pub async fn refresh(&self) -> Result<RefreshOutcome, GovernanceError> {
+        let Some(store) = &self.store else {
+            return Ok(RefreshOutcome::Unchanged);
+        };
+        let result = self.refresh_from(store.as_ref()).await;
+        match &result {
+            Ok(_) => {
+                self.active
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .confirmed = Instant::now();
+            }
+            Err(error) => {
+                self.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "policy refresh failed; the last good set stays active until it is stale");
+            }
+        }
         result
     }
 
+    async fn refresh_from(
+        &self,
+        store: &dyn PolicyStore,
+    ) -> Result<RefreshOutcome, GovernanceError> {
+        let head = store
+            .head()
+            .await?
+            .ok_or_else(|| GovernanceError::NoActivePolicySet(store.describe()))?;
+        let (version, hash) = {
+            let active = self.active.read().unwrap_or_else(PoisonError::into_inner);
+            (active.version, active.policies.hash().to_owned())
+        };
+        if head.version == version && head.hash == hash {
+            return Ok(RefreshOutcome::Unchanged);
+        }
+        let set = store.get(head.version).await?;
+        let policies = compile_version(&self.schema, &set, &head.hash)?;
+        let count = policies.len();
+        let hash = policies.hash().to_owned();
+        tracing::info!(policy_version = set.version, policy_set = %hash, policies = count, "new policy set active");
+        {
+            let mut active = self.active.write().unwrap_or_else(PoisonError::into_inner);
+            active.policies = Arc::new(policies);
+            active.version = set.version;
+        }
+        Ok(RefreshOutcome::Activated {
+            version: set.version,
+            hash,
+            policies: count,
+        })
+    }
+
+    /// The set in force, its age and the refresh failures so far.
+    pub fn status(&self) -> PolicyStatus {
+        let active = self.active.read().unwrap_or_else(PoisonError::into_inner);
+        let since_refresh = active.confirmed.elapsed();
+        PolicyStatus {
+            version: active.version,
+            hash: active.policies.hash().to_owned(),
+            policies: active.policies.len(),
+            since_refresh,
+            stale: self.store.is_some() && since_refresh > self.config.max_staleness,
+            refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
+        }
+    }
+
     fn stale_for(&self) -> Option<Duration> {
+        self.store.as_ref()?;
         let elapsed = self
             .active
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .last_read
+            .confirmed
             .elapsed();
         (elapsed > self.config.max_staleness).then_some(elapsed)
     }
@@ -238,17 +333,21 @@ impl Governance {
     /// Decides one request synchronously.
     pub fn decide_now(&self, request: &DecisionRequest<'_>) -> Decision {
         let started = Instant::now();
-        let policies = self.active();
+        let (policies, version) = {
+            let active = self.active.read().unwrap_or_else(PoisonError::into_inner);
+            (active.policies.clone(), active.version)
+        };
         let elapsed_us = || started.elapsed().as_micros() as u64;
         if let Some(stale) = self.stale_for() {
+            // Goes to the caller: no store name or path, only the facts.
             return Decision::deny(
-                Outcome::Unavailable,
+                Outcome::Stale,
                 vec![format!(
-                    "the policy source {} has not been readable for {} s",
-                    self.source.describe(),
-                    stale.as_secs()
+                    "the policy set in force has not been refreshed for {} s (the limit is {} s)",
+                    stale.as_secs(),
+                    self.config.max_staleness.as_secs()
                 )],
-                policies.hash().to_owned(),
+                (version, policies.hash().to_owned()),
                 elapsed_us(),
             );
         }
@@ -279,7 +378,7 @@ impl Governance {
                 return Decision::deny(
                     Outcome::InvalidRequest,
                     vec![error],
-                    policies.hash().to_owned(),
+                    (version, policies.hash().to_owned()),
                     elapsed_us(),
                 );
             }
@@ -311,6 +410,7 @@ impl Governance {
             reason,
             policies: decided_by,
             errors,
+            policy_version: version,
             policy_set: policies.hash().to_owned(),
             decision_time_us: elapsed_us(),
         }
@@ -504,6 +604,38 @@ impl Governance {
     }
 }
 
+fn parse_schema() -> Result<Schema, GovernanceError> {
+    let (schema, _warnings) = Schema::from_cedarschema_str(crate::SCHEMA)
+        .map_err(|e| GovernanceError::Schema(e.to_string()))?;
+    Ok(schema)
+}
+
+/// A stored version as an active set: its documents must hash to what the
+/// version and the head record, and validate strictly against this
+/// release's schema.
+fn compile_version(
+    schema: &Schema,
+    set: &PolicySetVersion,
+    head_hash: &str,
+) -> Result<CompiledPolicies, GovernanceError> {
+    set.check_hash()?;
+    if set.hash != head_hash {
+        return Err(GovernanceError::Store(
+            crate::store::PolicyStoreError::Corrupt(format!(
+                "head: it records {head_hash} for version {}, which holds {}",
+                set.version, set.hash
+            )),
+        ));
+    }
+    CompiledPolicies::compile(schema, &set.documents).map_err(|error| match error {
+        GovernanceError::InvalidPolicies(reason) => GovernanceError::InvalidPolicies(format!(
+            "policy set version {}: {reason}",
+            set.version
+        )),
+        other => other,
+    })
+}
+
 #[async_trait]
 impl Decider for Governance {
     async fn decide(&self, request: &DecisionRequest<'_>) -> Decision {
@@ -523,18 +655,16 @@ mod tests {
 
     use super::*;
     use crate::decision::{PluginInfo, Principal};
-    use crate::source::LocalPolicyDir;
 
     /// Decisions skip schema checks for speed: the requests and entities they
     /// build must conform to the schema.
     #[test]
     fn requests_and_entities_conform_to_the_schema() {
-        let dir =
-            std::env::temp_dir().join(format!("governance-conformance-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("p.cedar"), "permit(principal, action, resource);").unwrap();
-        let governance = Governance::load(
-            Arc::new(LocalPolicyDir::new(&dir)),
+        let governance = Governance::of_documents(
+            &[PolicyDocument {
+                name: "p.cedar".into(),
+                text: "permit(principal, action, resource);".into(),
+            }],
             GovernanceConfig::default(),
         )
         .unwrap();
@@ -568,6 +698,5 @@ mod tests {
             let context = governance.context(&request, 1_700_000_000, schema);
             assert!(context.is_ok(), "{:?}", context.err());
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

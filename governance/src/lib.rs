@@ -5,27 +5,32 @@
 //! 4), validated in strict mode against [`SCHEMA`] before they are activated.
 //!
 //! - A decision is a value ([`Decision`]): allowed or not, the ids of the
-//!   policies that decided, any evaluation errors, the hash of the policy set
-//!   that made it and how long it took. Every error is a deny.
-//! - Policies come from a [`PolicySource`] (embedded default: a directory of
-//!   `.cedar` files). An invalid set never activates: at start-up it is an
-//!   error; on reload the last good set stays. A source that cannot be read
-//!   for longer than the staleness bound makes every decision a deny.
+//!   policies that decided, any evaluation errors, the version and hash of
+//!   the policy set that made it and how long it took. Every error is a deny.
+//! - Policy sets are versions in a [`PolicyStore`] (embedded: a SQLite file;
+//!   AWS: DynamoDB): immutable, with a head that moves by compare-and-set.
+//!   [`Governance`] polls the head; a new version is hash-checked and
+//!   validated before it is swapped in. A set that fails either never
+//!   activates; the last good one serves until it is stale, then every
+//!   decision is a deny.
 //! - Cedar evaluates every policy it is given, so each request is evaluated
 //!   against a slice: policies scoped to its plugin (`resource ==
 //!   AgentRuntime::Plugin::"name"`), to its tenant (`principal in
 //!   AgentRuntime::Tenant::"t"`), and every unscoped one. Scope constraints are
 //!   hard, so the slice decides exactly as the whole set would.
 
+pub mod cases;
 mod decision;
 mod engine;
 mod policies;
 mod source;
+pub mod store;
 
 pub use decision::{Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind};
-pub use engine::{Decider, Governance, GovernanceConfig, RefreshOutcome};
+pub use engine::{Decider, Governance, GovernanceConfig, PolicyStatus, RefreshOutcome};
 pub use policies::{CompiledPolicies, PolicyDocument};
-pub use source::{LocalPolicyDir, PolicySource};
+pub use source::read_policies;
+pub use store::{PolicyStore, PolicyStoreError, SqlitePolicyStore};
 
 /// The Cedar schema every policy is validated against.
 pub const SCHEMA: &str = include_str!("../schema/agent-runtime.cedarschema");
@@ -34,7 +39,26 @@ pub const SCHEMA: &str = include_str!("../schema/agent-runtime.cedarschema");
 pub const DEFAULT_POLICIES: &[(&str, &str)] =
     &[("dispatch.cedar", include_str!("../policies/dispatch.cedar"))];
 
-/// Why governance could not load or refresh its policies.
+/// The default policies as documents.
+pub fn default_documents() -> Vec<PolicyDocument> {
+    DEFAULT_POLICIES
+        .iter()
+        .map(|(name, text)| PolicyDocument {
+            name: (*name).to_owned(),
+            text: (*text).to_owned(),
+        })
+        .collect()
+}
+
+/// Strictly validates `documents` against [`SCHEMA`], as activation will.
+pub fn validate(documents: &[PolicyDocument]) -> Result<CompiledPolicies, GovernanceError> {
+    let (schema, _warnings) = cedar_policy::Schema::from_cedarschema_str(SCHEMA)
+        .map_err(|e| GovernanceError::Schema(e.to_string()))?;
+    CompiledPolicies::compile(&schema, documents)
+}
+
+/// Why governance could not load or refresh its policies. Operators read
+/// these (logs, `agentctl`); callers never do.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GovernanceError {
     /// The schema does not parse (a bug in this release).
@@ -43,7 +67,15 @@ pub enum GovernanceError {
     /// The policies do not parse or do not validate; says which and why.
     #[error("invalid policies: {0}")]
     InvalidPolicies(String),
-    /// The policy source cannot be read.
-    #[error("cannot read policies from {source_name}: {reason}")]
-    SourceUnavailable { source_name: String, reason: String },
+    /// The store has never had a set activated.
+    #[error(
+        "the policy store {0} has no active policy set: put one and activate it (`agentctl policy put DIR --activate`)"
+    )]
+    NoActivePolicySet(String),
+    /// The store failed or holds something that does not check out.
+    #[error(transparent)]
+    Store(#[from] PolicyStoreError),
+    /// Policy files cannot be read.
+    #[error("cannot read policies: {0}")]
+    Unreadable(String),
 }

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::GovernanceError;
 
 /// One file of policies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PolicyDocument {
     /// File name, e.g. `dispatch.cedar`: policies without an `@id` are named
     /// after it (`dispatch.cedar#2`).

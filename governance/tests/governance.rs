@@ -1,17 +1,23 @@
-//! Governance decisions: the default policies, validation, refresh, fail
-//! closed, and properties that must hold for any policy set.
+//! Governance decisions: the default policies, validation, refresh from the
+//! policy store, fail closed, and properties that must hold for any policy
+//! set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
+use governance::store::{
+    Activate, Activation, ActivationKind, Head, NewPolicySet, PolicySetVersion, VersionInfo,
+};
 use governance::{
-    Decision, DecisionRequest, Governance, GovernanceConfig, GovernanceError, LocalPolicyDir,
-    Outcome, PluginInfo, Principal, PrincipalKind, RefreshOutcome,
+    Decider as _, Decision, DecisionRequest, Governance, GovernanceConfig, GovernanceError,
+    Outcome, PluginInfo, PolicyDocument, PolicyStore, PolicyStoreError, Principal, PrincipalKind,
+    RefreshOutcome, SqlitePolicyStore,
 };
 use proptest::prelude::*;
 
@@ -47,32 +53,65 @@ fn decide(governance: &Governance, who: &Principal, what: &PluginInfo) -> Decisi
     })
 }
 
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).unwrap();
-}
-
-fn governance_over(dir: &Path, config: GovernanceConfig) -> Result<Governance, GovernanceError> {
-    Governance::load(Arc::new(LocalPolicyDir::new(dir)), config)
-}
-
-fn with_policies(text: &str) -> (tempfile::TempDir, Result<Governance, GovernanceError>) {
-    let dir = tempfile::tempdir().unwrap();
-    if !text.is_empty() {
-        write(dir.path(), "test.cedar", text);
+fn documents(text: &str) -> Vec<PolicyDocument> {
+    if text.is_empty() {
+        return Vec::new();
     }
-    let governance = governance_over(dir.path(), GovernanceConfig::default());
-    (dir, governance)
+    vec![PolicyDocument {
+        name: "test.cedar".into(),
+        text: text.into(),
+    }]
+}
+
+fn with_policies(text: &str) -> Result<Governance, GovernanceError> {
+    Governance::of_documents(&documents(text), GovernanceConfig::default())
+}
+
+fn defaults() -> Governance {
+    Governance::of_documents(
+        &governance::default_documents(),
+        GovernanceConfig::default(),
+    )
+    .unwrap()
+}
+
+/// A policy store in a temporary directory.
+async fn store() -> (tempfile::TempDir, Arc<SqlitePolicyStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlitePolicyStore::open(&dir.path().join("policies.db"))
+        .await
+        .unwrap();
+    (dir, Arc::new(store))
+}
+
+/// Puts `text` as a new version (unchecked, as a store takes it) and activates it.
+async fn put_active(store: &dyn PolicyStore, text: &str) -> u64 {
+    let version = store
+        .put(&NewPolicySet {
+            documents: documents(text),
+            schema: governance::SCHEMA.into(),
+            author: "test".into(),
+            message: String::new(),
+        })
+        .await
+        .unwrap()
+        .version;
+    let revision = store.head().await.unwrap().map_or(0, |h| h.revision);
+    store
+        .activate(&Activate {
+            version,
+            expected_revision: revision,
+            kind: ActivationKind::Activate,
+            actor: "test",
+        })
+        .await
+        .unwrap();
+    version
 }
 
 #[test]
 fn default_policies_allow_approved_versions_and_keep_experimental_ones_for_beta() {
-    let dir = tempfile::tempdir().unwrap();
-    assert!(LocalPolicyDir::seed(dir.path(), governance::DEFAULT_POLICIES).unwrap());
-    assert!(
-        !LocalPolicyDir::seed(dir.path(), governance::DEFAULT_POLICIES).unwrap(),
-        "seeding twice overwrote"
-    );
-    let governance = governance_over(dir.path(), GovernanceConfig::default()).unwrap();
+    let governance = defaults();
     let dev = principal("dev", &["developers"], "local");
     let beta = principal("bea", &["developers", "beta"], "local");
 
@@ -102,9 +141,7 @@ fn default_policies_allow_approved_versions_and_keep_experimental_ones_for_beta(
 
 #[test]
 fn self_declared_tags_and_publishers_gain_nothing_under_the_default_policies() {
-    let dir = tempfile::tempdir().unwrap();
-    LocalPolicyDir::seed(dir.path(), governance::DEFAULT_POLICIES).unwrap();
-    let governance = governance_over(dir.path(), GovernanceConfig::default()).unwrap();
+    let governance = defaults();
     let dev = principal("dev", &["developers"], "local");
     // A publisher claiming every word the policies know, with no operator label.
     let claims = PluginInfo {
@@ -127,7 +164,7 @@ fn self_declared_tags_and_publishers_gain_nothing_under_the_default_policies() {
 
 #[test]
 fn pre_release_and_build_parts_of_the_version_are_visible_to_policy() {
-    let (_dir, governance) = with_policies(
+    let governance = with_policies(
         r#"@id("no-pre-releases") forbid(principal, action, resource) when { resource.version.pre != "" };
            @id("all") permit(principal, action, resource);"#,
     );
@@ -145,101 +182,253 @@ fn pre_release_and_build_parts_of_the_version_are_visible_to_policy() {
 
 #[test]
 fn invalid_policies_never_load_and_say_why() {
-    let (_dir, result) = with_policies(
+    let result = with_policies(
         r#"@id("bad-attr") permit(principal, action, resource) when { resource.owner == "me" };"#,
     );
     let error = result.err().expect("an invalid set must not load");
     assert!(error.to_string().contains("bad-attr"), "{error}");
 
-    let (_dir, result) = with_policies("permit(principal, action, resource");
+    let result = with_policies("permit(principal, action, resource");
     assert!(matches!(result, Err(GovernanceError::InvalidPolicies(_))));
 
-    let (_dir, result) = with_policies(
+    let result = with_policies(
         r#"@id("same") permit(principal, action, resource); @id("same") forbid(principal, action, resource);"#,
     );
     assert!(result.err().unwrap().to_string().contains("used twice"));
 }
 
-#[test]
-fn refresh_activates_valid_changes_and_keeps_the_last_good_set() {
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "a.cedar",
+#[tokio::test]
+async fn refresh_activates_new_heads_and_keeps_the_last_good_set_without_resetting_its_age() {
+    let (_dir, store) = store().await;
+    let v1 = put_active(
+        store.as_ref(),
         r#"@id("all") permit(principal, action, resource);"#,
-    );
-    let governance = governance_over(dir.path(), GovernanceConfig::default()).unwrap();
+    )
+    .await;
+    let config = GovernanceConfig {
+        max_staleness: Duration::from_millis(300),
+        ..GovernanceConfig::default()
+    };
+    let governance = Governance::load(store.clone(), config).await.unwrap();
     let dev = principal("dev", &[], "local");
     let echo = plugin("echo", &[]);
-    assert!(decide(&governance, &dev, &echo).allowed);
-    assert_eq!(governance.refresh().unwrap(), RefreshOutcome::Unchanged);
-
-    write(
-        dir.path(),
-        "b.cedar",
-        r#"@id("no-echo") forbid(principal, action, resource == AgentRuntime::Plugin::"echo");"#,
+    let allowed = decide(&governance, &dev, &echo);
+    assert_eq!((allowed.allowed, allowed.policy_version), (true, v1));
+    assert_eq!(
+        governance.refresh().await.unwrap(),
+        RefreshOutcome::Unchanged
     );
+
+    let v2 = put_active(
+        store.as_ref(),
+        r#"@id("all") permit(principal, action, resource);
+           @id("no-echo") forbid(principal, action, resource == AgentRuntime::Plugin::"echo");"#,
+    )
+    .await;
     assert!(matches!(
-        governance.refresh().unwrap(),
-        RefreshOutcome::Activated { policies: 2, .. }
+        governance.refresh().await.unwrap(),
+        RefreshOutcome::Activated { version, policies: 2, .. } if version == v2
     ));
     let denied = decide(&governance, &dev, &echo);
     assert_eq!(
-        (denied.allowed, denied.policies.clone()),
-        (false, vec!["no-echo".to_owned()])
+        (
+            denied.allowed,
+            denied.policies.clone(),
+            denied.policy_version
+        ),
+        (false, vec!["no-echo".to_owned()], v2)
     );
 
-    // A broken edit is refused; the last good set keeps deciding.
-    write(
-        dir.path(),
-        "b.cedar",
+    // A broken version activated behind the tools' back is refused; the last
+    // good set keeps deciding, and the refresh counts as a failure.
+    let broken = put_active(
+        store.as_ref(),
         "forbid(principal, action, resource) when { nonsense };",
+    )
+    .await;
+    let error = governance.refresh().await.unwrap_err();
+    assert!(
+        error.to_string().contains(&format!("version {broken}")),
+        "{error}"
     );
-    assert!(governance.refresh().is_err());
     assert_eq!(decide(&governance, &dev, &echo).policies, ["no-echo"]);
+    assert_eq!(governance.status().refresh_failures, 1);
+
+    // Failing refreshes do not restart the clock: past the bound every
+    // decision is stale, with no store path in what the caller reads.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !governance.status().stale {
+        assert!(governance.refresh().await.is_err());
+        assert!(std::time::Instant::now() < deadline, "never went stale");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stale = decide(&governance, &dev, &echo);
+    assert_eq!((stale.allowed, stale.reason), (false, Outcome::Stale));
+    assert_eq!(stale.policy_version, v2, "names the set in force");
+    let explained = stale.explain();
+    assert!(explained.contains("not been refreshed"), "{explained}");
+    assert!(
+        !explained.contains(".db") && !explained.contains('/'),
+        "{explained}"
+    );
+    assert!(!governance.is_ready());
+
+    // Activating a good version again recovers on the next refresh.
+    let fixed = put_active(
+        store.as_ref(),
+        r#"@id("all") permit(principal, action, resource);"#,
+    )
+    .await;
+    governance.refresh().await.unwrap();
+    let status = governance.status();
+    assert_eq!((status.version, status.stale), (fixed, false));
+    assert!(decide(&governance, &dev, &echo).allowed);
+    assert!(governance.is_ready());
 }
 
-#[test]
-fn an_unreadable_source_past_the_staleness_bound_denies_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    write(
-        &policies,
-        "a.cedar",
+/// A real store that can be made unreachable.
+struct Flaky {
+    inner: Arc<SqlitePolicyStore>,
+    down: AtomicBool,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), PolicyStoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(PolicyStoreError::Backend("connection refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl PolicyStore for Flaky {
+    async fn put(&self, set: &NewPolicySet) -> Result<PolicySetVersion, PolicyStoreError> {
+        self.check()?;
+        self.inner.put(set).await
+    }
+    async fn get(&self, version: u64) -> Result<PolicySetVersion, PolicyStoreError> {
+        self.check()?;
+        self.inner.get(version).await
+    }
+    async fn list(&self) -> Result<Vec<VersionInfo>, PolicyStoreError> {
+        self.check()?;
+        self.inner.list().await
+    }
+    async fn head(&self) -> Result<Option<Head>, PolicyStoreError> {
+        self.check()?;
+        self.inner.head().await
+    }
+    async fn activate(&self, request: &Activate<'_>) -> Result<Head, PolicyStoreError> {
+        self.check()?;
+        self.inner.activate(request).await
+    }
+    async fn history(&self) -> Result<Vec<Activation>, PolicyStoreError> {
+        self.check()?;
+        self.inner.history().await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_store_past_the_staleness_bound_denies_everything() {
+    let (_dir, inner) = store().await;
+    put_active(
+        inner.as_ref(),
         r#"@id("all") permit(principal, action, resource);"#,
-    );
+    )
+    .await;
+    let store = Arc::new(Flaky {
+        inner,
+        down: AtomicBool::new(false),
+    });
     let config = GovernanceConfig {
-        max_staleness: Duration::from_millis(50),
+        max_staleness: Duration::from_millis(200),
         ..GovernanceConfig::default()
     };
-    let governance = governance_over(&policies, config).unwrap();
+    let governance = Governance::load(store.clone(), config).await.unwrap();
     let (dev, echo) = (principal("dev", &[], "local"), plugin("echo", &[]));
     assert!(decide(&governance, &dev, &echo).allowed);
 
-    std::fs::remove_dir_all(&policies).unwrap();
-    assert!(matches!(
-        governance.refresh(),
-        Err(GovernanceError::SourceUnavailable { .. })
-    ));
-    std::thread::sleep(Duration::from_millis(100));
+    store.down.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !governance.status().stale {
+        assert!(matches!(
+            governance.refresh().await,
+            Err(GovernanceError::Store(PolicyStoreError::Backend(_)))
+        ));
+        assert!(std::time::Instant::now() < deadline, "never went stale");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let decision = decide(&governance, &dev, &echo);
-    assert_eq!(
-        (decision.allowed, decision.reason),
-        (false, Outcome::Unavailable)
-    );
-    assert!(
-        decision.explain().contains("not been readable"),
-        "{}",
-        decision.explain()
-    );
-    use governance::Decider as _;
+    assert_eq!((decision.allowed, decision.reason), (false, Outcome::Stale));
     assert!(!governance.is_ready());
+
+    store.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        governance.refresh().await.unwrap(),
+        RefreshOutcome::Unchanged
+    );
+    assert!(governance.is_ready());
+    assert!(decide(&governance, &dev, &echo).allowed);
+}
+
+#[tokio::test]
+async fn governance_never_starts_without_a_valid_active_set() {
+    let (_dir, store) = store().await;
+    let error = Governance::load(store.clone(), GovernanceConfig::default())
+        .await
+        .err()
+        .expect("a store never activated must not load");
+    assert!(matches!(error, GovernanceError::NoActivePolicySet(_)));
+    assert!(error.to_string().contains("agentctl policy put"), "{error}");
+
+    let broken = put_active(
+        store.as_ref(),
+        r#"@id("bad-attr") permit(principal, action, resource) when { resource.owner == "me" };"#,
+    )
+    .await;
+    let error = Governance::load(store.clone(), GovernanceConfig::default())
+        .await
+        .err()
+        .expect("an invalid head must not load");
+    let text = error.to_string();
+    assert!(
+        text.contains("bad-attr") && text.contains(&format!("version {broken}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_default_policies_pass_their_own_cases() {
+    let cases = governance::cases::Cases::parse(include_str!("../policies/tests.toml")).unwrap();
+    let results = cases.run(&defaults());
+    assert!(results.len() >= 5);
+    let failures: Vec<_> = results.iter().filter_map(|r| r.failure.as_ref()).collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    // And a case that expects the wrong thing fails, saying why.
+    let wrong = governance::cases::Cases::parse(
+        r#"[[case]]
+name = "outsider"
+principal = { id = "eve", groups = ["sales"] }
+plugin = { name = "echo", labels = ["approved"], publisher = "agent-runtime" }
+expect = "allow""#,
+    )
+    .unwrap();
+    let failure = wrong.run(&defaults())[0].failure.clone().unwrap();
+    assert!(
+        failure.contains("expected allow, got no_permitting_policy"),
+        "{failure}"
+    );
+    assert!(governance::cases::Cases::parse("[[case]]\nname = \"x\"\nexpect = \"maybe\"").is_err());
 }
 
 #[test]
 fn an_erroring_forbid_still_denies_what_a_permit_allows() {
-    let (_dir, governance) = with_policies(
+    let governance = with_policies(
         r#"@id("all") permit(principal, action, resource);
            @id("overflowing-forbid") forbid(principal, action, resource) when { resource.version.major + 9223372036854775807 > 0 };"#,
     );
@@ -263,7 +452,7 @@ fn an_erroring_forbid_still_denies_what_a_permit_allows() {
 #[test]
 fn an_evaluation_error_denies() {
     // Valid against the schema, but overflows at run time.
-    let (_dir, governance) = with_policies(
+    let governance = with_policies(
         r#"@id("overflows") permit(principal, action, resource) when { resource.version.major + 9223372036854775807 > 0 };"#,
     );
     let decision = decide(
@@ -322,7 +511,7 @@ proptest! {
 
     #[test]
     fn an_empty_set_denies_everything(who in any_principal(), what in any_plugin()) {
-        let (_dir, governance) = with_policies("");
+        let governance = with_policies("");
         let decision = decide(&governance.unwrap(), &who, &what);
         prop_assert!(!decision.allowed);
         prop_assert_eq!(decision.reason, Outcome::NoPermittingPolicy);
@@ -340,7 +529,7 @@ proptest! {
             permits.join("\n"),
             what.name
         );
-        let (_dir, governance) = with_policies(&text);
+        let governance = with_policies(&text);
         let decision = decide(&governance.unwrap(), &who, &what);
         prop_assert!(!decision.allowed);
         prop_assert_eq!(decision.policies, vec!["the-forbid".to_owned()]);
@@ -352,10 +541,9 @@ proptest! {
         who in any_principal(),
         what in any_plugin(),
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "p.cedar", &policies.join("\n"));
-        let sliced = governance_over(dir.path(), GovernanceConfig::default()).unwrap();
-        let whole = governance_over(dir.path(), GovernanceConfig { slice: false, ..GovernanceConfig::default() }).unwrap();
+        let documents = documents(&policies.join("\n"));
+        let sliced = Governance::of_documents(&documents, GovernanceConfig::default()).unwrap();
+        let whole = Governance::of_documents(&documents, GovernanceConfig { slice: false, ..GovernanceConfig::default() }).unwrap();
         let (a, b) = (decide(&sliced, &who, &what), decide(&whole, &who, &what));
         let (mut pa, mut pb) = (a.policies.clone(), b.policies.clone());
         pa.sort();

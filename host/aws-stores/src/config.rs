@@ -1,5 +1,6 @@
-//! Which plugin store a process uses: the flags Axon, Orbit and `agentctl`
-//! share, so all three always read the same store.
+//! Which stores a process uses: the flags Axon, Orbit and `agentctl` share,
+//! so all of them always read the same plugin store (and Orbit and
+//! `agentctl policy` the same policy store).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,9 +9,10 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use governance::{PolicyStore, PolicyStoreError, SqlitePolicyStore};
 use plugin_store::{PluginSource, StoreError};
 
-use crate::{DynamoRegistry, S3BlobStore};
+use crate::{DynamoPolicyStore, DynamoRegistry, S3BlobStore};
 
 /// Where plugins live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -151,4 +153,74 @@ pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
         loader = loader.endpoint_url(endpoint);
     }
     loader.load().await
+}
+
+/// Where governance's policy sets live: the flags Orbit and `agentctl policy`
+/// share. Defaults: the embedded store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyStoreArgs {
+    /// Where policy sets live: `local` (a SQLite file under the data
+    /// directory) or `aws` (a DynamoDB table, `--policy-table`).
+    #[arg(
+        long,
+        env = "AGENT_RUNTIME_POLICY_STORE",
+        default_value = "local",
+        global = true
+    )]
+    pub policy_store: StoreKind,
+    /// The DynamoDB table holding policy sets (`--policy-store aws`).
+    #[arg(long, env = "AGENT_RUNTIME_POLICY_TABLE", global = true)]
+    pub policy_table: Option<String>,
+}
+
+impl Default for PolicyStoreArgs {
+    /// The embedded store, as if no flag were given.
+    fn default() -> Self {
+        Self {
+            policy_store: StoreKind::Local,
+            policy_table: None,
+        }
+    }
+}
+
+impl PolicyStoreArgs {
+    /// The embedded store's file under a data directory.
+    pub fn local_path(data_dir: &Path) -> std::path::PathBuf {
+        data_dir.join("governance").join("policies.db")
+    }
+
+    fn table(&self) -> Result<&str, PolicyStoreError> {
+        self.policy_table.as_deref().ok_or_else(|| {
+            PolicyStoreError::Invalid("`--policy-store aws` needs `--policy-table`".to_owned())
+        })
+    }
+
+    /// Opens the chosen store: the embedded file under `data_dir`, or the
+    /// DynamoDB table at `endpoint` (or AWS's), checked to answer so a wrong
+    /// name fails at start-up.
+    pub async fn open(
+        &self,
+        data_dir: &Path,
+        endpoint: Option<&str>,
+    ) -> Result<Arc<dyn PolicyStore>, PolicyStoreError> {
+        match self.policy_store {
+            StoreKind::Local => Ok(Arc::new(
+                SqlitePolicyStore::open(&Self::local_path(data_dir)).await?,
+            )),
+            StoreKind::Aws => {
+                let sdk = sdk_config(endpoint).await;
+                let store = DynamoPolicyStore::new(&sdk, self.table()?);
+                store.head().await?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
+
+    /// Creates the DynamoDB table of `--policy-store aws` where it is missing.
+    pub async fn create_aws(&self, endpoint: Option<&str>) -> Result<(), PolicyStoreError> {
+        let sdk = sdk_config(endpoint).await;
+        DynamoPolicyStore::new(&sdk, self.table()?)
+            .create_table()
+            .await
+    }
 }

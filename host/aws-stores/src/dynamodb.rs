@@ -209,6 +209,14 @@ impl DynamoRegistry {
         }
     }
 
+    /// The registry in `table`, through an existing client.
+    pub(crate) fn with_client(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
     /// Creates the table (on-demand capacity); one that exists is fine. In
     /// AWS, infra/ creates it; this is for emulators and set-up by hand
     /// (`agentctl plugin create-store`).

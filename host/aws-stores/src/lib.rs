@@ -5,6 +5,8 @@
 //!   by sha256, uploaded with SHA-256 checksums that S3 checks.
 //! - [`DynamoRegistry`]: the plugin registry in one DynamoDB table, every write
 //!   one conditional transaction.
+//! - [`DynamoPolicyStore`]: governance's versioned policy sets in one
+//!   DynamoDB table, the head moved by a conditional transaction.
 //! - [`PluginStoreArgs`]: the flags Axon, Orbit and `agentctl` share to pick
 //!   `local` (a directory and a SQLite file) or `aws`.
 //!
@@ -14,12 +16,14 @@
 
 mod config;
 mod dynamodb;
+mod policies;
 mod s3;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::{PluginStoreArgs, StoreKind, sdk_config};
+pub use config::{PluginStoreArgs, PolicyStoreArgs, StoreKind, sdk_config};
 pub use dynamodb::DynamoRegistry;
+pub use policies::DynamoPolicyStore;
 pub use s3::S3BlobStore;
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use aws_stores::testing::Moto;
-use aws_stores::{DynamoRegistry, PluginStoreArgs, S3BlobStore};
+use aws_stores::{DynamoPolicyStore, DynamoRegistry, PluginStoreArgs, S3BlobStore};
 use plugin_store::contract;
 use plugin_store::{BlobStore, Registry};
 
@@ -16,6 +16,23 @@ async fn dynamodb_keeps_the_registry_contract() {
     // Each handle its own client, as separate processes would have.
     contract::run(|| async {
         Arc::new(DynamoRegistry::new(&moto.sdk_config(), "registry")) as Arc<dyn Registry>
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_keeps_the_policy_store_contract() {
+    let moto = Moto::start().unwrap();
+    let sdk = moto.sdk_config();
+    // Each case its own table; each handle its own client, as separate
+    // processes would have.
+    governance::store::contract::run(|name| {
+        let sdk = sdk.clone();
+        async move {
+            let store = DynamoPolicyStore::new(&sdk, name);
+            store.create_table().await.unwrap();
+            Arc::new(store) as Arc<dyn governance::PolicyStore>
+        }
     })
     .await;
 }

@@ -4,11 +4,14 @@
 //! - `agentctl dispatch` sends a signed `/dispatch`;
 //! - `agentctl keys create|list|revoke` manages access keys;
 //! - `agentctl plugin ...` runs the signed supply chain: keys, trust list,
-//!   publish, labels, aliases, rollback, history, revocation.
+//!   publish, labels, aliases, rollback, history, revocation;
+//! - `agentctl policy ...` validates, tests, diffs, stores and activates
+//!   governance policy sets.
 
 mod dispatch;
 mod keys;
 mod plugin;
+mod policy;
 mod up;
 
 use std::path::PathBuf;
@@ -25,7 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "agentctl",
     version,
-    about = "Operate agent-runtime: run the local stack, dispatch, manage keys and plugins"
+    about = "Operate agent-runtime: run the local stack, dispatch, manage keys, plugins and policies"
 )]
 struct Cli {
     /// Directory of the local stack's state (keys, policies, plugins, caches).
@@ -52,6 +55,8 @@ enum Command {
     Keys(keys::KeysCommand),
     /// Publish, sign, trust, label, alias, roll back and revoke plugins.
     Plugin(plugin::PluginArgs),
+    /// Validate, test, diff, store, activate and roll back policy sets.
+    Policy(policy::PolicyArgs),
 }
 
 #[tokio::main]
@@ -62,6 +67,7 @@ async fn main() -> ExitCode {
         Command::Dispatch(args) => dispatch::run(&cli.data_dir, args).await,
         Command::Keys(command) => keys::run(&cli.data_dir, command),
         Command::Plugin(command) => plugin::run(&cli.data_dir, command).await,
+        Command::Policy(command) => policy::run(&cli.data_dir, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

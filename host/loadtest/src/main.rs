@@ -251,7 +251,8 @@ async fn serve(
             config.ip_burst = 1_000_000;
             config.max_connections_per_client = config.max_connections;
             let source = plugin_store::PluginSource::local(&config.plugin_dir()).await?;
-            let state = orbit::build(&config, source).await?;
+            let policies = config.open_policy_store().await?;
+            let state = orbit::build(&config, source, policies).await?;
             ready();
             orbit::serve(listener, state, config.front_door(), std::future::pending()).await
         }

@@ -4,7 +4,8 @@
 //! [`prepare`] makes a data directory usable (idempotently): a keyring with a
 //! `dev` user (group `developers`) and Orbit's `orbit` service key, the dev
 //! credentials as AWS profile `agent-runtime` in `<data>/credentials` (0600),
-//! the default policies in `<data>/policies/`, a root key, a dev publisher
+//! a policy store seeded with the default policies when it is created
+//! (`<data>/governance/policies.db`), a root key, a dev publisher
 //! key and a trust list naming it (`<data>/trust/`), and the example plugins
 //! (compiled by the build) published through the signed path into
 //! `<data>/plugins/`, labelled `approved` (`triage` also `experimental`) and
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use auth::keyring::Identity;
 use auth::{LocalKeyring, PrincipalKind, SigningKey};
-use governance::LocalPolicyDir;
+use governance::store::{NewPolicySet, seed_if_new};
 use std::collections::BTreeSet;
 
 use plugin_store::{AliasTarget, KeyPair, PluginSource, PublishSpec, StoreError, admin};
@@ -53,12 +54,7 @@ pub async fn prepare(data_dir: &Path) -> anyhow::Result<Prepared> {
     )
     .with_context(|| format!("writing `{}`", credentials.display()))?;
 
-    let policies = data_dir.join("policies");
-    if LocalPolicyDir::seed(&policies, governance::DEFAULT_POLICIES)
-        .context("writing the default policies")?
-    {
-        tracing::info!(dir = %policies.display(), "default policies written");
-    }
+    seed_policies(data_dir).await?;
     let source = plugin_store::PluginSource::local(&data_dir.join("plugins")).await?;
     let trust =
         plugin_store::admin::ensure_dev_trust(&data_dir.join("trust"), &**source.registry())
@@ -70,6 +66,39 @@ pub async fn prepare(data_dir: &Path) -> anyhow::Result<Prepared> {
         orbit_key,
         credentials,
     })
+}
+
+/// Seeds a policy store that has never had an active set: with the
+/// `.cedar` files of `<data>/policies/` where that directory exists (a data
+/// directory from before the store, kept as its operator left it, even
+/// empty), else with the defaults. A store that has had a set is never
+/// seeded again, so a set an operator emptied stays empty.
+async fn seed_policies(data_dir: &Path) -> anyhow::Result<()> {
+    let path = aws_stores::PolicyStoreArgs::local_path(data_dir);
+    let store = governance::SqlitePolicyStore::open(&path)
+        .await
+        .with_context(|| format!("opening the policy store `{}`", path.display()))?;
+    let legacy = data_dir.join("policies");
+    let (documents, message) = if legacy.is_dir() {
+        let documents = governance::read_policies(&legacy)?;
+        (documents, format!("imported from `{}`", legacy.display()))
+    } else {
+        (
+            governance::default_documents(),
+            "the default policies".to_owned(),
+        )
+    };
+    governance::validate(&documents).context("the policies to seed the store with")?;
+    let seed = NewPolicySet {
+        documents,
+        schema: governance::SCHEMA.to_owned(),
+        author: ACTOR.to_owned(),
+        message,
+    };
+    if let Some(version) = seed_if_new(&store, &seed).await? {
+        tracing::info!(store = %path.display(), version, "policy store created: {}", seed.message);
+    }
+    Ok(())
 }
 
 /// The newest key of `principal`, created if it has none.
@@ -194,7 +223,8 @@ impl LocalStack {
             orbit_listen,
             format!("http://{axon_addr}"),
         );
-        let orbit_state = orbit::build(&orbit_config, source).await?;
+        let policies = orbit_config.open_policy_store().await?;
+        let orbit_state = orbit::build(&orbit_config, source, policies).await?;
         // Both servers share this process's descriptors, as the binaries'
         // each do theirs.
         service_kit::front_door::raise_open_files_limit(&orbit_config.front_door());
@@ -241,4 +271,72 @@ async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio:
     tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {what} to {addr}; is another stack running? pass {flag}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use governance::PolicyStore as _;
+    use governance::store::{Activate, ActivationKind, NewPolicySet};
+
+    use super::seed_policies;
+
+    async fn store(dir: &std::path::Path) -> governance::SqlitePolicyStore {
+        governance::SqlitePolicyStore::open(&aws_stores::PolicyStoreArgs::local_path(dir))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn policies_are_seeded_once_and_an_emptied_set_stays_empty_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        seed_policies(dir.path()).await.unwrap();
+        let store = store(dir.path()).await;
+        let head = store.head().await.unwrap().unwrap();
+        let seeded = store.get(head.version).await.unwrap();
+        assert_eq!(seeded.documents, governance::default_documents());
+
+        // The operator locks everything down.
+        let empty = store
+            .put(&NewPolicySet {
+                documents: Vec::new(),
+                schema: governance::SCHEMA.into(),
+                author: "operator".into(),
+                message: "deny everything".into(),
+            })
+            .await
+            .unwrap();
+        store
+            .activate(&Activate {
+                version: empty.version,
+                expected_revision: head.revision,
+                kind: ActivationKind::Activate,
+                actor: "operator",
+            })
+            .await
+            .unwrap();
+
+        // `agentctl up` again, twice: nothing is re-seeded.
+        seed_policies(dir.path()).await.unwrap();
+        seed_policies(dir.path()).await.unwrap();
+        assert_eq!(store.head().await.unwrap().unwrap().version, empty.version);
+        assert_eq!(store.list().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_policy_directory_from_before_the_store_is_imported_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("policies");
+        std::fs::create_dir(&legacy).unwrap();
+        let text = r#"@id("only-beta") permit(principal in AgentRuntime::Group::"beta", action, resource);"#;
+        std::fs::write(legacy.join("mine.cedar"), text).unwrap();
+        seed_policies(dir.path()).await.unwrap();
+        let store = store(dir.path()).await;
+        let head = store.head().await.unwrap().unwrap();
+        let documents = store.get(head.version).await.unwrap().documents;
+        assert_eq!(documents.len(), 1);
+        assert_eq!(
+            (documents[0].name.as_str(), documents[0].text.as_str()),
+            ("mine.cedar", text)
+        );
+    }
 }

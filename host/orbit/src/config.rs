@@ -13,8 +13,9 @@ pub struct OrbitConfig {
     /// Address to serve on.
     #[arg(long, env = "ORBIT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Directory of the local stack's state: keyring (`keys.json`), policies
-    /// (`policies/`), plugin registry (`plugins/`).
+    /// Directory of the local stack's state: keyring (`keys.json`), the
+    /// embedded policy store (`governance/policies.db`), plugin registry
+    /// (`plugins/`).
     #[arg(long, env = "AGENT_RUNTIME_DATA_DIR", default_value = ".agent-runtime")]
     pub data_dir: PathBuf,
     /// Axon's base URL.
@@ -75,10 +76,16 @@ pub struct OrbitConfig {
     /// revocations, new versions) are re-read, in seconds.
     #[arg(long, default_value_t = 2)]
     pub refresh_secs: u64,
-    /// How long the last good policy set serves while the policy source
-    /// cannot be read; then every request is denied. In seconds.
+    /// How long the last good policy set serves without a successful
+    /// refresh (the store unreadable, or its head naming a set that does not
+    /// validate); then every dispatch is denied with `GOVERNANCE_STALE`. In
+    /// seconds.
     #[arg(long, default_value_t = 300)]
     pub policy_max_staleness_secs: u64,
+    /// Where policy sets live (embedded, or DynamoDB): the store
+    /// `agentctl policy` writes.
+    #[command(flatten)]
+    pub policies: aws_stores::PolicyStoreArgs,
     /// Where plugins live (embedded, or S3 and DynamoDB): the same store
     /// Axon reads.
     #[command(flatten)]
@@ -120,6 +127,7 @@ impl OrbitConfig {
             breaker_open_ms: 2000,
             refresh_secs: 2,
             policy_max_staleness_secs: 300,
+            policies: aws_stores::PolicyStoreArgs::default(),
             trust_root: None,
             axon_load_wait_ms: 30_000,
             max_axon_reply_kib: 16 * 1024 + 64,
@@ -135,8 +143,16 @@ impl OrbitConfig {
         self.data_dir.join("keys.json")
     }
 
-    pub fn policy_dir(&self) -> PathBuf {
-        self.data_dir.join("policies")
+    /// Opens the policy store the flags name (the embedded one under
+    /// `data_dir` by default).
+    pub async fn open_policy_store(
+        &self,
+    ) -> anyhow::Result<std::sync::Arc<dyn governance::PolicyStore>> {
+        use anyhow::Context as _;
+        self.policies
+            .open(&self.data_dir, self.store.aws_endpoint_url.as_deref())
+            .await
+            .context("opening the policy store")
     }
 
     pub fn plugin_dir(&self) -> PathBuf {

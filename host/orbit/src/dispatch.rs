@@ -37,6 +37,7 @@ struct GovernanceSummary<'a> {
     policies: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     errors: &'a [String],
+    policy_version: u64,
     policy_set: &'a str,
     decision_time_us: u64,
 }
@@ -48,6 +49,7 @@ impl<'a> From<&'a Decision> for GovernanceSummary<'a> {
             reason: d.reason,
             policies: &d.policies,
             errors: &d.errors,
+            policy_version: d.policy_version,
             policy_set: &d.policy_set,
             decision_time_us: d.decision_time_us,
         }
@@ -187,8 +189,8 @@ pub async fn dispatch(
         .decision(decision.reason.as_str(), decision.decision_time_us);
     if !decision.allowed {
         tracing::info!(principal = %principal.id, plugin = %name, version = %manifest.version, reason = decision.reason.as_str(), policies = ?decision.policies, "dispatch denied");
-        let (code, status) = if decision.reason == Outcome::Unavailable {
-            (ErrorCode::ServiceUnavailable, "unavailable")
+        let (code, status) = if decision.reason == Outcome::Stale {
+            (ErrorCode::GovernanceStale, "unavailable")
         } else {
             (ErrorCode::GovernanceDenied, "denied")
         };
@@ -203,7 +205,7 @@ pub async fn dispatch(
         .with_detail("status", status)
         .with_detail("plugin", &plugin_ref)
         .with_detail("governance", GovernanceSummary::from(&decision));
-        if code == ErrorCode::ServiceUnavailable {
+        if code == ErrorCode::GovernanceStale {
             error = error.retry_after(5);
         }
         return Err(error);

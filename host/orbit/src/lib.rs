@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use governance::{Governance, GovernanceConfig, LocalPolicyDir};
+use governance::{Governance, GovernanceConfig, PolicyStore};
 use plugin_store::PluginSource;
 use prometheus_client::registry::Registry;
 use service_kit::front_door::FrontDoor;
@@ -37,28 +37,29 @@ use tokio::net::TcpListener;
 pub use config::OrbitConfig;
 pub use server::{OrbitState, router};
 
-/// Builds Orbit: the keyring and the policy directory under `data_dir`, the
-/// plugin registry of `source`. Invalid policies are an error: Orbit does not
-/// start without a valid policy set.
-pub async fn build(config: &OrbitConfig, source: PluginSource) -> anyhow::Result<OrbitState> {
+/// Builds Orbit: the keyring under `data_dir`, the plugin registry of
+/// `source`, the policy sets of `policies`. A store with no active set, or an
+/// active set that does not validate, is an error: Orbit does not start
+/// without a valid policy set.
+pub async fn build(
+    config: &OrbitConfig,
+    source: PluginSource,
+    policies: Arc<dyn PolicyStore>,
+) -> anyhow::Result<OrbitState> {
     let keyring = Arc::new(
         auth::LocalKeyring::open(&config.keyring_path()).with_context(|| {
             format!("opening the keyring `{}`", config.keyring_path().display())
         })?,
     );
     let governance = Governance::load(
-        Arc::new(LocalPolicyDir::new(&config.policy_dir())),
+        policies,
         GovernanceConfig {
             max_staleness: Duration::from_secs(config.policy_max_staleness_secs),
             ..GovernanceConfig::default()
         },
     )
-    .with_context(|| {
-        format!(
-            "loading the policies in `{}`",
-            config.policy_dir().display()
-        )
-    })?;
+    .await
+    .context("loading the active policy set")?;
     let watcher =
         plugin_store::Watcher::trusting_root_file(source.registry().clone(), &config.trust_root())
             .await
@@ -82,6 +83,7 @@ pub async fn build(config: &OrbitConfig, source: PluginSource) -> anyhow::Result
         keyring.clone(),
     );
     let governance = Arc::new(governance);
+    metrics.policy_status(&governance.status());
     let state = OrbitState::new(server::Inner {
         catalogue,
         decider: governance.clone(),
@@ -125,10 +127,9 @@ fn spawn_refresher(state: &OrbitState, every: Duration) {
             }
             inner.limits.prune();
             if let Some(governance) = inner.local_governance.clone() {
-                let refreshed = tokio::task::spawn_blocking(move || governance.refresh()).await;
-                if let Ok(Err(error)) = refreshed {
-                    tracing::warn!(%error, "policy refresh failed");
-                }
+                // Failures are logged by governance, and counted here.
+                let _ = governance.refresh().await;
+                inner.metrics.policy_status(&governance.status());
             }
         }
     });

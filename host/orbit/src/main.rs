@@ -33,7 +33,8 @@ async fn main() -> anyhow::Result<()> {
         .open(&cli.config.plugin_dir())
         .await
         .context("opening the plugin store")?;
-    let state = orbit::build(&cli.config, source).await?;
+    let policies = cli.config.open_policy_store().await?;
+    let state = orbit::build(&cli.config, source, policies).await?;
     let listener = tokio::net::TcpListener::bind(cli.config.listen)
         .await
         .with_context(|| format!("binding {}", cli.config.listen))?;

@@ -23,6 +23,10 @@ pub struct OrbitMetrics {
     axon_latency: Histogram,
     pub(crate) breaker: Gauge,
     pub(crate) in_flight: Gauge,
+    policy_version: Gauge,
+    policy_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    policy_stale: Gauge,
+    policy_refresh_failures: Counter,
 }
 
 impl OrbitMetrics {
@@ -34,10 +38,14 @@ impl OrbitMetrics {
             axon_latency: latency_histogram(),
             breaker: Gauge::default(),
             in_flight: Gauge::default(),
+            policy_version: Gauge::default(),
+            policy_age: Gauge::default(),
+            policy_stale: Gauge::default(),
+            policy_refresh_failures: Counter::default(),
         };
         registry.register(
             "orbit_governance_decisions",
-            "Governance decisions by outcome (allowed, forbidden_by_policy, no_permitting_policy, evaluation_error, invalid_request, unavailable)",
+            "Governance decisions by outcome (allowed, forbidden_by_policy, no_permitting_policy, evaluation_error, invalid_request, stale)",
             metrics.decisions.clone(),
         );
         registry.register(
@@ -65,7 +73,40 @@ impl OrbitMetrics {
             "Dispatches waiting on Axon now, all principals together",
             metrics.in_flight.clone(),
         );
+        registry.register(
+            "orbit_policy_version",
+            "The policy store version of the policy set in force",
+            metrics.policy_version.clone(),
+        );
+        registry.register(
+            "orbit_policy_staleness_seconds",
+            "Time since the last successful policy refresh",
+            metrics.policy_age.clone(),
+        );
+        registry.register(
+            "orbit_policy_stale",
+            "1 while the policy set is past its staleness bound and every dispatch is denied",
+            metrics.policy_stale.clone(),
+        );
+        registry.register(
+            "orbit_policy_refresh_failures",
+            "Policy refreshes that failed (store unreadable, or a head that does not check out)",
+            metrics.policy_refresh_failures.clone(),
+        );
         metrics
+    }
+
+    /// Records where the policy set in force stands.
+    pub fn policy_status(&self, status: &governance::PolicyStatus) {
+        self.policy_version
+            .set(i64::try_from(status.version).unwrap_or(i64::MAX));
+        self.policy_age.set(status.since_refresh.as_secs_f64());
+        self.policy_stale.set(i64::from(status.stale));
+        let counted = self.policy_refresh_failures.get();
+        if status.refresh_failures > counted {
+            self.policy_refresh_failures
+                .inc_by(status.refresh_failures - counted);
+        }
     }
 
     pub fn decision(&self, outcome: &'static str, micros: u64) {

@@ -38,6 +38,9 @@ pub enum ErrorCode {
     ReplayedRequest,
     /// Governance denied the request.
     GovernanceDenied,
+    /// The policy set in force went without a successful refresh past its
+    /// staleness bound: every request is denied until one succeeds.
+    GovernanceStale,
     /// Too many requests from this principal or address.
     RateLimitExceeded,
     /// No such route.
@@ -102,7 +105,9 @@ impl ErrorCode {
             | Self::PluginResourceLimit
             | Self::PluginOutputLimit => StatusCode::BAD_GATEWAY,
             Self::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Overloaded | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::ServiceUnavailable | Self::GovernanceStale => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,6 +123,7 @@ impl ErrorCode {
             Self::SignatureExpired => "SIGNATURE_EXPIRED",
             Self::ReplayedRequest => "REPLAYED_REQUEST",
             Self::GovernanceDenied => "GOVERNANCE_DENIED",
+            Self::GovernanceStale => "GOVERNANCE_STALE",
             Self::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
             Self::NotFound => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",

@@ -94,15 +94,28 @@ async fn a_policy_denial_is_a_403_naming_the_policy() {
 }
 
 #[tokio::test]
-async fn policy_edits_take_effect_without_a_restart() {
-    let stack = Stack::start().await;
+async fn an_activated_policy_version_takes_effect_without_a_restart() {
+    an_activated_policy_version_takes_effect(Stack::start().await).await;
+}
+
+#[tokio::test]
+async fn an_activated_policy_version_in_dynamodb_takes_effect_without_a_restart() {
+    an_activated_policy_version_takes_effect(Stack::start_on_aws().await).await;
+}
+
+async fn an_activated_policy_version_takes_effect(stack: Stack) {
     let echo = json!({ "plugin": "echo", "intent": "x", "input": 1 });
-    assert_eq!(stack.dispatch(echo.clone()).await.status, StatusCode::OK);
-    std::fs::write(
-        stack.data_dir.join("policies/no-echo.cedar"),
-        r#"@id("no-echo") forbid(principal, action, resource == AgentRuntime::Plugin::"echo");"#,
-    )
-    .unwrap();
+    let allowed = stack.dispatch(echo.clone()).await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert_eq!(allowed.body["governance"]["policy_version"], 1);
+    let mut documents = governance::default_documents();
+    documents.push(governance::PolicyDocument {
+        name: "no-echo.cedar".into(),
+        text:
+            r#"@id("no-echo") forbid(principal, action, resource == AgentRuntime::Plugin::"echo");"#
+                .into(),
+    });
+    let version = stack.activate_policies(documents).await;
     let denied = crate::support::eventually(std::time::Duration::from_secs(10), || async {
         stack.dispatch(echo.clone()).await.status == StatusCode::FORBIDDEN
     })
@@ -110,6 +123,73 @@ async fn policy_edits_take_effect_without_a_restart() {
     assert!(denied, "the new forbid was not picked up");
     let reply = stack.dispatch(echo.clone()).await;
     assert_eq!(reply.body["governance"]["policies"], json!(["no-echo"]));
+    assert_eq!(reply.body["governance"]["policy_version"], version);
+}
+
+#[tokio::test]
+async fn a_broken_head_keeps_the_last_good_set_then_denies_as_stale_and_recovers() {
+    let stack = Stack::start_with(|c| {
+        c.refresh_secs = 1;
+        c.policy_max_staleness_secs = 2;
+    })
+    .await;
+    let get = |path: &str| reqwest::get(format!("{}{path}", stack.orbit_url));
+    let echo = json!({ "plugin": "echo", "intent": "x", "input": 1 });
+    assert_eq!(stack.dispatch(echo.clone()).await.status, StatusCode::OK);
+
+    // A version that does not validate, activated behind the tools' back.
+    let broken = stack
+        .activate_policies(vec![governance::PolicyDocument {
+            name: "broken.cedar".into(),
+            text: "forbid(principal, action, resource) when { nonsense };".into(),
+        }])
+        .await;
+    let stale = crate::support::eventually(std::time::Duration::from_secs(60), || async {
+        stack.dispatch(echo.clone()).await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(stale, "the broken head never made governance stale");
+    let reply = stack.dispatch(echo.clone()).await;
+    assert_eq!(code(&reply), "GOVERNANCE_STALE", "{}", reply.body);
+    assert_eq!(reply.body["governance"]["reason"], "stale");
+    assert_eq!(
+        reply.body["governance"]["policy_version"], 1,
+        "the last good set is still the one in force"
+    );
+    let text = reply.body.to_string();
+    assert!(
+        !text.contains(".db") && !text.contains(stack.data_dir.to_str().unwrap()),
+        "a server path reached the caller: {text}"
+    );
+    let ready = crate::support::reply(get("/ready").await.unwrap()).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.body
+    );
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("orbit_policy_stale 1"), "{metrics}");
+    assert!(metrics.contains("orbit_policy_version 1"), "{metrics}");
+    assert!(
+        !metrics.contains("orbit_policy_refresh_failures_total 0"),
+        "{metrics}"
+    );
+    assert!(broken > 1);
+
+    // Activating a good version recovers without a restart.
+    let fixed = stack
+        .activate_policies(governance::default_documents())
+        .await;
+    let recovered = crate::support::eventually(std::time::Duration::from_secs(30), || async {
+        stack.dispatch(echo.clone()).await.status == StatusCode::OK
+    })
+    .await;
+    assert!(recovered, "a good head did not end the staleness");
+    let reply = stack.dispatch(echo.clone()).await;
+    assert_eq!(reply.body["governance"]["policy_version"], fixed);
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("orbit_policy_stale 0"), "{metrics}");
 }
 
 #[tokio::test]

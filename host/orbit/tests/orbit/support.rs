@@ -1,8 +1,11 @@
 //! A whole stack in-process: keys, default policies, the example plugins,
 //! Axon (SigV4 on, trusting Orbit) and Orbit, each on a loopback port.
 
+use governance::PolicyStore;
+use governance::store::{Activate, ActivationKind, NewPolicySet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use auth::keyring::Identity;
@@ -36,6 +39,8 @@ pub struct Stack {
     pub source: PluginSource,
     /// The emulator holding the plugin store, when it is S3 and DynamoDB.
     _moto: Option<Moto>,
+    /// The policy store Orbit polls (SQLite, or DynamoDB on the emulator).
+    pub policies: Arc<dyn PolicyStore>,
     pub orbit_url: String,
     pub axon_addr: SocketAddr,
     pub axon_url: String,
@@ -166,8 +171,16 @@ impl Stack {
             &["developers", "beta"],
         );
         let orbit_key = key(&keyring, "orbit", PrincipalKind::Service, &["services"]);
-        governance::LocalPolicyDir::seed(&data_dir.join("policies"), governance::DEFAULT_POLICIES)
-            .unwrap();
+        let policies: Arc<dyn PolicyStore> = match &moto {
+            // On AWS, the policy sets too: a DynamoDB table on the emulator.
+            Some(moto) => {
+                let store = aws_stores::DynamoPolicyStore::new(&moto.sdk_config(), "policies");
+                store.create_table().await.unwrap();
+                Arc::new(store)
+            }
+            None => Arc::new(policy_store(&data_dir).await),
+        };
+        seed_default_policies(policies.as_ref()).await;
         let trust =
             plugin_store::admin::ensure_dev_trust(&data_dir.join("trust"), &**source.registry())
                 .await
@@ -203,7 +216,9 @@ impl Stack {
         config.ip_burst = 10_000;
         config.refresh_secs = 1;
         adjust(&mut config);
-        let state = orbit::build(&config, source.clone()).await.unwrap();
+        let state = orbit::build(&config, source.clone(), policies.clone())
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let orbit_url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel();
@@ -220,6 +235,7 @@ impl Stack {
             data_dir,
             source,
             _moto: moto,
+            policies,
             dev: OrbitClient::new(&orbit_url, dev_key.clone()),
             dev_key,
             bea: OrbitClient::new(&orbit_url, bea_key),
@@ -233,6 +249,33 @@ impl Stack {
                 task,
             },
         }
+    }
+
+    /// Puts `documents` as a new policy version and activates it, as
+    /// `agentctl policy put --activate` does; returns the version.
+    pub async fn activate_policies(&self, documents: Vec<governance::PolicyDocument>) -> u64 {
+        let store = &self.policies;
+        let version = store
+            .put(&NewPolicySet {
+                documents,
+                schema: governance::SCHEMA.into(),
+                author: "test".into(),
+                message: "test".into(),
+            })
+            .await
+            .unwrap()
+            .version;
+        let revision = store.head().await.unwrap().unwrap().revision;
+        store
+            .activate(&Activate {
+                version,
+                expected_revision: revision,
+                kind: ActivationKind::Activate,
+                actor: "test",
+            })
+            .await
+            .unwrap();
+        version
     }
 
     /// Publishes `artifact` as the plugin.toml `toml` says, labelled
@@ -320,6 +363,28 @@ impl Stack {
         tamper(&mut request);
         reply(client.execute(request).await.unwrap()).await
     }
+}
+
+/// The local stack's policy store under `data_dir`.
+pub async fn policy_store(data_dir: &std::path::Path) -> governance::SqlitePolicyStore {
+    governance::SqlitePolicyStore::open(&aws_stores::PolicyStoreArgs::local_path(data_dir))
+        .await
+        .unwrap()
+}
+
+/// Seeds `store` with the default policies, as `agentctl up` does.
+pub async fn seed_default_policies(store: &dyn PolicyStore) {
+    governance::store::seed_if_new(
+        store,
+        &NewPolicySet {
+            documents: governance::default_documents(),
+            schema: governance::SCHEMA.into(),
+            author: "test".into(),
+            message: "defaults".into(),
+        },
+    )
+    .await
+    .unwrap();
 }
 
 pub async fn reply(response: reqwest::Response) -> Reply {

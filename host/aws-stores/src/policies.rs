@@ -1,0 +1,474 @@
+//! Governance policy sets in one DynamoDB table (string keys `pk` and `sk`):
+//!
+//! ```text
+//! pk       sk                        what
+//! policy   version#<20 digits>       an immutable policy set: documents, schema, hash, author, message
+//! policy   head                      the version in force, its hash, `revision`, `previous`
+//! policy   activation#<20 digits>    one move of the head (by revision): who, when, from, to, why
+//! ```
+//!
+//! A version is put with `attribute_not_exists`, so two writers never share a
+//! number (the loser takes the next). The head moves in one transaction with
+//! its activation item, on the condition that its revision is the one the
+//! caller read: of two concurrent activations exactly one lands. Readers
+//! (Orbit, the governance Lambda) poll only the head item.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use governance::PolicyDocument;
+use governance::store::{
+    Activate, Activation, ActivationKind, Head, NewPolicySet, PolicySetVersion, PolicyStore,
+    PolicyStoreError, VersionInfo,
+};
+
+use crate::DynamoRegistry;
+
+type Item = HashMap<String, AttributeValue>;
+
+const PARTITION: &str = "policy";
+const HEAD: &str = "head";
+/// How often a put retries after another writer took its version number.
+const PUT_ATTEMPTS: u32 = 32;
+/// How often an activation retries after a transaction conflict that left
+/// the head where the caller read it.
+const ACTIVATE_ATTEMPTS: u32 = 8;
+
+/// Policy sets in a DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoPolicyStore {
+    client: Client,
+    table: String,
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn key(sk: &str) -> Item {
+    HashMap::from([("pk".to_owned(), s(PARTITION)), ("sk".to_owned(), s(sk))])
+}
+
+fn version_sk(version: u64) -> String {
+    format!("version#{version:020}")
+}
+
+fn activation_sk(revision: u64) -> String {
+    format!("activation#{revision:020}")
+}
+
+/// A stored attribute, or why the item is corrupt.
+struct Fields<'a> {
+    item: &'a Item,
+    what: &'a str,
+}
+
+impl Fields<'_> {
+    fn text(&self, name: &str) -> Result<String, PolicyStoreError> {
+        match self.item.get(name) {
+            Some(AttributeValue::S(text)) => Ok(text.clone()),
+            _ => Err(self.bad(name)),
+        }
+    }
+
+    fn number(&self, name: &str) -> Result<u64, PolicyStoreError> {
+        match self.item.get(name) {
+            Some(AttributeValue::N(text)) => text.parse().map_err(|_| self.bad(name)),
+            _ => Err(self.bad(name)),
+        }
+    }
+
+    fn optional_number(&self, name: &str) -> Result<Option<u64>, PolicyStoreError> {
+        match self.item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(_) => self.number(name).map(Some),
+        }
+    }
+
+    fn bad(&self, name: &str) -> PolicyStoreError {
+        PolicyStoreError::Corrupt(format!(
+            "{}: attribute `{name}` is missing or of the wrong type",
+            self.what
+        ))
+    }
+}
+
+fn head_of(item: &Item) -> Result<Head, PolicyStoreError> {
+    let f = Fields {
+        item,
+        what: "policy head item",
+    };
+    Ok(Head {
+        version: f.number("version")?,
+        hash: f.text("hash")?,
+        revision: f.number("revision")?,
+        previous: f.optional_number("previous")?,
+        activated_by: f.text("by")?,
+        activated_at: f.text("at")?,
+    })
+}
+
+fn info_of(item: &Item) -> Result<VersionInfo, PolicyStoreError> {
+    let f = Fields {
+        item,
+        what: "policy version item",
+    };
+    Ok(VersionInfo {
+        version: f.number("version")?,
+        hash: f.text("hash")?,
+        documents: usize::try_from(f.number("count")?).map_err(|_| f.bad("count"))?,
+        author: f.text("author")?,
+        created_at: f.text("created_at")?,
+        message: f.text("message")?,
+    })
+}
+
+fn activation_of(item: &Item) -> Result<Activation, PolicyStoreError> {
+    let f = Fields {
+        item,
+        what: "policy activation item",
+    };
+    let kind = f.text("kind")?;
+    Ok(Activation {
+        revision: f.number("revision")?,
+        version: f.number("version")?,
+        from: f.optional_number("from")?,
+        kind: ActivationKind::parse(&kind).ok_or_else(|| f.bad("kind"))?,
+        by: f.text("by")?,
+        at: f.text("at")?,
+    })
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// A short random pause before a retry, so racing writers spread out.
+async fn back_off(attempt: u32) {
+    let pause = rand::random_range(1..=4u64 << attempt.min(4));
+    tokio::time::sleep(Duration::from_millis(pause)).await;
+}
+
+impl DynamoPolicyStore {
+    /// The policy store in `table`.
+    pub fn new(sdk: &aws_config::SdkConfig, table: &str) -> Self {
+        Self {
+            client: Client::new(sdk),
+            table: table.to_owned(),
+        }
+    }
+
+    /// Creates the table (on-demand, keys `pk` and `sk`); one that exists is
+    /// fine. In AWS, infra/ creates it; this is for emulators and set-up by
+    /// hand (`agentctl policy create-store`).
+    pub async fn create_table(&self) -> Result<(), PolicyStoreError> {
+        DynamoRegistry::with_client(self.client.clone(), &self.table)
+            .create_table()
+            .await
+            .map_err(|e| PolicyStoreError::Backend(e.to_string()))
+    }
+
+    fn failed<E, R>(&self, what: &str, error: SdkError<E, R>) -> PolicyStoreError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        PolicyStoreError::Backend(
+            crate::backend(format!("{what} the policy table `{}`", self.table), error).to_string(),
+        )
+    }
+
+    async fn get_item(&self, sk: &str) -> Result<Option<Item>, PolicyStoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.failed("cannot read", e))?;
+        Ok(out.item)
+    }
+
+    /// Items whose sort key starts with `prefix`, in order, read
+    /// consistently; `newest_only` reads just the last one. Only the
+    /// attributes in `projection` when given.
+    async fn query(
+        &self,
+        prefix: &str,
+        newest_only: bool,
+        projection: Option<&[&str]>,
+    ) -> Result<Vec<Item>, PolicyStoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(PARTITION))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .scan_index_forward(!newest_only)
+                .set_exclusive_start_key(start);
+            if newest_only {
+                request = request.limit(1);
+            }
+            if let Some(names) = projection {
+                // Every name through a placeholder: some are reserved words.
+                let placeholders: Vec<String> =
+                    (0..names.len()).map(|i| format!("#a{i}")).collect();
+                request = request.projection_expression(placeholders.join(", "));
+                for (placeholder, name) in placeholders.iter().zip(names) {
+                    request = request.expression_attribute_names(placeholder, *name);
+                }
+            }
+            let page = request
+                .send()
+                .await
+                .map_err(|e| self.failed("cannot read", e))?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() && !newest_only => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn last_version(&self) -> Result<u64, PolicyStoreError> {
+        let items = self.query("version#", true, Some(&["version"])).await?;
+        items.first().map_or(Ok(0), |item| {
+            Fields {
+                item,
+                what: "policy version item",
+            }
+            .number("version")
+        })
+    }
+
+    fn put_item(
+        &self,
+        item: Item,
+        condition: &str,
+        values: Item,
+    ) -> Result<TransactWriteItem, PolicyStoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values((!values.is_empty()).then_some(values))
+            .build()
+            .map_err(|e| PolicyStoreError::Invalid(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    async fn current_revision(&self) -> Result<u64, PolicyStoreError> {
+        Ok(self.head().await?.map_or(0, |h| h.revision))
+    }
+}
+
+#[async_trait]
+impl PolicyStore for DynamoPolicyStore {
+    async fn put(&self, set: &NewPolicySet) -> Result<PolicySetVersion, PolicyStoreError> {
+        set.check()?;
+        let documents = serde_json::to_string(&set.documents)
+            .map_err(|e| PolicyStoreError::Invalid(e.to_string()))?;
+        for attempt in 0..PUT_ATTEMPTS {
+            let version = self.last_version().await? + 1;
+            let stored = PolicySetVersion {
+                version,
+                documents: set.documents.clone(),
+                schema: set.schema.clone(),
+                hash: set.hash(),
+                author: set.author.clone(),
+                created_at: now(),
+                message: set.message.clone(),
+            };
+            let mut item = key(&version_sk(version));
+            item.extend([
+                ("version".to_owned(), n(version)),
+                ("documents".to_owned(), s(&documents)),
+                ("count".to_owned(), n(stored.documents.len() as u64)),
+                ("schema".to_owned(), s(&stored.schema)),
+                ("hash".to_owned(), s(&stored.hash)),
+                ("author".to_owned(), s(&stored.author)),
+                ("created_at".to_owned(), s(&stored.created_at)),
+                ("message".to_owned(), s(&stored.message)),
+            ]);
+            let sent = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            match sent {
+                Ok(_) => return Ok(stored),
+                Err(SdkError::ServiceError(service))
+                    if matches!(
+                        service.err(),
+                        PutItemError::ConditionalCheckFailedException(_)
+                    ) =>
+                {
+                    // Another writer took this number: take the next.
+                    back_off(attempt).await;
+                }
+                Err(error) => return Err(self.failed("cannot write", error)),
+            }
+        }
+        Err(PolicyStoreError::Backend(format!(
+            "the policy table `{}` is too busy: {PUT_ATTEMPTS} puts in a row lost to others; try again",
+            self.table
+        )))
+    }
+
+    async fn get(&self, version: u64) -> Result<PolicySetVersion, PolicyStoreError> {
+        let item = self
+            .get_item(&version_sk(version))
+            .await?
+            .ok_or(PolicyStoreError::NotFound(version))?;
+        let what = format!("policy set version {version}");
+        let f = Fields {
+            item: &item,
+            what: &what,
+        };
+        let documents: Vec<PolicyDocument> = serde_json::from_str(&f.text("documents")?)
+            .map_err(|e| PolicyStoreError::Corrupt(format!("{what}: {e}")))?;
+        Ok(PolicySetVersion {
+            version: f.number("version")?,
+            documents,
+            schema: f.text("schema")?,
+            hash: f.text("hash")?,
+            author: f.text("author")?,
+            created_at: f.text("created_at")?,
+            message: f.text("message")?,
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<VersionInfo>, PolicyStoreError> {
+        let fields = [
+            "version",
+            "hash",
+            "count",
+            "author",
+            "created_at",
+            "message",
+        ];
+        self.query("version#", false, Some(&fields))
+            .await?
+            .iter()
+            .map(info_of)
+            .collect()
+    }
+
+    async fn head(&self) -> Result<Option<Head>, PolicyStoreError> {
+        self.get_item(HEAD).await?.as_ref().map(head_of).transpose()
+    }
+
+    async fn activate(&self, request: &Activate<'_>) -> Result<Head, PolicyStoreError> {
+        let expected = request.expected_revision;
+        let version = self.get(request.version).await?;
+        for attempt in 0..ACTIVATE_ATTEMPTS {
+            let current = self.head().await?;
+            let actual = current.as_ref().map_or(0, |h| h.revision);
+            if actual != expected {
+                return Err(PolicyStoreError::Conflict { expected, actual });
+            }
+            let head = Head {
+                version: version.version,
+                hash: version.hash.clone(),
+                revision: expected + 1,
+                previous: current.map(|h| h.version),
+                activated_by: request.actor.to_owned(),
+                activated_at: now(),
+            };
+            let mut head_item = key(HEAD);
+            head_item.extend([
+                ("version".to_owned(), n(head.version)),
+                ("hash".to_owned(), s(&head.hash)),
+                ("revision".to_owned(), n(head.revision)),
+                ("by".to_owned(), s(&head.activated_by)),
+                ("at".to_owned(), s(&head.activated_at)),
+            ]);
+            let mut activation = key(&activation_sk(head.revision));
+            activation.extend([
+                ("revision".to_owned(), n(head.revision)),
+                ("version".to_owned(), n(head.version)),
+                ("kind".to_owned(), s(request.kind.as_str())),
+                ("by".to_owned(), s(&head.activated_by)),
+                ("at".to_owned(), s(&head.activated_at)),
+            ]);
+            if let Some(previous) = head.previous {
+                head_item.insert("previous".to_owned(), n(previous));
+                activation.insert("from".to_owned(), n(previous));
+            }
+            let head_write = if expected == 0 {
+                self.put_item(head_item, "attribute_not_exists(pk)", Item::new())?
+            } else {
+                self.put_item(
+                    head_item,
+                    "revision = :expected",
+                    HashMap::from([(":expected".to_owned(), n(expected))]),
+                )?
+            };
+            let items = vec![
+                head_write,
+                self.put_item(activation, "attribute_not_exists(pk)", Item::new())?,
+            ];
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let error = match sent {
+                Ok(_) => return Ok(head),
+                Err(error) => error,
+            };
+            let cancelled = matches!(
+                &error,
+                SdkError::ServiceError(service)
+                    if matches!(service.err(), TransactWriteItemsError::TransactionCanceledException(_))
+            );
+            if !cancelled {
+                return Err(self.failed("cannot write", error));
+            }
+            // Cancelled: another activation landed (its revision moved) or
+            // raced this one; read the head again to say which.
+            let actual = self.current_revision().await?;
+            if actual != expected {
+                return Err(PolicyStoreError::Conflict { expected, actual });
+            }
+            back_off(attempt).await;
+        }
+        Err(PolicyStoreError::Backend(format!(
+            "the policy table `{}` is too busy: {ACTIVATE_ATTEMPTS} activations in a row conflicted; try again",
+            self.table
+        )))
+    }
+
+    async fn history(&self) -> Result<Vec<Activation>, PolicyStoreError> {
+        self.query("activation#", false, None)
+            .await?
+            .iter()
+            .map(activation_of)
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        format!("DynamoDB table `{}`", self.table)
+    }
+}

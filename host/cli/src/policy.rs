@@ -1,0 +1,454 @@
+//! `agentctl policy`: governance owners' side of the versioned policy store.
+//!
+//! Before a change: `validate` (strict, against the schema Orbit uses),
+//! `test` (a file of cases), `diff` (against what is in force). The change:
+//! `put` (a new immutable version), `activate` or `rollback` (the head moves
+//! by compare-and-set, so a concurrent change is never overwritten).
+//! Inspection: `list`, `history`. Orbit picks up a new head within
+//! `--refresh-secs`, and only after checking its hash and validating it.
+//!
+//! A policy set is named by a path (a directory of `.cedar` files, or one
+//! file), by `active`, or by a version number.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use governance::cases::Cases;
+use governance::store::{Activate, ActivationKind, NewPolicySet};
+use governance::{Governance, GovernanceConfig, PolicyDocument, PolicyStore};
+
+/// `agentctl policy`: which store, and what to do in it.
+#[derive(clap::Args)]
+pub(crate) struct PolicyArgs {
+    #[command(flatten)]
+    store: aws_stores::PolicyStoreArgs,
+    /// An endpoint for DynamoDB other than AWS's (an emulator such as moto).
+    #[arg(long, global = true)]
+    aws_endpoint_url: Option<String>,
+    #[command(subcommand)]
+    command: PolicyCommand,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Create the DynamoDB table of `--policy-store aws` where it is missing
+    /// and, if it never had an active set, seed it with the default policies.
+    /// The embedded store is created and seeded by `agentctl up`.
+    CreateStore,
+    /// Check policies strictly against the schema, as activation will.
+    Validate {
+        /// A directory of `.cedar` files, one file, `active` or a version.
+        set: String,
+    },
+    /// Decide a file of cases with a policy set; fails on any mismatch.
+    Test {
+        /// A directory of `.cedar` files, one file, `active` or a version.
+        set: String,
+        /// The cases (TOML, `[[case]]` tables: see governance/README.md).
+        #[arg(long)]
+        cases: PathBuf,
+    },
+    /// Show what changes from one policy set to another, as a unified diff.
+    Diff {
+        /// A directory of `.cedar` files, one file, `active` or a version.
+        from: String,
+        /// A directory of `.cedar` files, one file, `active` or a version.
+        to: String,
+    },
+    /// Validate policies and store them as a new version (not yet active,
+    /// unless `--activate`). The same documents as an existing version reuse it.
+    Put {
+        /// A directory of `.cedar` files, or one file.
+        path: PathBuf,
+        /// Why: kept with the version.
+        #[arg(long, short)]
+        message: String,
+        /// Also make it the active set.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Make a stored version the active set (validated first).
+    Activate {
+        version: u64,
+        /// Fail unless the head is still at this revision (from `list`), so
+        /// a change made since you looked is never overwritten.
+        #[arg(long)]
+        expect_revision: Option<u64>,
+    },
+    /// Make the version that was active before the current one active again.
+    Rollback {
+        /// Fail unless the head is still at this revision.
+        #[arg(long)]
+        expect_revision: Option<u64>,
+    },
+    /// Every stored version; `*` marks the active one.
+    List,
+    /// Every move of the active set: who, when, from, to.
+    History,
+}
+
+/// Who policy changes are recorded as.
+fn actor() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "operator".to_owned())
+}
+
+/// A policy set named on the command line.
+enum SetRef {
+    Active,
+    Version(u64),
+    Path(PathBuf),
+}
+
+impl SetRef {
+    fn parse(text: &str) -> Self {
+        if text == "active" {
+            Self::Active
+        } else if let Ok(version) = text.parse() {
+            Self::Version(version)
+        } else {
+            Self::Path(PathBuf::from(text))
+        }
+    }
+
+    fn needs_store(&self) -> bool {
+        !matches!(self, Self::Path(_))
+    }
+}
+
+/// The documents of `set`, reading the store only when it names a version.
+async fn documents(
+    set: &SetRef,
+    store: Option<&Arc<dyn PolicyStore>>,
+) -> anyhow::Result<Vec<PolicyDocument>> {
+    let version = match set {
+        SetRef::Path(path) => return Ok(governance::read_policies(path)?),
+        SetRef::Version(version) => *version,
+        SetRef::Active => {
+            let store = store.context("no policy store open")?;
+            store
+                .head()
+                .await?
+                .context("the policy store has no active set yet")?
+                .version
+        }
+    };
+    let store = store.context("no policy store open")?;
+    let stored = store.get(version).await?;
+    stored.check_hash()?;
+    Ok(stored.documents)
+}
+
+/// Strict validation, with a message that names what to fix.
+fn validated(documents: &[PolicyDocument], what: &str) -> anyhow::Result<usize> {
+    let compiled =
+        governance::validate(documents).with_context(|| format!("{what} does not validate"))?;
+    Ok(compiled.len())
+}
+
+pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()> {
+    let endpoint = args.aws_endpoint_url.as_deref();
+    // Commands on files alone open no store.
+    let refs: Vec<SetRef> = match &args.command {
+        PolicyCommand::Validate { set } | PolicyCommand::Test { set, .. } => {
+            vec![SetRef::parse(set)]
+        }
+        PolicyCommand::Diff { from, to } => vec![SetRef::parse(from), SetRef::parse(to)],
+        _ => Vec::new(),
+    };
+    let needs_store = refs.is_empty() || refs.iter().any(SetRef::needs_store);
+    if let PolicyCommand::CreateStore = args.command {
+        return create_store(data_dir, &args.store, endpoint).await;
+    }
+    let store = if needs_store {
+        Some(
+            args.store
+                .open(data_dir, endpoint)
+                .await
+                .context("opening the policy store")?,
+        )
+    } else {
+        None
+    };
+    match args.command {
+        PolicyCommand::CreateStore => Ok(()),
+        PolicyCommand::Validate { set } => {
+            let documents = documents(&SetRef::parse(&set), store.as_ref()).await?;
+            let count = validated(&documents, &set)?;
+            println!(
+                "valid: {count} policies in {} documents, {}",
+                documents.len(),
+                governance::store::NewPolicySet {
+                    documents,
+                    schema: String::new(),
+                    author: String::new(),
+                    message: String::new(),
+                }
+                .hash()
+            );
+            Ok(())
+        }
+        PolicyCommand::Test { set, cases } => {
+            let documents = documents(&SetRef::parse(&set), store.as_ref()).await?;
+            let text = std::fs::read_to_string(&cases)
+                .with_context(|| format!("reading `{}`", cases.display()))?;
+            let cases_file =
+                Cases::parse(&text).with_context(|| format!("in `{}`", cases.display()))?;
+            let governance = Governance::of_documents(&documents, GovernanceConfig::default())
+                .with_context(|| format!("{set} does not validate"))?;
+            let results = cases_file.run(&governance);
+            let mut failed = 0;
+            for result in &results {
+                match &result.failure {
+                    None => println!("ok    {}", result.name),
+                    Some(why) => {
+                        failed += 1;
+                        println!("FAIL  {}: {why}", result.name);
+                    }
+                }
+            }
+            println!("{} passed, {failed} failed", results.len() - failed);
+            if failed > 0 {
+                bail!("{failed} of {} cases failed", results.len());
+            }
+            Ok(())
+        }
+        PolicyCommand::Diff { from, to } => {
+            let before = documents(&SetRef::parse(&from), store.as_ref()).await?;
+            let after = documents(&SetRef::parse(&to), store.as_ref()).await?;
+            let changed = print_diff(&before, &after, &from, &to);
+            if !changed {
+                println!("no changes");
+            }
+            Ok(())
+        }
+        PolicyCommand::Put {
+            path,
+            message,
+            activate,
+        } => {
+            let store = store.context("no policy store open")?;
+            put(store.as_ref(), &path, message, activate).await
+        }
+        PolicyCommand::Activate {
+            version,
+            expect_revision,
+        } => {
+            let store = store.context("no policy store open")?;
+            activate_version(
+                store.as_ref(),
+                version,
+                expect_revision,
+                ActivationKind::Activate,
+            )
+            .await
+        }
+        PolicyCommand::Rollback { expect_revision } => {
+            let store = store.context("no policy store open")?;
+            let head = store
+                .head()
+                .await?
+                .context("the policy store has no active set yet")?;
+            let previous = head.previous.with_context(|| {
+                format!(
+                    "version {} is the first active set: there is nothing to roll back to",
+                    head.version
+                )
+            })?;
+            let expected = expect_revision.unwrap_or(head.revision);
+            activate_version(
+                store.as_ref(),
+                previous,
+                Some(expected),
+                ActivationKind::Rollback,
+            )
+            .await
+        }
+        PolicyCommand::List => {
+            let store = store.context("no policy store open")?;
+            let head = store.head().await?;
+            let active = head.as_ref().map(|h| h.version);
+            for v in store.list().await? {
+                println!(
+                    "{} {:>4}  {}  {:>3} documents  {}  {:<12}  {}",
+                    if Some(v.version) == active { "*" } else { " " },
+                    v.version,
+                    v.hash,
+                    v.documents,
+                    v.created_at,
+                    v.author,
+                    v.message
+                );
+            }
+            match head {
+                Some(h) => println!(
+                    "active: version {} (revision {}), by {} at {}",
+                    h.version, h.revision, h.activated_by, h.activated_at
+                ),
+                None => println!("no active set"),
+            }
+            Ok(())
+        }
+        PolicyCommand::History => {
+            let store = store.context("no policy store open")?;
+            for a in store.history().await? {
+                let from = a.from.map_or_else(|| "-".to_owned(), |f| f.to_string());
+                println!(
+                    "{:>4}  {}  {:<8}  {:<12}  {from} -> {}",
+                    a.revision,
+                    a.at,
+                    a.kind.as_str(),
+                    a.by,
+                    a.version
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn create_store(
+    data_dir: &Path,
+    args: &aws_stores::PolicyStoreArgs,
+    endpoint: Option<&str>,
+) -> anyhow::Result<()> {
+    if args.policy_store == aws_stores::StoreKind::Local {
+        println!("the embedded store is created and seeded by `agentctl up`");
+        return Ok(());
+    }
+    args.create_aws(endpoint).await?;
+    let store = args.open(data_dir, endpoint).await?;
+    let seed = NewPolicySet {
+        documents: governance::default_documents(),
+        schema: governance::SCHEMA.to_owned(),
+        author: actor(),
+        message: "the default policies".to_owned(),
+    };
+    match governance::store::seed_if_new(store.as_ref(), &seed).await? {
+        Some(version) => println!(
+            "{} is ready, seeded with the default policies as version {version}",
+            store.describe()
+        ),
+        None => println!(
+            "{} is ready; it already had an active set",
+            store.describe()
+        ),
+    }
+    Ok(())
+}
+
+async fn put(
+    store: &dyn PolicyStore,
+    path: &Path,
+    message: String,
+    activate: bool,
+) -> anyhow::Result<()> {
+    let documents = governance::read_policies(path)?;
+    let count = validated(&documents, &format!("`{}`", path.display()))?;
+    let set = NewPolicySet {
+        documents,
+        schema: governance::SCHEMA.to_owned(),
+        author: actor(),
+        message,
+    };
+    let hash = set.hash();
+    let existing = store
+        .list()
+        .await?
+        .into_iter()
+        .rev()
+        .find(|v| v.hash == hash);
+    let version = match existing {
+        Some(v) => {
+            println!(
+                "unchanged: version {} holds these documents already ({hash})",
+                v.version
+            );
+            v.version
+        }
+        None => {
+            let stored = store.put(&set).await?;
+            println!(
+                "stored version {} ({count} policies, {hash})",
+                stored.version
+            );
+            stored.version
+        }
+    };
+    if activate {
+        activate_version(store, version, None, ActivationKind::Activate).await?;
+    } else {
+        println!("activate it with `agentctl policy activate {version}`");
+    }
+    Ok(())
+}
+
+/// Validates `version` as Orbit will, then moves the head to it if it is
+/// still at `expected` (default: where it is now).
+async fn activate_version(
+    store: &dyn PolicyStore,
+    version: u64,
+    expected: Option<u64>,
+    kind: ActivationKind,
+) -> anyhow::Result<()> {
+    let stored = store.get(version).await?;
+    stored.check_hash()?;
+    validated(&stored.documents, &format!("version {version}"))?;
+    let head = store.head().await?;
+    if head.as_ref().is_some_and(|h| h.version == version) && expected.is_none() {
+        println!("version {version} is the active set already");
+        return Ok(());
+    }
+    let expected_revision = expected.unwrap_or_else(|| head.as_ref().map_or(0, |h| h.revision));
+    let actor = actor();
+    let moved = store
+        .activate(&Activate {
+            version,
+            expected_revision,
+            kind,
+            actor: &actor,
+        })
+        .await?;
+    let from = moved
+        .previous
+        .map_or_else(|| "none".to_owned(), |p| p.to_string());
+    println!(
+        "version {} is the active set (revision {}; was {from}); Orbit applies it at its next refresh",
+        moved.version, moved.revision
+    );
+    Ok(())
+}
+
+/// Prints a unified diff per document; true when anything differs.
+fn print_diff(before: &[PolicyDocument], after: &[PolicyDocument], from: &str, to: &str) -> bool {
+    let names: std::collections::BTreeSet<&str> = before
+        .iter()
+        .chain(after)
+        .map(|d| d.name.as_str())
+        .collect();
+    let text_of = |set: &[PolicyDocument], name: &str| {
+        set.iter()
+            .find(|d| d.name == name)
+            .map_or(String::new(), |d| d.text.clone())
+    };
+    let mut changed = false;
+    for name in names {
+        let (a, b) = (text_of(before, name), text_of(after, name));
+        if a == b {
+            continue;
+        }
+        changed = true;
+        let diff = similar::TextDiff::from_lines(&a, &b);
+        print!(
+            "{}",
+            diff.unified_diff()
+                .context_radius(3)
+                .header(&format!("{from}/{name}"), &format!("{to}/{name}"))
+        );
+    }
+    changed
+}
