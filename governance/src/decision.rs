@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use semver::Version;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A person or a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrincipalKind {
     User,
@@ -16,7 +16,7 @@ pub enum PrincipalKind {
 }
 
 /// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     pub id: String,
     pub kind: PrincipalKind,
@@ -25,7 +25,7 @@ pub struct Principal {
 }
 
 /// The plugin version asked for, split by who vouches for what.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginInfo {
     pub name: String,
     /// Pre-release and build parts included: policies see them.
@@ -51,7 +51,7 @@ pub struct DecisionRequest<'a> {
 }
 
 /// Why a decision came out as it did: a stable code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A permit matched and no forbid did.
@@ -86,7 +86,7 @@ impl Outcome {
 }
 
 /// An answer. Every path that is not an explicit allow is a deny.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub allowed: bool,
     pub reason: Outcome,
@@ -94,7 +94,7 @@ pub struct Decision {
     /// forbids for a deny; for an evaluation error, those that evaluated).
     pub policies: Vec<String>,
     /// Evaluation errors, if any.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     /// The store version of the policy set that decided (0 for a set given
     /// directly, as `policy test` does).

@@ -19,6 +19,7 @@
 //!   AgentRuntime::Tenant::"t"`), and every unscoped one. Scope constraints are
 //!   hard, so the slice decides exactly as the whole set would.
 
+pub mod audit;
 pub mod cases;
 mod decision;
 mod engine;
@@ -26,6 +27,7 @@ mod policies;
 mod source;
 pub mod store;
 
+pub use audit::{AuditLog, AuditRecord};
 pub use decision::{Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind};
 pub use engine::{Decider, Governance, GovernanceConfig, PolicyStatus, RefreshOutcome};
 pub use policies::{CompiledPolicies, PolicyDocument};
@@ -69,7 +71,7 @@ pub enum GovernanceError {
     InvalidPolicies(String),
     /// The store has never had a set activated.
     #[error(
-        "the policy store {0} has no active policy set: put one and activate it (`agentctl policy put DIR --activate`)"
+        "the policy store {0} has no active policy set: put one and activate it (`agentctl policy put DIR -m MESSAGE --activate`)"
     )]
     NoActivePolicySet(String),
     /// The store failed or holds something that does not check out.

@@ -6,8 +6,10 @@
 //! - `agentctl plugin ...` runs the signed supply chain: keys, trust list,
 //!   publish, labels, aliases, rollback, history, revocation;
 //! - `agentctl policy ...` validates, tests, diffs, stores and activates
-//!   governance policy sets.
+//!   governance policy sets;
+//! - `agentctl audit verify` checks the hash chain of the audit file.
 
+mod audit;
 mod dispatch;
 mod keys;
 mod plugin;
@@ -57,6 +59,9 @@ enum Command {
     Plugin(plugin::PluginArgs),
     /// Validate, test, diff, store, activate and roll back policy sets.
     Policy(policy::PolicyArgs),
+    /// Check the audit trail of governance decisions.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[tokio::main]
@@ -68,6 +73,7 @@ async fn main() -> ExitCode {
         Command::Keys(command) => keys::run(&cli.data_dir, command),
         Command::Plugin(command) => plugin::run(&cli.data_dir, command).await,
         Command::Policy(command) => policy::run(&cli.data_dir, command).await,
+        Command::Audit(command) => audit::run(&cli.data_dir, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

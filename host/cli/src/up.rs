@@ -34,7 +34,12 @@ pub(crate) struct UpArgs {
 }
 
 pub(crate) async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format, "info,wasmtime=warn,cranelift=warn");
+    // Audit records go to the audit file, not the terminal (`RUST_LOG=info`
+    // shows them too).
+    telemetry::init(
+        args.log_format,
+        "info,audit=warn,wasmtime=warn,cranelift=warn",
+    );
     let prepared = local_stack::prepare(data_dir).await?;
     let stack = LocalStack::start(data_dir, args.orbit_listen, args.axon_listen).await?;
     let (orbit_addr, axon_addr) = (stack.orbit_addr, stack.axon_addr);

@@ -178,3 +178,169 @@ fn policy_commands_validate_test_diff_put_activate_and_roll_back() {
     let (_, out) = agentctl(&["list"]);
     assert_eq!(out.lines().count(), 3, "nothing stored: {out}");
 }
+
+/// `agentctl up` under load, stopped by SIGTERM as a process manager stops
+/// it: every decision a caller got an answer for is in the audit file,
+/// once, and `agentctl audit verify` accepts the file; an edited copy fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_decision_is_lost_when_up_is_stopped_by_sigterm_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut seen, mut recorded) = signal_under_load(dir.path(), "TERM").await;
+    seen.sort();
+    recorded.sort();
+    assert!(seen.iter().any(|(_, allowed)| !allowed));
+    assert_eq!(recorded, seen);
+
+    // A record removed from the middle is found.
+    let audit = dir.path().join("state/audit/decisions.jsonl");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let mut kept: Vec<&str> = text.lines().collect();
+    kept.remove(kept.len() / 2);
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, kept.join("\n") + "\n").unwrap();
+    let refused = audit_verify(&tampered);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("does not verify"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// Killed outright (SIGKILL, as by the OOM killer), `up` writes nothing
+/// more, but every decision that took effect was written before it did:
+/// the file verifies and holds each answered decision. (It may also hold
+/// decisions whose answers never left.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_decision_that_took_effect_is_lost_when_up_is_killed_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seen, recorded) = signal_under_load(dir.path(), "KILL").await;
+    let recorded: std::collections::HashSet<_> = recorded.into_iter().collect();
+    for decision in &seen {
+        assert!(recorded.contains(decision), "{decision:?} is not on record");
+    }
+}
+
+/// Runs `agentctl up` on a fresh data directory under `dir`, dispatches from
+/// eight callers until at least 60 decisions are answered, sends `signal`,
+/// and returns the decisions answered and those recorded in the audit file
+/// (which must verify), as (correlation id, allowed).
+async fn signal_under_load(
+    dir: &std::path::Path,
+    signal: &str,
+) -> (Vec<(String, bool)>, Vec<(String, bool)>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    const INTENT: &str = "under-a-signal";
+    let data_dir = dir.join("state");
+    let mut up = Command::new(env!("CARGO_BIN_EXE_agentctl"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args([
+            "up",
+            "--axon-listen",
+            "127.0.0.1:0",
+            "--orbit-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let orbit_url = loop {
+        let line = lines.next().expect("`up` ended before it was up").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("orbit  ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep reading stdout, so `up` never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let (access_key_id, secret_access_key) =
+        auth::credentials::read_profile(&data_dir.join("credentials"), "agent-runtime").unwrap();
+    let client = orbit::client::OrbitClient::new(
+        &orbit_url,
+        auth::SigningKey {
+            access_key_id,
+            secret_access_key,
+            region: auth::DEFAULT_REGION.to_owned(),
+        },
+    );
+
+    // Callers dispatch until Orbit is gone: `echo` is allowed, `triage`
+    // (experimental) denied.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..8 {
+        let (client, answered) = (client.clone(), answered.clone());
+        callers.spawn(async move {
+            let mut seen = Vec::new();
+            for i in 0.. {
+                let plugin = if (caller + i) % 2 == 0 {
+                    "echo"
+                } else {
+                    "triage"
+                };
+                let body = serde_json::json!({ "plugin": plugin, "intent": INTENT, "input": {} });
+                let Ok(reply) = client.dispatch(&body).await else {
+                    break;
+                };
+                match reply.status.as_u16() {
+                    200 | 403 => {
+                        let id = reply.headers["x-correlation-id"].to_str().unwrap();
+                        seen.push((id.to_owned(), reply.status.is_success()));
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The per-principal rate limit answers before governance.
+                    429 => tokio::time::sleep(Duration::from_millis(20)).await,
+                    status => panic!("{status}: {}", reply.body),
+                }
+            }
+            seen
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while answered.load(Ordering::Relaxed) < 60 {
+        assert!(Instant::now() < deadline, "the callers got no answers");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let seen: Vec<(String, bool)> = callers.join_all().await.concat();
+    let status = up.wait().unwrap();
+    if signal == "TERM" {
+        assert!(status.success(), "{status}");
+    }
+    assert!(seen.len() >= 60);
+
+    let audit = data_dir.join("audit").join("decisions.jsonl");
+    let verified = audit_verify(&audit);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let recorded = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<governance::AuditRecord>(line).unwrap())
+        .filter(|record| record.intent == INTENT)
+        .map(|record| (record.correlation_id, record.decision.allowed))
+        .collect();
+    (seen, recorded)
+}
+
+fn audit_verify(path: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_agentctl"))
+        .args(["audit", "verify"])
+        .arg(path)
+        .output()
+        .unwrap()
+}

@@ -141,6 +141,8 @@ enum TargetKind {
     Native,
     Axon,
     Full,
+    /// `full` with decisions not recorded: what the audit record costs.
+    FullUnaudited,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -149,6 +151,7 @@ enum ServerKind {
     Native,
     Axon,
     Orbit,
+    OrbitUnaudited,
 }
 
 impl TargetKind {
@@ -158,6 +161,7 @@ impl TargetKind {
             Self::Native => "native",
             Self::Axon => "axon",
             Self::Full => "full",
+            Self::FullUnaudited => "full-unaudited",
         }
     }
 
@@ -166,7 +170,12 @@ impl TargetKind {
             Self::Bare => "bare per-request wasmtime host: no auth, no limits, no governance",
             Self::Native => "the plugin compiled natively behind the same HTTP stack",
             Self::Axon => "Axon direct: SigV4, sandbox limits, metrics",
-            Self::Full => "Orbit -> Axon: SigV4 on both hops, rate limits, governance",
+            Self::Full => {
+                "Orbit -> Axon: SigV4 on both hops, rate limits, governance, audit (file and log line)"
+            }
+            Self::FullUnaudited => {
+                "as full, with no audit record: a baseline, never a way to serve"
+            }
         }
     }
 }
@@ -211,7 +220,13 @@ async fn serve(
     plugin: Plugin,
     axon_url: Option<String>,
 ) -> anyhow::Result<()> {
-    telemetry::init(LogFormat::Text, "warn");
+    if matches!(kind, ServerKind::Orbit | ServerKind::OrbitUnaudited) {
+        // As deployed: JSON logs with the audit target on (to a file the
+        // benchmark gives as stderr).
+        telemetry::init(LogFormat::Json, "warn,audit=info");
+    } else {
+        telemetry::init(LogFormat::Text, "warn");
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let ready = || {
@@ -241,7 +256,7 @@ async fn serve(
             ready();
             axon::serve(listener, state, config.front_door(), std::future::pending()).await
         }
-        ServerKind::Orbit => {
+        ServerKind::Orbit | ServerKind::OrbitUnaudited => {
             let axon_url = axon_url.context("--axon-url is required for orbit")?;
             let mut config = orbit::OrbitConfig::local(data_dir.to_owned(), addr, axon_url);
             // The benchmark measures the path, not the rate limiter's refusals.
@@ -252,7 +267,12 @@ async fn serve(
             config.max_connections_per_client = config.max_connections;
             let source = plugin_store::PluginSource::local(&config.plugin_dir()).await?;
             let policies = config.open_policy_store().await?;
-            let state = orbit::build(&config, source, policies).await?;
+            let state = if kind == ServerKind::Orbit {
+                orbit::build(&config, source, policies).await?
+            } else {
+                orbit::build_with_audit(&config, source, policies, governance::AuditLog::discard())
+                    .await?
+            };
             ready();
             orbit::serve(listener, state, config.front_door(), std::future::pending()).await
         }
@@ -284,8 +304,17 @@ impl Servers {
         command
             .args(["serve", kind, "--plugin", plugin.name(), "--data-dir"])
             .arg(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::piped());
+        if kind.starts_with("orbit") {
+            // Orbit logs every decision (the `audit` target), as deployed.
+            let log = data_dir.join(format!("{kind}.log"));
+            command.stderr(
+                std::fs::File::create(&log)
+                    .with_context(|| format!("creating `{}`", log.display()))?,
+            );
+        } else {
+            command.stderr(Stdio::inherit());
+        }
         if let Some(url) = axon_url {
             command.args(["--axon-url", url]);
         }
@@ -298,10 +327,17 @@ impl Servers {
         BufReader::new(stdout)
             .read_line(&mut line)
             .with_context(|| format!("waiting for the {kind} server"))?;
-        let addr = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .with_context(|| format!("the {kind} server did not start (said `{}`)", line.trim()))?;
+        let addr = line.trim().strip_prefix("LISTENING ").with_context(|| {
+            // Orbit's stderr went to its log: show its end.
+            let log =
+                std::fs::read_to_string(data_dir.join(format!("{kind}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            format!(
+                "the {kind} server did not start (said `{}`) {}",
+                line.trim(),
+                tail.join("\n")
+            )
+        })?;
         Ok(addr.parse()?)
     }
 
@@ -357,11 +393,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 body: reason_body.clone().into(),
                 key: prepared.orbit_key.clone(),
             },
-            TargetKind::Full => {
+            TargetKind::Full | TargetKind::FullUnaudited => {
                 let axon = servers.spawn("axon", dir.path(), plugin, None)?;
+                let orbit = if *kind == TargetKind::Full {
+                    "orbit"
+                } else {
+                    "orbit-unaudited"
+                };
                 Target {
                     addr: servers.spawn(
-                        "orbit",
+                        orbit,
                         dir.path(),
                         plugin,
                         Some(&format!("http://{axon}")),
@@ -373,7 +414,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         };
         let target = Arc::new(target);
-        print!("{:<7} warming up", kind.name());
+        print!("{:<14} warming up", kind.name());
         flush();
         let warm = load::closed_loop(
             target.clone(),

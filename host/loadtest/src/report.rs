@@ -124,6 +124,11 @@ pub fn ratios(reports: &[TargetReport]) -> String {
             "Axon direct vs native code (the price of the sandbox)",
         ),
         ("full", "native", "the full path vs native code"),
+        (
+            "full",
+            "full-unaudited",
+            "the full path vs the same without audit records (the audit's cost)",
+        ),
     ];
     for (a, b, what) in pairs {
         if let (Some(x), Some(y)) = (find(a), find(b)) {

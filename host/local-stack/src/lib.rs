@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use auth::keyring::Identity;
 use auth::{LocalKeyring, PrincipalKind, SigningKey};
+use governance::PolicyStore as _;
 use governance::store::{NewPolicySet, seed_if_new};
 use std::collections::BTreeSet;
 
@@ -78,6 +79,11 @@ async fn seed_policies(data_dir: &Path) -> anyhow::Result<()> {
     let store = governance::SqlitePolicyStore::open(&path)
         .await
         .with_context(|| format!("opening the policy store `{}`", path.display()))?;
+    // Checked first, so an old policy directory is read (and must validate)
+    // only on the run that imports it, never again.
+    if store.head().await?.is_some() {
+        return Ok(());
+    }
     let legacy = data_dir.join("policies");
     let (documents, message) = if legacy.is_dir() {
         let documents = governance::read_policies(&legacy)?;
@@ -197,7 +203,8 @@ pub async fn publish_examples(source: &PluginSource, key: &KeyPair) -> anyhow::R
 pub struct LocalStack {
     pub orbit_addr: SocketAddr,
     pub axon_addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    stop_orbit: watch::Sender<bool>,
+    stop_axon: watch::Sender<bool>,
     axon: JoinHandle<anyhow::Result<()>>,
     orbit: JoinHandle<anyhow::Result<()>>,
 }
@@ -233,7 +240,8 @@ impl LocalStack {
             .local_addr()
             .context("reading Orbit's address")?;
 
-        let (stop, stopped) = watch::channel(false);
+        let (stop_orbit, orbit_stopped) = watch::channel(false);
+        let (stop_axon, axon_stopped) = watch::channel(false);
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -241,28 +249,33 @@ impl LocalStack {
             axon_listener,
             axon_state,
             axon_config.front_door(),
-            until_stopped(stopped.clone()),
+            until_stopped(axon_stopped),
         ));
         let orbit = tokio::spawn(orbit::serve(
             orbit_listener,
             orbit_state,
             orbit_config.front_door(),
-            until_stopped(stopped),
+            until_stopped(orbit_stopped),
         ));
         Ok(Self {
             orbit_addr,
             axon_addr,
-            stop,
+            stop_orbit,
+            stop_axon,
             axon,
             orbit,
         })
     }
 
-    /// Stops both, Orbit first, and waits for them.
+    /// Stops Orbit, and once it has answered what it took (Axon serves
+    /// those to the end), Axon; waits for both.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        self.orbit.await.context("waiting for Orbit to stop")??;
-        self.axon.await.context("waiting for Axon to stop")??;
+        let _ = self.stop_orbit.send(true);
+        let orbit = self.orbit.await.context("waiting for Orbit to stop");
+        let _ = self.stop_axon.send(true);
+        let axon = self.axon.await.context("waiting for Axon to stop");
+        orbit??;
+        axon??;
         Ok(())
     }
 }
@@ -338,5 +351,11 @@ mod tests {
             (documents[0].name.as_str(), documents[0].text.as_str()),
             ("mine.cedar", text)
         );
+
+        // Once imported, the directory is never read again: an edit that
+        // breaks it does not stop `agentctl up`, and changes nothing.
+        std::fs::write(legacy.join("mine.cedar"), "permit (").unwrap();
+        seed_policies(dir.path()).await.unwrap();
+        assert_eq!(store.head().await.unwrap().unwrap(), head);
     }
 }

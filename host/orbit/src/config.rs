@@ -103,6 +103,18 @@ pub struct OrbitConfig {
     /// Open connections from one client address (IPv6: one /64).
     #[arg(long, default_value_t = 64)]
     pub max_connections_per_client: usize,
+    /// The audit file: every decision appended as a hash-chained JSON line.
+    /// Default `<data-dir>/audit/decisions.jsonl`.
+    #[arg(long, env = "AGENT_RUNTIME_AUDIT_FILE")]
+    pub audit_file: Option<PathBuf>,
+    /// Write no audit file: records go only to the `audit` log target (in
+    /// AWS, to CloudWatch Logs with the rest of the log).
+    #[arg(
+        long,
+        env = "AGENT_RUNTIME_NO_AUDIT_FILE",
+        conflicts_with = "audit_file"
+    )]
+    pub no_audit_file: bool,
 }
 
 impl OrbitConfig {
@@ -136,7 +148,21 @@ impl OrbitConfig {
             body_read_timeout_ms: 30_000,
             max_connections: 4_096,
             max_connections_per_client: 64,
+            audit_file: None,
+            no_audit_file: false,
         }
+    }
+
+    /// Where decisions are appended, if to a file.
+    pub fn audit_path(&self) -> Option<PathBuf> {
+        if self.no_audit_file {
+            return None;
+        }
+        Some(
+            self.audit_file
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("audit").join("decisions.jsonl")),
+        )
     }
 
     pub fn keyring_path(&self) -> PathBuf {

@@ -15,7 +15,9 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use governance::{Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind};
+use governance::{
+    AuditRecord, Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind,
+};
 use plugin_store::{PluginName, PluginRef, VerifyError, Version};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -174,21 +176,35 @@ pub async fn dispatch(
         tags: manifest.tags.clone(),
         labels: resolved.entry.labels.clone(),
     };
-    let decision = state
-        .decider()
-        .decide(&DecisionRequest {
-            principal: &principal,
-            plugin: &plugin,
-            intent: &body.intent,
-            source_ip: state.limits().client_ip(peer, &headers),
-            time: SystemTime::now(),
-        })
-        .await;
+    let request = DecisionRequest {
+        principal: &principal,
+        plugin: &plugin,
+        intent: &body.intent,
+        source_ip: state.limits().client_ip(peer, &headers),
+        time: SystemTime::now(),
+    };
+    let decision = state.decider().decide(&request).await;
     state
         .metrics()
         .decision(decision.reason.as_str(), decision.decision_time_us);
+    // No decision takes effect, allow or deny, before it is on record.
+    let record = AuditRecord::new(
+        correlation_id.as_str(),
+        &request,
+        &manifest.digest.to_string(),
+        &decision,
+    );
+    let written = state.audit().record(record).await;
+    state.metrics().audited(written.is_ok());
+    if let Err(error) = written {
+        tracing::error!(%error, "the decision was not recorded; refusing the request");
+        return Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "governance could not record its decision in the audit log, so it does not stand; nothing ran",
+        )
+        .retry_after(5));
+    }
     if !decision.allowed {
-        tracing::info!(principal = %principal.id, plugin = %name, version = %manifest.version, reason = decision.reason.as_str(), policies = ?decision.policies, "dispatch denied");
         let (code, status) = if decision.reason == Outcome::Stale {
             (ErrorCode::GovernanceStale, "unavailable")
         } else {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use governance::{Governance, GovernanceConfig, PolicyStore};
+use governance::{AuditLog, Governance, GovernanceConfig, PolicyStore};
 use plugin_store::PluginSource;
 use prometheus_client::registry::Registry;
 use service_kit::front_door::FrontDoor;
@@ -45,6 +45,18 @@ pub async fn build(
     config: &OrbitConfig,
     source: PluginSource,
     policies: Arc<dyn PolicyStore>,
+) -> anyhow::Result<OrbitState> {
+    let audit = AuditLog::open(config.audit_path().as_deref()).context("opening the audit log")?;
+    build_with_audit(config, source, policies, audit).await
+}
+
+/// [`build`], recording decisions in `audit` (the load benchmark measures
+/// what auditing costs with [`AuditLog::discard`]).
+pub async fn build_with_audit(
+    config: &OrbitConfig,
+    source: PluginSource,
+    policies: Arc<dyn PolicyStore>,
+    audit: AuditLog,
 ) -> anyhow::Result<OrbitState> {
     let keyring = Arc::new(
         auth::LocalKeyring::open(&config.keyring_path()).with_context(|| {
@@ -89,6 +101,7 @@ pub async fn build(
         decider: governance.clone(),
         local_governance: Some(governance),
         axon,
+        audit,
         limits: Arc::new(rate_limit::RateLimits::new(
             config.principal_rate(),
             config.ip_rate(),
@@ -146,6 +159,11 @@ pub async fn serve(
         .local_addr()
         .context("reading the listen address")?;
     tracing::info!(%addr, "orbit listening");
+    let audit = state.audit().clone();
     service_kit::front_door::serve(listener, router(state), door, shutdown).await;
+    // Every request has been answered: write what is queued, and sync.
+    if let Some(end) = audit.close().await {
+        tracing::info!(seq = end.seq, hash = %end.hash, "audit log closed");
+    }
     Ok(())
 }

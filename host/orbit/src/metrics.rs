@@ -27,6 +27,8 @@ pub struct OrbitMetrics {
     policy_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     policy_stale: Gauge,
     policy_refresh_failures: Counter,
+    audit_records: Counter,
+    audit_failures: Counter,
 }
 
 impl OrbitMetrics {
@@ -42,6 +44,8 @@ impl OrbitMetrics {
             policy_age: Gauge::default(),
             policy_stale: Gauge::default(),
             policy_refresh_failures: Counter::default(),
+            audit_records: Counter::default(),
+            audit_failures: Counter::default(),
         };
         registry.register(
             "orbit_governance_decisions",
@@ -93,7 +97,26 @@ impl OrbitMetrics {
             "Policy refreshes that failed (store unreadable, or a head that does not check out)",
             metrics.policy_refresh_failures.clone(),
         );
+        registry.register(
+            "orbit_audit_records",
+            "Decisions recorded in the audit log",
+            metrics.audit_records.clone(),
+        );
+        registry.register(
+            "orbit_audit_failures",
+            "Decisions refused because their audit record could not be written",
+            metrics.audit_failures.clone(),
+        );
         metrics
+    }
+
+    /// Counts one decision's audit record: written, or not (and refused).
+    pub fn audited(&self, written: bool) {
+        if written {
+            self.audit_records.inc();
+        } else {
+            self.audit_failures.inc();
+        }
     }
 
     /// Records where the policy set in force stands.

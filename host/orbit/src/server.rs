@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     /// for a remote decider, which refreshes itself.
     pub(crate) local_governance: Option<Arc<governance::Governance>>,
     pub(crate) axon: AxonClient,
+    /// Every decision is recorded here before it takes effect.
+    pub(crate) audit: governance::AuditLog,
     pub(crate) limits: Arc<RateLimits>,
     pub(crate) in_flight: InFlightLimit,
     pub(crate) sigv4: SigV4,
@@ -63,6 +65,10 @@ impl OrbitState {
 
     pub fn axon(&self) -> &AxonClient {
         &self.inner.axon
+    }
+
+    pub fn audit(&self) -> &governance::AuditLog {
+        &self.inner.audit
     }
 
     pub(crate) fn limits(&self) -> &RateLimits {
@@ -149,18 +155,20 @@ async fn health() -> Json<serde_json::Value> {
 
 async fn ready(State(state): State<OrbitState>) -> Result<Json<serde_json::Value>, ApiError> {
     let governance = state.decider().is_ready();
+    let audit = state.audit().is_healthy();
     let axon = state.axon().ready().await;
     let breaker = state.axon().breaker_state();
-    if governance && axon && breaker != BreakerState::Open {
+    if governance && audit && axon && breaker != BreakerState::Open {
         Ok(Json(
-            json!({ "status": "ready", "governance": "ready", "axon": "ready" }),
+            json!({ "status": "ready", "governance": "ready", "audit": "ready", "axon": "ready" }),
         ))
     } else {
         Err(ApiError::new(
             ErrorCode::ServiceUnavailable,
             format!(
-                "orbit is not ready: governance {}, axon {}, breaker {breaker:?}",
-                if governance { "ready" } else { "unavailable" },
+                "orbit is not ready: governance {}, audit {}, axon {}, breaker {breaker:?}",
+                if governance { "ready" } else { "stale" },
+                if audit { "ready" } else { "failing" },
                 if axon { "ready" } else { "unavailable" },
             ),
         )

@@ -52,7 +52,8 @@ pub struct Stack {
     /// Orbit's own key (the only one Axon accepts).
     pub orbit_key: SigningKey,
     pub axon: Option<Server>,
-    _orbit: Server,
+    /// Orbit; `stop` it to shut it down cleanly (the audit log is closed).
+    pub orbit: Option<Server>,
 }
 
 fn key(
@@ -244,10 +245,10 @@ impl Stack {
             axon_addr,
             axon_url,
             axon: Some(axon),
-            _orbit: Server {
+            orbit: Some(Server {
                 stop: Some(stop),
                 task,
-            },
+            }),
         }
     }
 
@@ -362,6 +363,24 @@ impl Stack {
         let mut request = builder.build().unwrap();
         tamper(&mut request);
         reply(client.execute(request).await.unwrap()).await
+    }
+}
+
+impl Stack {
+    /// The audit file of this stack's Orbit.
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit").join("decisions.jsonl")
+    }
+
+    /// The records of the audit file, after checking its chain.
+    pub fn audit_records(&self) -> Vec<governance::AuditRecord> {
+        let bytes = std::fs::read(self.audit_path()).unwrap();
+        governance::audit::verify(bytes.as_slice()).unwrap();
+        bytes
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| serde_json::from_slice(line).unwrap())
+            .collect()
     }
 }
 

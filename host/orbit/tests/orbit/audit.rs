@@ -1,0 +1,156 @@
+//! Every decision is on record: the audit file against what callers saw.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{Stack, eventually};
+
+/// Allowed and denied dispatches from several callers at once; Orbit is
+/// shut down (as on SIGTERM) while they are still coming. Each decision a
+/// caller got an answer for is in the file exactly once, with the outcome
+/// the caller saw, and the file holds nothing else.
+#[tokio::test]
+async fn every_decision_answered_under_load_is_on_record_once_also_across_a_shutdown() {
+    let mut stack = Stack::start().await;
+    let total = 400;
+    let answered = Arc::new(AtomicUsize::new(0));
+    // Below the per-principal in-flight cap, so every answer is a decision.
+    let slots = Arc::new(tokio::sync::Semaphore::new(24));
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..total {
+        // dev may not run the experimental `triage`; bea (beta) may.
+        let client = if i % 3 == 0 {
+            stack.bea.clone()
+        } else {
+            stack.dev.clone()
+        };
+        let body = if i % 2 == 0 {
+            json!({ "plugin": "echo", "intent": "echo", "input": i })
+        } else {
+            json!({ "plugin": "triage", "intent": "classify", "input": { "subject": "refund please" } })
+        };
+        let (answered, slots) = (answered.clone(), slots.clone());
+        calls.spawn(async move {
+            let _slot = slots.acquire_owned().await.unwrap();
+            let reply = client.dispatch(&body).await.ok()?;
+            answered.fetch_add(1, Ordering::Relaxed);
+            Some(reply)
+        });
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            answered.load(Ordering::Relaxed) >= total / 4
+        })
+        .await
+    );
+    stack.orbit.take().unwrap().stop().await;
+
+    let mut seen = Vec::new();
+    let mut refused = 0;
+    for reply in calls.join_all().await {
+        let Some(reply) = reply else {
+            refused += 1; // sent after Orbit stopped listening
+            continue;
+        };
+        assert!(
+            matches!(reply.status, StatusCode::OK | StatusCode::FORBIDDEN),
+            "{} {}",
+            reply.status,
+            reply.body
+        );
+        let correlation_id = reply.headers["x-correlation-id"].to_str().unwrap();
+        seen.push((correlation_id.to_owned(), reply.status == StatusCode::OK));
+    }
+    let mut recorded: Vec<(String, bool)> = stack
+        .audit_records()
+        .into_iter()
+        .map(|r| (r.correlation_id, r.decision.allowed))
+        .collect();
+    seen.sort();
+    recorded.sort();
+    assert!(seen.len() >= total / 4 && seen.iter().any(|(_, allowed)| !allowed));
+    assert_eq!(recorded, seen, "{refused} calls were refused at the door");
+}
+
+#[tokio::test]
+async fn a_record_says_who_asked_for_what_and_what_decided() {
+    let stack = Stack::start().await;
+    let reply = stack
+        .dispatch(json!({ "plugin": "triage", "intent": "classify", "input": {} }))
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    let records = stack.audit_records();
+    let [record] = records.as_slice() else {
+        panic!("{records:?}")
+    };
+    assert_eq!(
+        record.correlation_id,
+        reply.headers["x-correlation-id"].to_str().unwrap()
+    );
+    assert_eq!(record.action, "dispatch");
+    assert_eq!(record.principal.id, "dev");
+    assert_eq!(record.principal.groups, ["developers"]);
+    assert_eq!(record.plugin.info.name, "triage");
+    assert_eq!(
+        record.plugin.digest,
+        reply.body["plugin"]["digest"].as_str().unwrap()
+    );
+    assert_eq!(record.intent, "classify");
+    assert!(!record.decision.allowed);
+    assert_eq!(
+        serde_json::to_value(&record.decision).unwrap(),
+        reply.body["governance"]
+    );
+}
+
+#[tokio::test]
+async fn a_dispatch_whose_decision_cannot_be_recorded_is_refused_and_never_runs() {
+    // Every write to /dev/full fails: "no space left on device".
+    let stack = Stack::start_with(|config| config.audit_file = Some("/dev/full".into())).await;
+    for plugin in ["echo", "triage"] {
+        let reply = stack
+            .dispatch(json!({ "plugin": plugin, "intent": "i", "input": {} }))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.body
+        );
+        assert_eq!(crate::support::code(&reply), "SERVICE_UNAVAILABLE");
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("audit log") && !message.contains("/dev"),
+            "{message}"
+        );
+        assert!(reply.body.get("output").is_none());
+    }
+    let ready = reqwest::get(format!("{}/ready", stack.orbit_url))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().await.unwrap().contains("audit failing"));
+    let metrics = reqwest::get(format!("{}/metrics", stack.orbit_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("orbit_audit_failures_total 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("orbit_audit_records_total 0"), "{metrics}");
+    // Nothing reached Axon.
+    let axon = reqwest::get(format!("{}/metrics", stack.axon_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!axon.contains("axon_reason_requests_total{"), "{axon}");
+}
