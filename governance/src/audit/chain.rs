@@ -10,7 +10,7 @@
 
 use std::io::BufRead;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::AuditRecord;
@@ -39,35 +39,46 @@ impl Link {
     }
 }
 
-#[derive(Serialize)]
-struct Chained<'a> {
-    seq: u64,
-    prev: &'a str,
-    #[serde(flatten)]
-    record: &'a AuditRecord,
-}
-
 #[derive(Deserialize)]
 struct ChainFields {
     seq: u64,
     prev: String,
 }
 
-/// The line (no newline) that records `record` after `last`, and the link
-/// it becomes.
-pub fn encode(last: &Link, record: &AuditRecord) -> Result<(Vec<u8>, Link), serde_json::Error> {
+/// The longest line a record may take (records are far smaller: their
+/// caller-controlled parts are bounded); a longer last line is not a
+/// record.
+pub const MAX_LINE: usize = 1024 * 1024;
+
+/// A record serialized, ready to be chained: the part of the work done
+/// outside the writer's lock.
+pub struct Serialized(Vec<u8>);
+
+impl Serialized {
+    pub fn new(record: &AuditRecord) -> Result<Self, serde_json::Error> {
+        serde_json::to_vec(record).map(Self)
+    }
+}
+
+/// The line (newline included) that records `record` after `last`, and the
+/// link it becomes.
+pub fn encode(last: &Link, record: &Serialized) -> (Vec<u8>, Link) {
     let seq = last.seq + 1;
-    let mut line = serde_json::to_vec(&Chained {
-        seq,
-        prev: &last.hash,
-        record,
-    })?;
-    let hash = format!("sha256:{}", hex::encode(Sha256::digest(&line)));
+    // `{"seq":N,"prev":"...",` then the record's own members.
+    let fields = record.0.strip_prefix(b"{").unwrap_or(&record.0);
+    let mut line = Vec::with_capacity(fields.len() + 220);
+    line.extend_from_slice(format!("{{\"seq\":{seq},\"prev\":\"{}\",", last.hash).as_bytes());
+    line.extend_from_slice(fields);
+    let hash = hash_of(&line);
     line.pop(); // the closing brace, put back after `hash`
-    line.extend_from_slice(b",\"hash\":\"");
-    line.extend_from_slice(hash.as_bytes());
-    line.extend_from_slice(b"\"}");
-    Ok((line, Link { seq, hash }))
+    line.extend_from_slice(HASH_MEMBER.as_bytes());
+    line.extend_from_slice(&hash.as_bytes()["sha256:".len()..]);
+    line.extend_from_slice(b"\"}\n");
+    (line, Link { seq, hash })
+}
+
+fn hash_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// Why a line does not belong where it is.
@@ -75,57 +86,58 @@ pub fn encode(last: &Link, record: &AuditRecord) -> Result<(Vec<u8>, Link), serd
 pub enum LineError {
     #[error("it does not end with its `hash` member")]
     NoHash,
-    #[error("it is not a JSON record with `seq` and `prev`: {0}")]
+    #[error("it is not a well-formed audit record: {0}")]
     Malformed(String),
     #[error("its content does not match its hash: the record was edited")]
     Edited,
     #[error(
-        "its `seq` is {found}, expected {expected}: a record before it is missing or out of order"
+        "its `seq` is {found}, expected {expected}: a record is missing, inserted or out of order here"
     )]
     Seq { expected: u64, found: u64 },
     #[error(
-        "its `prev` does not match the hash of the record before it: a record before it was removed or replaced"
+        "its `prev` does not match the hash of the record before it: a record was removed, inserted or replaced here"
     )]
     Prev,
 }
 
-/// Checks that `line` (no newline) follows `last`, and returns its link.
+/// Checks that `line` (no newline) is a record that follows `last`, and
+/// returns its link.
 pub fn check(last: &Link, line: &[u8]) -> Result<Link, LineError> {
-    let (body, hash) = split(line)?;
-    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-    if actual != hash {
-        return Err(LineError::Edited);
-    }
-    let fields: ChainFields =
-        serde_json::from_slice(&body).map_err(|e| LineError::Malformed(e.to_string()))?;
-    if fields.seq != last.seq + 1 {
+    let (link, prev) = read(line)?;
+    serde_json::from_slice::<AuditRecord>(line).map_err(|e| LineError::Malformed(e.to_string()))?;
+    if link.seq != last.seq + 1 {
         return Err(LineError::Seq {
             expected: last.seq + 1,
-            found: fields.seq,
+            found: link.seq,
         });
     }
-    if fields.prev != last.hash {
+    if prev != last.hash {
         return Err(LineError::Prev);
     }
-    Ok(Link {
-        seq: fields.seq,
-        hash,
-    })
+    Ok(link)
 }
 
 /// The link a line claims, after checking only its own hash: where an
 /// existing file's chain continues from.
 pub fn link_of(line: &[u8]) -> Result<Link, LineError> {
+    read(line).map(|(link, _)| link)
+}
+
+/// A line's own link and its `prev`, once its hash checks out.
+fn read(line: &[u8]) -> Result<(Link, String), LineError> {
     let (body, hash) = split(line)?;
-    if format!("sha256:{}", hex::encode(Sha256::digest(&body))) != hash {
+    if hash_of(&body) != hash {
         return Err(LineError::Edited);
     }
     let fields: ChainFields =
         serde_json::from_slice(&body).map_err(|e| LineError::Malformed(e.to_string()))?;
-    Ok(Link {
-        seq: fields.seq,
-        hash,
-    })
+    Ok((
+        Link {
+            seq: fields.seq,
+            hash,
+        },
+        fields.prev,
+    ))
 }
 
 /// The line without its `hash` member, and that member's value.
@@ -199,7 +211,8 @@ mod tests {
         let mut last = Link::genesis();
         (1..=n)
             .map(|i| {
-                let (line, link) = encode(&last, &sample(i)).unwrap();
+                let (mut line, link) = encode(&last, &Serialized::new(&sample(i)).unwrap());
+                line.pop(); // the newline
                 last = link;
                 line
             })
@@ -270,9 +283,16 @@ mod tests {
     fn a_record_rehashed_after_an_edit_breaks_the_next_link() {
         let mut lines = lines(3);
         // Re-encode record 2 with other content but a correct own hash.
-        let mut forged = sample(2);
-        forged.decision.allowed = true;
-        lines[1] = encode(&link_of(&lines[0]).unwrap(), &forged).unwrap().0;
+        let mut forged: AuditRecord = serde_json::from_slice(&lines[1]).unwrap();
+        assert!(forged.decision.allowed);
+        forged.decision.allowed = false;
+        let (mut line, _) = encode(
+            &link_of(&lines[0]).unwrap(),
+            &Serialized::new(&forged).unwrap(),
+        );
+        line.pop();
+        assert_ne!(line, lines[1]);
+        lines[1] = line;
         let error = verify(file(&lines).as_slice()).unwrap_err();
         assert!(
             matches!(

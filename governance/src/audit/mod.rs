@@ -112,7 +112,7 @@ pub(crate) mod tests {
             tags: BTreeSet::new(),
             labels: BTreeSet::from(["approved".to_owned()]),
         };
-        let allowed = n % 2 == 0;
+        let allowed = n.is_multiple_of(2);
         let decision = Decision {
             allowed,
             reason: if allowed {

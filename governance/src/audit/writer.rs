@@ -1,37 +1,49 @@
-//! The writer: one thread owns the file; each decision waits for its record.
+//! The writer: each decision's record is appended, in chain order, before
+//! the decision is answered.
 //!
-//! Records queue on a bounded channel; the thread takes what has queued (up
-//! to a batch), writes it with one `write`, and only then answers each
-//! request, which acts only after that. A written record is in the
-//! operating system's hands, so a crash of the process (SIGKILL included)
-//! loses none that took effect; `close` (clean shutdown, SIGTERM) writes
-//! what is queued and syncs the file to disk.
+//! The record is serialized by the request's own task; under a lock it is
+//! chained to the one before and appended with one `write`, straight from
+//! that task: no hand-off to another thread, whose wake-ups cost more than
+//! the write (measured: docs/performance.md). A written record is in the
+//! operating system's hands, so a crash of the process loses none that took
+//! effect; `close` (clean shutdown, SIGTERM) syncs the file to disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use tokio::sync::{mpsc, oneshot};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::AuditRecord;
-use super::chain::{self, Link};
+use super::chain::{self, Link, MAX_LINE, Serialized};
 
-/// Records waiting to be written, at most: past it, deciders wait.
-const QUEUE: usize = 4096;
-/// Records written with one `write`, at most.
-const BATCH: usize = 512;
+/// A write in progress for longer than this is a stalled disk: decisions
+/// that arrive meanwhile are refused rather than queued behind it.
+const STALLED_AFTER: Duration = Duration::from_secs(5);
+/// How long after a failed write the log reports itself unhealthy, unless a
+/// write has succeeded since: long enough to take the instance out of
+/// rotation, short enough that traffic comes back to try again.
+const UNHEALTHY_FOR: Duration = Duration::from_secs(30);
 
 /// Why a record could not be written.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
-    /// The file cannot be opened, or its last record does not check out.
+    /// The file cannot be opened, is in use, or its last record does not
+    /// check out.
     #[error("cannot open the audit log `{path}`: {reason}")]
     Open { path: PathBuf, reason: String },
     /// A write failed (disk full, I/O error); nothing of it was kept.
     #[error("cannot write the audit log `{path}`: {reason}")]
     Write { path: PathBuf, reason: String },
+    /// Records would go nowhere: no file, and the `audit` log target off.
+    #[error(
+        "audit records would go nowhere: give an audit file, or enable the `audit` log target at `info` (RUST_LOG)"
+    )]
+    Nowhere,
+    /// A write has been in progress for too long (a stalled disk).
+    #[error("the audit log's current write has taken over {0:?}: the disk stalls")]
+    Stalled(Duration),
     /// The log was closed (the server is stopping).
     #[error("the audit log is closed")]
     Closed,
@@ -43,292 +55,302 @@ pub struct Receipt {
     pub seq: u64,
 }
 
-enum Message {
-    Record(
-        Box<AuditRecord>,
-        oneshot::Sender<Result<Receipt, AuditError>>,
-    ),
-    Close(oneshot::Sender<Link>),
+/// Where records are appended: a file, or (in tests) something that fails
+/// when told to.
+pub(crate) trait Medium: Send {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl Medium for File {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_all(bytes)
+    }
+
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_all()
+    }
 }
 
 /// The audit log's handle: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct AuditLog {
     /// `None`: records are discarded (benchmarks of what auditing costs).
-    tx: Option<mpsc::Sender<Message>>,
-    healthy: Arc<AtomicBool>,
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    /// `None`: records go to the log target only.
+    path: Option<PathBuf>,
+    state: tokio::sync::Mutex<State>,
+    started: Instant,
+    /// When the last write failed, if none has succeeded since: in
+    /// milliseconds since `started`, plus one (0: none).
+    failed_at: AtomicU64,
+    /// When the write in progress began, the same way (0: none).
+    writing_since: AtomicU64,
+    stalled_after: Duration,
+}
+
+struct State {
+    medium: Option<Box<dyn Medium>>,
+    /// Bytes of whole records in the file.
+    len: u64,
+    /// The last record written.
+    link: Link,
+    /// Set when a failed write could not be undone: the file no longer
+    /// ends in a whole record, and nothing more is appended to it.
+    broken: Option<String>,
+    closed: bool,
 }
 
 impl AuditLog {
-    /// Starts the writer: records go to the `audit` log target and, with a
-    /// `file`, are appended to it, continuing its chain. A file whose last
-    /// record was cut off by a crash loses that partial line (it never took
-    /// effect); one whose last record does not match its own hash is
-    /// refused (`agentctl audit verify` says where it breaks).
+    /// Opens the log: records go to the `audit` log target and, with a
+    /// `file`, are appended to it, continuing its chain. The file is locked
+    /// for this process: one writer per file. A partial last line (a write
+    /// cut off by a crash) is cut away, as it never took effect; a file
+    /// whose last line is not a record, or whose last record does not match
+    /// its own hash, is refused (`agentctl audit verify` says where it
+    /// breaks). Without a file the `audit` target must be enabled.
     pub fn open(file: Option<&Path>) -> Result<Self, AuditError> {
-        let sink = file.map(Sink::open).transpose()?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let healthy = Arc::new(AtomicBool::new(true));
-        let writer = Writer {
-            link: sink.as_ref().map_or_else(Link::genesis, |s| s.link.clone()),
-            sink,
-            pending: Vec::new(),
-            healthy: healthy.clone(),
+        let (medium, len, link) = match file {
+            Some(path) => {
+                let (file, len, link) = open_file(path).map_err(|reason| AuditError::Open {
+                    path: path.to_owned(),
+                    reason,
+                })?;
+                (Some(Box::new(file) as Box<dyn Medium>), len, link)
+            }
+            None if tracing::enabled!(target: super::TARGET, tracing::Level::INFO) => {
+                (None, 0, Link::genesis())
+            }
+            None => return Err(AuditError::Nowhere),
         };
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| AuditError::Open {
-                path: file.map(Path::to_owned).unwrap_or_default(),
-                reason: format!("cannot start the writer thread: {e}"),
-            })?;
-        Ok(Self {
-            tx: Some(tx),
-            healthy,
-        })
+        Ok(Self::with(file.map(Path::to_owned), medium, len, link))
+    }
+
+    fn with(path: Option<PathBuf>, medium: Option<Box<dyn Medium>>, len: u64, link: Link) -> Self {
+        Self {
+            inner: Some(Arc::new(Inner {
+                path,
+                state: tokio::sync::Mutex::new(State {
+                    medium,
+                    len,
+                    link,
+                    broken: None,
+                    closed: false,
+                }),
+                started: Instant::now(),
+                failed_at: AtomicU64::new(0),
+                writing_since: AtomicU64::new(0),
+                stalled_after: STALLED_AFTER,
+            })),
+        }
     }
 
     /// A log that records nothing: only for benchmarks that measure what
     /// auditing costs. Never serve with it.
     pub fn discard() -> Self {
-        Self {
-            tx: None,
-            healthy: Arc::new(AtomicBool::new(true)),
-        }
+        Self { inner: None }
     }
 
     /// Writes `record`; returns once it is written. An error means it was
     /// not: the decision must not take effect.
-    pub async fn record(&self, record: AuditRecord) -> Result<Receipt, AuditError> {
-        let Some(tx) = &self.tx else {
+    pub async fn record(&self, record: &AuditRecord) -> Result<Receipt, AuditError> {
+        let Some(inner) = &self.inner else {
             return Ok(Receipt { seq: 0 });
         };
-        let (done, written) = oneshot::channel();
-        tx.send(Message::Record(Box::new(record), done))
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        written.await.map_err(|_| AuditError::Closed)?
-    }
-
-    /// False after a write failed, until one succeeds.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    /// Writes every queued record, syncs the file and stops the writer;
-    /// later records fail with [`AuditError::Closed`]. Returns where the
-    /// chain ends (`None` if it was already closed).
-    pub async fn close(&self) -> Option<Link> {
-        let tx = self.tx.as_ref()?;
-        let (done, closed) = oneshot::channel();
-        tx.send(Message::Close(done)).await.ok()?;
-        closed.await.ok()
-    }
-}
-
-/// The file, and how much of it is whole records.
-struct Sink {
-    path: PathBuf,
-    file: File,
-    len: u64,
-    link: Link,
-}
-
-impl Sink {
-    fn open(path: &Path) -> Result<Self, AuditError> {
-        let fail = |reason: String| AuditError::Open {
-            path: path.to_owned(),
-            reason,
+        let serialized = Serialized::new(record).map_err(|e| inner.write_error(e.to_string()))?;
+        // No timer per decision (a timeout on every lock cost a tenth of the
+        // load benchmark's throughput): a stalled write is seen from its
+        // start time instead.
+        let mut state = match inner.state.try_lock() {
+            Ok(state) => state,
+            Err(_) if inner.stalled() => return Err(AuditError::Stalled(inner.stalled_after)),
+            Err(_) => inner.state.lock().await,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        if state.closed {
+            return Err(AuditError::Closed);
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| fail(e.to_string()))?;
-        let (len, link) = recover(&mut file).map_err(fail)?;
-        Ok(Self {
-            path: path.to_owned(),
-            file,
-            len,
-            link,
-        })
+        if let Some(reason) = &state.broken {
+            return Err(inner.write_error(reason.clone()));
+        }
+        let (line, link) = chain::encode(&state.link, &serialized);
+        let len = state.len;
+        inner.writing_since.store(inner.millis(), Ordering::Relaxed);
+        let appended = state.medium.as_mut().map_or(Ok(()), |m| m.append(&line));
+        inner.writing_since.store(0, Ordering::Relaxed);
+        if let Err(error) = appended
+            && let Some(medium) = &mut state.medium
+        {
+            // Keep the chain whole: cut away whatever part landed.
+            let mut reason = error.to_string();
+            if let Err(undo) = medium.truncate(len) {
+                reason = format!(
+                    "{reason}; then cannot cut the partial record away ({undo}): restart Orbit to recover the file"
+                );
+                state.broken = Some(reason.clone());
+            }
+            inner.failed_at.store(inner.millis(), Ordering::Relaxed);
+            drop(state);
+            tracing::error!(path = %inner.path_text(), %reason, "cannot write the audit log; the decision is refused");
+            return Err(inner.write_error(reason));
+        }
+        state.len += line.len() as u64;
+        state.link = link;
+        let seq = state.link.seq;
+        // Emitted under the lock, so the target's copy keeps chain order.
+        if let Ok(text) = std::str::from_utf8(&line) {
+            tracing::info!(target: super::TARGET, "{}", text.trim_end());
+        }
+        inner.failed_at.store(0, Ordering::Relaxed);
+        drop(state);
+        Ok(Receipt { seq })
     }
+
+    /// False from a failed write until one succeeds, or for
+    /// [`UNHEALTHY_FOR`] after it, whichever comes first.
+    pub fn is_healthy(&self) -> bool {
+        let Some(inner) = &self.inner else {
+            return true;
+        };
+        let failed_at = inner.failed_at.load(Ordering::Relaxed);
+        failed_at == 0 || inner.millis() > failed_at + UNHEALTHY_FOR.as_millis() as u64
+    }
+
+    /// Syncs the file and closes the log: later records fail with
+    /// [`AuditError::Closed`]. Returns where the chain ends (`None` if it
+    /// was already closed, or the writer did not answer in time).
+    pub async fn close(&self) -> Option<Link> {
+        let inner = self.inner.as_ref()?;
+        let mut state = tokio::time::timeout(inner.stalled_after, inner.state.lock())
+            .await
+            .ok()?;
+        if std::mem::replace(&mut state.closed, true) {
+            return None;
+        }
+        if let Some(medium) = &mut state.medium
+            && let Err(error) = medium.sync()
+        {
+            tracing::error!(path = %inner.path_text(), %error, "cannot sync the audit log");
+        }
+        Some(state.link.clone())
+    }
+}
+
+impl Inner {
+    fn millis(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    fn stalled(&self) -> bool {
+        let since = self.writing_since.load(Ordering::Relaxed);
+        since != 0 && self.millis() > since + self.stalled_after.as_millis() as u64
+    }
+
+    fn path_text(&self) -> String {
+        self.path.as_ref().map_or_else(
+            || "(log target only)".to_owned(),
+            |p| p.display().to_string(),
+        )
+    }
+
+    fn write_error(&self, reason: String) -> AuditError {
+        AuditError::Write {
+            path: self.path.clone().unwrap_or_default(),
+            reason,
+        }
+    }
+}
+
+/// Opens, locks and recovers the file: its length in whole records, and
+/// where its chain ends.
+fn open_file(path: &Path) -> Result<(File, u64, Link), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => {
+            "another process (another Orbit on the same data directory?) is writing it".to_owned()
+        }
+        std::fs::TryLockError::Error(e) => format!("cannot lock it: {e}"),
+    })?;
+    let (len, link) = recover(&mut file)?;
+    Ok((file, len, link))
 }
 
 /// Where the chain in `file` ends. A partial last line (a write cut off by
-/// a crash) is cut away, with a warning.
+/// a crash) is cut away, with a warning; anything else that is not a
+/// record is refused, never cut.
 fn recover(file: &mut File) -> Result<(u64, Link), String> {
     let len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut want = 64 * 1024_u64;
-    loop {
-        let from = len.saturating_sub(want);
-        let mut tail = Vec::new();
-        // Read no further than `len`: some files never end (`/dev/full`).
-        file.seek(SeekFrom::Start(from))
-            .and_then(|_| (&*file).take(len - from).read_to_end(&mut tail))
-            .map_err(|e| e.to_string())?;
-        let Some(end) = tail.iter().rposition(|&b| b == b'\n') else {
-            if from > 0 {
-                want *= 2;
-                continue;
-            }
-            // Not one whole line: only a cut-off first record.
-            truncate(file, len, 0)?;
-            return Ok((0, Link::genesis()));
-        };
-        let whole = from + end as u64 + 1;
-        let start = match tail[..end].iter().rposition(|&b| b == b'\n') {
-            Some(at) => at + 1,
-            None if from > 0 => {
-                want *= 2;
-                continue;
-            }
-            None => 0,
-        };
-        let link = chain::link_of(&tail[start..end])
-            .map_err(|e| format!("its last record does not check out ({e}); run `agentctl audit verify` on it, then move it aside"))?;
-        truncate(file, len, whole)?;
-        return Ok((whole, link));
-    }
-}
-
-fn truncate(file: &File, len: u64, to: u64) -> Result<(), String> {
-    if to < len {
+    // A record's line and a partial one after it fit in twice the longest.
+    let from = len.saturating_sub(2 * MAX_LINE as u64 + 2);
+    let mut tail = Vec::new();
+    // Read no further than `len`: some files never end (`/dev/full`).
+    file.seek(SeekFrom::Start(from))
+        .and_then(|_| (&*file).take(len - from).read_to_end(&mut tail))
+        .map_err(|e| e.to_string())?;
+    let whole = tail
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    let torn = &tail[whole..];
+    if !torn.is_empty() {
+        const START: &[u8] = b"{\"seq\":";
+        let is_record = torn.len() <= MAX_LINE
+            && (torn.starts_with(START) || START.starts_with(torn))
+            && (from == 0 || whole > 0);
+        if !is_record {
+            return Err("it does not end in an audit record: is it the right file?".to_owned());
+        }
         tracing::warn!(
-            bytes = len - to,
+            bytes = torn.len(),
             "the audit log ended in a partial record (a write cut off by a crash); removing it"
         );
-        file.set_len(to).map_err(|e| e.to_string())?;
+        file.set_len(from + whole as u64)
+            .map_err(|e| e.to_string())?;
     }
-    Ok(())
-}
-
-struct Writer {
-    sink: Option<Sink>,
-    /// The last record written.
-    link: Link,
-    /// Chained, not yet written.
-    pending: Vec<Pending>,
-    healthy: Arc<AtomicBool>,
-}
-
-struct Pending {
-    line: Vec<u8>,
-    link: Link,
-    done: oneshot::Sender<Result<Receipt, AuditError>>,
-}
-
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Message>) {
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut closing = None;
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(message) => batch.push(message),
-                    Err(_) => break,
-                }
-            }
-            for message in batch.drain(..) {
-                match message {
-                    Message::Record(record, done) => self.queue(&record, done),
-                    Message::Close(done) => closing = Some(done),
-                }
-            }
-            self.write();
-            if closing.is_some() {
-                // Nothing new is taken; what was sent before is written.
-                rx.close();
-            }
+    if whole == 0 {
+        if from > 0 {
+            return Err(
+                "its last line is longer than any record: is it the right file?".to_owned(),
+            );
         }
-        self.write();
-        if let Some(sink) = &self.sink
-            && let Err(error) = sink.file.sync_all()
-        {
-            tracing::error!(path = %sink.path.display(), %error, "cannot sync the audit log");
-        }
-        if let Some(done) = closing {
-            let _ = done.send(self.link.clone());
-        }
+        return Ok((0, Link::genesis()));
     }
-
-    /// Chains `record` after what is pending; written at the next `write`.
-    fn queue(&mut self, record: &AuditRecord, done: oneshot::Sender<Result<Receipt, AuditError>>) {
-        let last = self.pending.last().map_or(&self.link, |p| &p.link);
-        match chain::encode(last, record) {
-            Ok((line, link)) => self.pending.push(Pending { line, link, done }),
-            Err(error) => {
-                let _ = done.send(Err(AuditError::Write {
-                    path: self.path(),
-                    reason: format!("cannot encode the record: {error}"),
-                }));
-            }
-        }
+    let last = &tail[..whole - 1];
+    let start = last
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    if start == 0 && from > 0 {
+        return Err("its last line is longer than any record: is it the right file?".to_owned());
     }
-
-    /// Writes what is pending with one `write`, then answers each request.
-    fn write(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        let Some(last) = pending.last() else { return };
-        let result = match &mut self.sink {
-            None => Ok(()),
-            Some(sink) => {
-                let mut bytes = Vec::with_capacity(pending.iter().map(|p| p.line.len() + 1).sum());
-                for p in &pending {
-                    bytes.extend_from_slice(&p.line);
-                    bytes.push(b'\n');
-                }
-                match sink.file.write_all(&bytes) {
-                    Ok(()) => {
-                        sink.len += bytes.len() as u64;
-                        Ok(())
-                    }
-                    Err(error) => {
-                        // Keep the chain whole: drop whatever part landed.
-                        let _ = sink.file.set_len(sink.len);
-                        Err(error.to_string())
-                    }
-                }
-            }
-        };
-        match result {
-            Ok(()) => {
-                self.link = last.link.clone();
-                self.healthy.store(true, Ordering::Relaxed);
-                for p in pending {
-                    tracing::info!(target: super::TARGET, "{}", String::from_utf8_lossy(&p.line));
-                    let _ = p.done.send(Ok(Receipt { seq: p.link.seq }));
-                }
-            }
-            Err(reason) => {
-                self.healthy.store(false, Ordering::Relaxed);
-                tracing::error!(path = %self.path().display(), %reason, records = pending.len(), "cannot write the audit log; the decisions are refused");
-                let error = AuditError::Write {
-                    path: self.path(),
-                    reason,
-                };
-                for p in pending {
-                    let _ = p.done.send(Err(error.clone()));
-                }
-            }
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.sink
-            .as_ref()
-            .map(|s| s.path.clone())
-            .unwrap_or_default()
-    }
+    let link = chain::link_of(&last[start..]).map_err(|e| {
+        format!(
+            "its last record does not check out ({e}); run `agentctl audit verify` on it, keep it, and move it aside"
+        )
+    })?;
+    Ok((from + whole as u64, link))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
     use crate::audit::tests::sample;
     use crate::audit::verify;
@@ -345,23 +367,34 @@ mod tests {
         let mut writes = tokio::task::JoinSet::new();
         for n in 0..1000 {
             let log = log.clone();
-            writes.spawn(async move { log.record(sample(n)).await.unwrap().seq });
+            writes.spawn(async move { log.record(&sample(n)).await.unwrap().seq });
         }
         let mut seqs = writes.join_all().await;
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
         let end = log.close().await.unwrap();
+        assert_eq!(log.close().await, None);
         assert!(matches!(
-            log.record(sample(0)).await,
+            log.record(&sample(0)).await,
             Err(AuditError::Closed)
         ));
         let report = verify_file(&path);
         assert_eq!((report.records, &report.last), (1000, &end));
+        drop(log);
 
         let log = AuditLog::open(Some(&path)).unwrap();
-        assert_eq!(log.record(sample(1)).await.unwrap().seq, 1001);
+        assert_eq!(log.record(&sample(1)).await.unwrap().seq, 1001);
         log.close().await.unwrap();
         assert_eq!(verify_file(&path).records, 1001);
+    }
+
+    #[tokio::test]
+    async fn one_file_has_one_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.jsonl");
+        let _first = AuditLog::open(Some(&path)).unwrap();
+        let error = AuditLog::open(Some(&path)).err().unwrap();
+        assert!(error.to_string().contains("another process"), "{error}");
     }
 
     #[tokio::test]
@@ -370,9 +403,10 @@ mod tests {
         let path = dir.path().join("decisions.jsonl");
         let log = AuditLog::open(Some(&path)).unwrap();
         for n in 0..3 {
-            log.record(sample(n)).await.unwrap();
+            log.record(&sample(n)).await.unwrap();
         }
         log.close().await.unwrap();
+        drop(log);
         let whole = std::fs::metadata(&path).unwrap().len();
         OpenOptions::new()
             .append(true)
@@ -383,9 +417,24 @@ mod tests {
 
         let log = AuditLog::open(Some(&path)).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
-        assert_eq!(log.record(sample(3)).await.unwrap().seq, 4);
+        assert_eq!(log.record(&sample(3)).await.unwrap().seq, 4);
         log.close().await.unwrap();
         assert_eq!(verify_file(&path).records, 4);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_an_audit_log_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in [
+            "just some notes",
+            "a line\nand a second without its newline",
+        ] {
+            let path = dir.path().join("notes.txt");
+            std::fs::write(&path, text).unwrap();
+            let error = AuditLog::open(Some(&path)).err().unwrap();
+            assert!(error.to_string().contains("right file"), "{error}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        }
     }
 
     #[tokio::test]
@@ -393,8 +442,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("decisions.jsonl");
         let log = AuditLog::open(Some(&path)).unwrap();
-        log.record(sample(1)).await.unwrap();
+        log.record(&sample(1)).await.unwrap();
         log.close().await.unwrap();
+        drop(log);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("user-1", "user-2")).unwrap();
         let error = AuditLog::open(Some(&path)).err().unwrap();
@@ -404,14 +454,155 @@ mod tests {
         );
     }
 
+    #[test]
+    fn without_a_file_the_log_target_must_be_on() {
+        // No subscriber in this test: the `audit` target goes nowhere.
+        assert!(matches!(AuditLog::open(None), Err(AuditError::Nowhere)));
+    }
+
+    /// A medium with room for `room` more bytes: a write past it lands in
+    /// part, then fails, as on a full disk.
+    #[derive(Clone, Default)]
+    struct Disk {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        room: Arc<AtomicUsize>,
+        truncate_fails: bool,
+    }
+
+    impl Medium for Disk {
+        fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            let room = self.room.load(Ordering::Relaxed);
+            let landed = bytes.len().min(room);
+            self.bytes
+                .lock()
+                .unwrap()
+                .extend_from_slice(&bytes[..landed]);
+            self.room.store(room - landed, Ordering::Relaxed);
+            if landed < bytes.len() {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            Ok(())
+        }
+
+        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+            if self.truncate_fails {
+                return Err(std::io::Error::other("input/output error"));
+            }
+            self.bytes.lock().unwrap().truncate(len as usize);
+            Ok(())
+        }
+
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn log_on(disk: &Disk) -> AuditLog {
+        AuditLog::with(
+            Some("disk".into()),
+            Some(Box::new(disk.clone())),
+            0,
+            Link::genesis(),
+        )
+    }
+
     #[tokio::test]
-    async fn a_failed_write_refuses_its_decisions_and_keeps_nothing() {
-        // Every write to /dev/full fails with "no space left on device".
-        let log = AuditLog::open(Some(Path::new("/dev/full"))).unwrap();
-        let error = log.record(sample(1)).await.unwrap_err();
+    async fn a_full_disk_refuses_the_decision_keeps_the_chain_whole_and_recovers() {
+        let disk = Disk::default();
+        disk.room.store(1_000_000, Ordering::Relaxed);
+        let log = log_on(&disk);
+        log.record(&sample(1)).await.unwrap();
+        let before = disk.bytes.lock().unwrap().clone();
+
+        // Room for half a record: part of it lands, then the write fails.
+        disk.room.store(100, Ordering::Relaxed);
+        let error = log.record(&sample(2)).await.unwrap_err();
         assert!(matches!(error, AuditError::Write { .. }), "{error}");
         assert!(!log.is_healthy());
-        // Nothing was chained: the next record would still be the first.
-        assert_eq!(log.close().await.unwrap(), Link::genesis());
+        assert_eq!(
+            *disk.bytes.lock().unwrap(),
+            before,
+            "the partial record stays"
+        );
+
+        // Space is freed: the next record follows the last one written.
+        disk.room.store(1_000_000, Ordering::Relaxed);
+        assert_eq!(log.record(&sample(3)).await.unwrap().seq, 2);
+        assert!(log.is_healthy());
+        let report = verify(disk.bytes.lock().unwrap().as_slice()).unwrap();
+        assert_eq!(report.records, 2);
+    }
+
+    /// A medium whose writes hang until released, as a stalled disk's do.
+    struct Stalling(std::sync::mpsc::Receiver<()>);
+
+    impl Medium for Stalling {
+        fn append(&mut self, _: &[u8]) -> std::io::Result<()> {
+            let _ = self.0.recv();
+            Ok(())
+        }
+        fn truncate(&mut self, _: u64) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decisions_arriving_while_a_write_stalls_are_refused_not_queued() {
+        let (release, stalled) = std::sync::mpsc::channel();
+        let mut log = AuditLog::with(
+            Some("disk".into()),
+            Some(Box::new(Stalling(stalled))),
+            0,
+            Link::genesis(),
+        );
+        if let Some(inner) = log.inner.as_mut().and_then(Arc::get_mut) {
+            inner.stalled_after = Duration::from_millis(200);
+        }
+        let first = tokio::spawn({
+            let log = log.clone();
+            async move { log.record(&sample(1)).await }
+        });
+        // Until the bound passes, a second decision waits its turn; after
+        // it, a third is refused at once.
+        let inner = log.inner.clone().unwrap();
+        while inner.writing_since.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = tokio::spawn({
+            let log = log.clone();
+            async move { log.record(&sample(2)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(matches!(
+            log.record(&sample(3)).await,
+            Err(AuditError::Stalled(_))
+        ));
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap().seq, 1);
+        assert_eq!(second.await.unwrap().unwrap().seq, 2);
+    }
+
+    #[tokio::test]
+    async fn a_partial_record_that_cannot_be_cut_away_stops_all_writes() {
+        let disk = Disk {
+            truncate_fails: true,
+            ..Disk::default()
+        };
+        disk.room.store(100, Ordering::Relaxed);
+        let log = log_on(&disk);
+        let error = log.record(&sample(1)).await.unwrap_err();
+        assert!(error.to_string().contains("restart"), "{error}");
+        disk.room.store(1_000_000, Ordering::Relaxed);
+        let error = log.record(&sample(2)).await.unwrap_err();
+        assert!(error.to_string().contains("restart"), "{error}");
+        assert_eq!(
+            disk.bytes.lock().unwrap().len(),
+            100,
+            "nothing appended after the partial record"
+        );
     }
 }

@@ -171,7 +171,7 @@ impl TargetKind {
             Self::Native => "the plugin compiled natively behind the same HTTP stack",
             Self::Axon => "Axon direct: SigV4, sandbox limits, metrics",
             Self::Full => {
-                "Orbit -> Axon: SigV4 on both hops, rate limits, governance, audit (file and log line)"
+                "Orbit -> Axon: SigV4 on both hops, rate limits, governance, the audit file"
             }
             Self::FullUnaudited => {
                 "as full, with no audit record: a baseline, never a way to serve"
@@ -221,9 +221,9 @@ async fn serve(
     axon_url: Option<String>,
 ) -> anyhow::Result<()> {
     if matches!(kind, ServerKind::Orbit | ServerKind::OrbitUnaudited) {
-        // As deployed: JSON logs with the audit target on (to a file the
-        // benchmark gives as stderr).
-        telemetry::init(LogFormat::Json, "warn,audit=info");
+        // JSON logs, as deployed, to a file the benchmark gives as stderr.
+        // `RUST_LOG=warn,audit=info` adds each decision's log line.
+        telemetry::init(LogFormat::Json, "warn");
     } else {
         telemetry::init(LogFormat::Text, "warn");
     }
@@ -306,7 +306,8 @@ impl Servers {
             .arg(data_dir)
             .stdout(Stdio::piped());
         if kind.starts_with("orbit") {
-            // Orbit logs every decision (the `audit` target), as deployed.
+            // Orbit's log, kept off the terminal (with the `audit` target on
+            // it has a line per decision).
             let log = data_dir.join(format!("{kind}.log"));
             command.stderr(
                 std::fs::File::create(&log)

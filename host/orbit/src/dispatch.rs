@@ -194,7 +194,7 @@ pub async fn dispatch(
         &manifest.digest.to_string(),
         &decision,
     );
-    let written = state.audit().record(record).await;
+    let written = state.audit().record(&record).await;
     state.metrics().audited(written.is_ok());
     if let Err(error) = written {
         tracing::error!(%error, "the decision was not recorded; refusing the request");

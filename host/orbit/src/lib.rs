@@ -161,7 +161,9 @@ pub async fn serve(
     tracing::info!(%addr, "orbit listening");
     let audit = state.audit().clone();
     service_kit::front_door::serve(listener, router(state), door, shutdown).await;
-    // Every request has been answered: write what is queued, and sync.
+    // The requests taken have been answered (or cut off at the shutdown
+    // grace, refused as the log closes): sync the file, and say where the
+    // chain ends.
     if let Some(end) = audit.close().await {
         tracing::info!(seq = end.seq, hash = %end.hash, "audit log closed");
     }

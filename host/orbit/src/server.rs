@@ -167,7 +167,7 @@ async fn ready(State(state): State<OrbitState>) -> Result<Json<serde_json::Value
             ErrorCode::ServiceUnavailable,
             format!(
                 "orbit is not ready: governance {}, audit {}, axon {}, breaker {breaker:?}",
-                if governance { "ready" } else { "stale" },
+                if governance { "ready" } else { "not ready" },
                 if audit { "ready" } else { "failing" },
                 if axon { "ready" } else { "unavailable" },
             ),

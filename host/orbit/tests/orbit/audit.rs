@@ -16,55 +16,51 @@ use crate::support::{Stack, eventually};
 #[tokio::test]
 async fn every_decision_answered_under_load_is_on_record_once_also_across_a_shutdown() {
     let mut stack = Stack::start().await;
-    let total = 400;
     let answered = Arc::new(AtomicUsize::new(0));
-    // Below the per-principal in-flight cap, so every answer is a decision.
-    let slots = Arc::new(tokio::sync::Semaphore::new(24));
-    let mut calls = tokio::task::JoinSet::new();
-    for i in 0..total {
+    let mut callers = tokio::task::JoinSet::new();
+    // 16 callers, below the per-principal in-flight cap, so every answer is
+    // a decision; each dispatches until Orbit is gone.
+    for caller in 0..16 {
         // dev may not run the experimental `triage`; bea (beta) may.
-        let client = if i % 3 == 0 {
+        let client = if caller % 3 == 0 {
             stack.bea.clone()
         } else {
             stack.dev.clone()
         };
-        let body = if i % 2 == 0 {
-            json!({ "plugin": "echo", "intent": "echo", "input": i })
-        } else {
-            json!({ "plugin": "triage", "intent": "classify", "input": { "subject": "refund please" } })
-        };
-        let (answered, slots) = (answered.clone(), slots.clone());
-        calls.spawn(async move {
-            let _slot = slots.acquire_owned().await.unwrap();
-            let reply = client.dispatch(&body).await.ok()?;
-            answered.fetch_add(1, Ordering::Relaxed);
-            Some(reply)
+        let answered = answered.clone();
+        callers.spawn(async move {
+            let mut seen = Vec::new();
+            for i in 0.. {
+                let body = if (caller + i) % 2 == 0 {
+                    json!({ "plugin": "echo", "intent": "echo", "input": i })
+                } else {
+                    json!({ "plugin": "triage", "intent": "classify", "input": { "subject": "refund please" } })
+                };
+                let Ok(reply) = client.dispatch(&body).await else {
+                    return seen; // Orbit stopped
+                };
+                assert!(
+                    matches!(reply.status, StatusCode::OK | StatusCode::FORBIDDEN),
+                    "{} {}",
+                    reply.status,
+                    reply.body
+                );
+                let correlation_id = reply.headers["x-correlation-id"].to_str().unwrap();
+                seen.push((correlation_id.to_owned(), reply.status == StatusCode::OK));
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+            seen
         });
     }
     assert!(
         eventually(Duration::from_secs(60), || async {
-            answered.load(Ordering::Relaxed) >= total / 4
+            answered.load(Ordering::Relaxed) >= 100
         })
         .await
     );
     stack.orbit.take().unwrap().stop().await;
 
-    let mut seen = Vec::new();
-    let mut refused = 0;
-    for reply in calls.join_all().await {
-        let Some(reply) = reply else {
-            refused += 1; // sent after Orbit stopped listening
-            continue;
-        };
-        assert!(
-            matches!(reply.status, StatusCode::OK | StatusCode::FORBIDDEN),
-            "{} {}",
-            reply.status,
-            reply.body
-        );
-        let correlation_id = reply.headers["x-correlation-id"].to_str().unwrap();
-        seen.push((correlation_id.to_owned(), reply.status == StatusCode::OK));
-    }
+    let mut seen: Vec<(String, bool)> = callers.join_all().await.concat();
     let mut recorded: Vec<(String, bool)> = stack
         .audit_records()
         .into_iter()
@@ -72,8 +68,8 @@ async fn every_decision_answered_under_load_is_on_record_once_also_across_a_shut
         .collect();
     seen.sort();
     recorded.sort();
-    assert!(seen.len() >= total / 4 && seen.iter().any(|(_, allowed)| !allowed));
-    assert_eq!(recorded, seen, "{refused} calls were refused at the door");
+    assert!(seen.iter().any(|(_, allowed)| !allowed) && seen.iter().any(|(_, allowed)| *allowed));
+    assert_eq!(recorded, seen);
 }
 
 #[tokio::test]
@@ -152,5 +148,9 @@ async fn a_dispatch_whose_decision_cannot_be_recorded_is_refused_and_never_runs(
         .text()
         .await
         .unwrap();
-    assert!(!axon.contains("axon_reason_requests_total{"), "{axon}");
+    let ran: Vec<&str> = axon
+        .lines()
+        .filter(|l| l.starts_with("axon_reason_requests_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(ran.is_empty(), "{ran:?}");
 }
