@@ -262,7 +262,7 @@ impl Inner {
 
     fn write_error(&self, reason: String) -> AuditError {
         AuditError::Write {
-            path: self.path.clone().unwrap_or_default(),
+            path: PathBuf::from(self.path_text()),
             reason,
         }
     }

@@ -43,8 +43,7 @@ use plugin_store::{
 };
 
 use crate::backend;
-
-type Item = HashMap<String, AttributeValue>;
+use crate::item::{BadAttribute, Fields, Item, n, s};
 
 const CATALOG: &str = "catalog";
 const GENERATION: &str = "generation";
@@ -66,14 +65,6 @@ pub struct DynamoRegistry {
     table: String,
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
 fn version_key(name: &str, version: &str) -> Item {
     key(CATALOG, &format!("version#{name}#{version}"))
 }
@@ -86,45 +77,11 @@ fn key(pk: &str, sk: &str) -> Item {
     HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }
 
-/// A stored attribute, or why the item is corrupt.
-struct Fields<'a> {
-    item: &'a Item,
-    what: &'a str,
-}
-
-impl Fields<'_> {
-    fn text(&self, name: &str) -> Result<String, StoreError> {
-        match self.item.get(name) {
-            Some(AttributeValue::S(text)) => Ok(text.clone()),
-            _ => Err(self.bad(name)),
-        }
-    }
-
-    fn optional_text(&self, name: &str) -> Result<Option<String>, StoreError> {
-        match self.item.get(name) {
-            None | Some(AttributeValue::Null(_)) => Ok(None),
-            Some(_) => self.text(name).map(Some),
-        }
-    }
-
-    fn number(&self, name: &str) -> Result<u64, StoreError> {
-        match self.item.get(name) {
-            Some(AttributeValue::N(text)) => text.parse().map_err(|_| self.bad(name)),
-            _ => Err(self.bad(name)),
-        }
-    }
-
-    fn flag(&self, name: &str) -> Result<bool, StoreError> {
-        match self.item.get(name) {
-            Some(AttributeValue::Bool(value)) => Ok(*value),
-            _ => Err(self.bad(name)),
-        }
-    }
-
-    fn bad(&self, name: &str) -> StoreError {
+impl From<BadAttribute> for StoreError {
+    fn from(bad: BadAttribute) -> Self {
         StoreError::Corrupt {
-            what: self.what.to_owned(),
-            reason: format!("attribute `{name}` is missing or of the wrong type"),
+            reason: bad.reason(),
+            what: bad.what,
         }
     }
 }
@@ -538,7 +495,8 @@ impl Registry for DynamoRegistry {
                 item: &item,
                 what: "the registry generation",
             }
-            .number("gen"),
+            .number("gen")
+            .map_err(Into::into),
         }
     }
 

@@ -16,6 +16,7 @@
 
 mod config;
 mod dynamodb;
+mod item;
 mod policies;
 mod s3;
 #[cfg(feature = "testing")]

@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use governance::PolicyDocument;
 use governance::store::{
     Activate, Activation, ActivationKind, Head, NewPolicySet, PolicySetVersion, PolicyStore,
@@ -29,8 +29,7 @@ use governance::store::{
 };
 
 use crate::DynamoRegistry;
-
-type Item = HashMap<String, AttributeValue>;
+use crate::item::{BadAttribute, Fields, Item, n, s};
 
 const PARTITION: &str = "policy";
 const HEAD: &str = "head";
@@ -47,14 +46,6 @@ pub struct DynamoPolicyStore {
     table: String,
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
 fn key(sk: &str) -> Item {
     HashMap::from([("pk".to_owned(), s(PARTITION)), ("sk".to_owned(), s(sk))])
 }
@@ -67,39 +58,9 @@ fn activation_sk(revision: u64) -> String {
     format!("activation#{revision:020}")
 }
 
-/// A stored attribute, or why the item is corrupt.
-struct Fields<'a> {
-    item: &'a Item,
-    what: &'a str,
-}
-
-impl Fields<'_> {
-    fn text(&self, name: &str) -> Result<String, PolicyStoreError> {
-        match self.item.get(name) {
-            Some(AttributeValue::S(text)) => Ok(text.clone()),
-            _ => Err(self.bad(name)),
-        }
-    }
-
-    fn number(&self, name: &str) -> Result<u64, PolicyStoreError> {
-        match self.item.get(name) {
-            Some(AttributeValue::N(text)) => text.parse().map_err(|_| self.bad(name)),
-            _ => Err(self.bad(name)),
-        }
-    }
-
-    fn optional_number(&self, name: &str) -> Result<Option<u64>, PolicyStoreError> {
-        match self.item.get(name) {
-            None | Some(AttributeValue::Null(_)) => Ok(None),
-            Some(_) => self.number(name).map(Some),
-        }
-    }
-
-    fn bad(&self, name: &str) -> PolicyStoreError {
-        PolicyStoreError::Corrupt(format!(
-            "{}: attribute `{name}` is missing or of the wrong type",
-            self.what
-        ))
+impl From<BadAttribute> for PolicyStoreError {
+    fn from(bad: BadAttribute) -> Self {
+        PolicyStoreError::Corrupt(format!("{}: {}", bad.what, bad.reason()))
     }
 }
 
@@ -255,6 +216,7 @@ impl DynamoPolicyStore {
                 what: "policy version item",
             }
             .number("version")
+            .map_err(Into::into)
         })
     }
 
