@@ -1,7 +1,8 @@
 //! `agentctl policy`: governance owners' side of the versioned policy store.
 //!
 //! Before a change: `validate` (strict, against the schema Orbit uses),
-//! `test` (a file of cases), `diff` (against what is in force). The change:
+//! `test` (a file of cases), `diff` (against what is in force), `replay`
+//! (the recorded decisions of the audit trail, decided again). The change:
 //! `put` (a new immutable version), `activate` or `rollback` (the head moves
 //! by compare-and-set, so a concurrent change is never overwritten).
 //! Inspection: `list`, `history`. Orbit picks up a new head within
@@ -83,6 +84,18 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         expect_revision: Option<u64>,
     },
+    /// Decide every request of an audit file again under a candidate set,
+    /// and list each decision that would change (outcome, reason or deciding
+    /// policies).
+    Replay {
+        /// The candidate: a directory of `.cedar` files, one file, `active`
+        /// or a version.
+        candidate: String,
+        /// The audit file (checked first). Default
+        /// `<data-dir>/audit/decisions.jsonl`.
+        #[arg(long)]
+        audit: Option<PathBuf>,
+    },
     /// Every stored version; `*` marks the active one.
     List,
     /// Every move of the active set: who, when, from, to.
@@ -158,6 +171,7 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
             vec![SetRef::parse(set)]
         }
         PolicyCommand::Diff { from, to } => vec![SetRef::parse(from), SetRef::parse(to)],
+        PolicyCommand::Replay { candidate, .. } => vec![SetRef::parse(candidate)],
         _ => Vec::new(),
     };
     let needs_store = refs.is_empty() || refs.iter().any(SetRef::needs_store);
@@ -268,6 +282,13 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
             )
             .await
         }
+        PolicyCommand::Replay { candidate, audit } => {
+            let documents = documents(&SetRef::parse(&candidate), store.as_ref()).await?;
+            let governance = Governance::of_documents(&documents, GovernanceConfig::default())
+                .with_context(|| format!("{candidate} does not validate"))?;
+            let path = audit.unwrap_or_else(|| data_dir.join("audit").join("decisions.jsonl"));
+            replay(&governance, &path)
+        }
         PolicyCommand::List => {
             let store = store.context("no policy store open")?;
             let head = store.head().await?;
@@ -309,6 +330,64 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
             Ok(())
         }
     }
+}
+
+/// Decides every recorded request of the audit file at `path` with
+/// `candidate` and prints each decision that would change.
+fn replay(candidate: &Governance, path: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the audit file `{}`", path.display()))?;
+    governance::audit::verify(bytes.as_slice()).with_context(|| {
+        format!(
+            "`{}` does not verify: replay trusts only a whole chain",
+            path.display()
+        )
+    })?;
+    let (mut records, mut changed, mut granted, mut revoked) = (0, 0, 0, 0);
+    for (line, text) in bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let record: governance::AuditRecord = serde_json::from_slice(text)
+            .with_context(|| format!("line {}: not an audit record", line + 1))?;
+        let request = record
+            .request()
+            .with_context(|| format!("line {}: its time does not parse", line + 1))?;
+        let now = candidate.decide_now(&request);
+        let was = &record.decision;
+        records += 1;
+        if (now.allowed, now.reason, &now.policies) == (was.allowed, was.reason, &was.policies) {
+            continue;
+        }
+        changed += 1;
+        match (was.allowed, now.allowed) {
+            (false, true) => granted += 1,
+            (true, false) => revoked += 1,
+            _ => {}
+        }
+        let describe = |d: &governance::Decision| {
+            if d.policies.is_empty() {
+                d.reason.as_str().to_owned()
+            } else {
+                format!("{} ({})", d.reason.as_str(), d.policies.join(", "))
+            }
+        };
+        println!(
+            "{}  {}  {} -> {}@{}: {} -> {}",
+            record.time,
+            record.correlation_id,
+            record.principal.id,
+            record.plugin.info.name,
+            record.plugin.info.version,
+            describe(was),
+            describe(&now),
+        );
+    }
+    println!(
+        "{records} decisions replayed: {changed} would change ({revoked} allowed would be denied, {granted} denied would be allowed)"
+    );
+    Ok(())
 }
 
 async fn create_store(

@@ -349,3 +349,89 @@ fn audit_verify(path: &std::path::Path) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// `policy replay` decides the recorded requests again under a candidate
+/// set and lists exactly the decisions that would change.
+#[test]
+fn policy_replay_lists_exactly_the_decisions_a_candidate_would_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("state");
+    let agentctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_agentctl"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // `up --check` records two decisions: `keywords` allowed, `triage` denied.
+    let up = agentctl(&[
+        "up",
+        "--check",
+        "--axon-listen",
+        "127.0.0.1:0",
+        "--orbit-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+
+    let replay = |candidate: &std::path::Path| {
+        let out = agentctl(&["policy", "replay", candidate.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let defaults =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../governance/policies");
+    let same = replay(&defaults);
+    assert!(
+        same.contains("2 decisions replayed: 0 would change"),
+        "{same}"
+    );
+
+    // A candidate that forbids `keywords` and lets everyone run `triage`.
+    let candidate = dir.path().join("candidate");
+    std::fs::create_dir(&candidate).unwrap();
+    std::fs::write(
+        candidate.join("c.cedar"),
+        r#"@id("no-keywords") forbid (principal, action, resource == AgentRuntime::Plugin::"keywords");
+@id("triage-for-all") permit (principal, action, resource == AgentRuntime::Plugin::"triage");"#,
+    )
+    .unwrap();
+    let changed = replay(&candidate);
+    let lines: Vec<&str> = changed.lines().collect();
+    assert_eq!(lines.len(), 3, "{changed}");
+    assert!(
+        lines.iter().any(|l| l.contains("dev -> keywords@1.0.0: allowed (developers-may-dispatch-approved) -> forbidden_by_policy (no-keywords)")),
+        "{changed}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("dev -> triage@") && l.ends_with("-> allowed (triage-for-all)")),
+        "{changed}"
+    );
+    assert!(
+        changed.contains("2 decisions replayed: 2 would change (1 allowed would be denied, 1 denied would be allowed)"),
+        "{changed}"
+    );
+
+    // A file that does not verify is not replayed.
+    let audit = data_dir.join("audit").join("decisions.jsonl");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    std::fs::write(&audit, text.replace("keywords", "keyword5")).unwrap();
+    let refused = agentctl(&["policy", "replay", candidate.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("does not verify"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
