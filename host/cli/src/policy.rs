@@ -335,21 +335,22 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
 /// Decides every recorded request of the audit file at `path` with
 /// `candidate` and prints each decision that would change.
 fn replay(candidate: &Governance, path: &Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("reading the audit file `{}`", path.display()))?;
-    governance::audit::verify(bytes.as_slice()).with_context(|| {
+    // Two passes, each reading a line at a time: files grow large.
+    let open = || {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .with_context(|| format!("reading the audit file `{}`", path.display()))
+    };
+    governance::audit::verify(open()?).with_context(|| {
         format!(
             "`{}` does not verify: replay trusts only a whole chain",
             path.display()
         )
     })?;
     let (mut records, mut changed, mut granted, mut revoked) = (0, 0, 0, 0);
-    for (line, text) in bytes
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        let record: governance::AuditRecord = serde_json::from_slice(text)
+    for (line, text) in std::io::BufRead::lines(open()?).enumerate() {
+        let text = text.with_context(|| format!("reading line {}", line + 1))?;
+        let record: governance::AuditRecord = serde_json::from_str(&text)
             .with_context(|| format!("line {}: not an audit record", line + 1))?;
         let request = record
             .request()
