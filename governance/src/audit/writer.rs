@@ -561,9 +561,8 @@ mod tests {
             0,
             Link::genesis(),
         );
-        if let Some(inner) = log.inner.as_mut().and_then(Arc::get_mut) {
-            inner.stalled_after = Duration::from_millis(200);
-        }
+        let inner = log.inner.as_mut().and_then(Arc::get_mut).unwrap();
+        inner.stalled_after = Duration::from_millis(200);
         let first = tokio::spawn({
             let log = log.clone();
             async move { log.record(&sample(1)).await }

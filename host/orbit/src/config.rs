@@ -107,8 +107,9 @@ pub struct OrbitConfig {
     /// Default `<data-dir>/audit/decisions.jsonl`.
     #[arg(long, env = "AGENT_RUNTIME_AUDIT_FILE")]
     pub audit_file: Option<PathBuf>,
-    /// Write no audit file: records go only to the `audit` log target (in
-    /// AWS, to CloudWatch Logs with the rest of the log).
+    /// Write no audit file: records go only to the `audit` log target,
+    /// which must then be enabled (in AWS, the log goes to CloudWatch Logs
+    /// once `infra/` sends it there).
     #[arg(
         long,
         env = "AGENT_RUNTIME_NO_AUDIT_FILE",
