@@ -69,6 +69,9 @@ pub enum Outcome {
     /// staleness bound (the store unreadable, or its head naming a set that
     /// does not validate): every request is denied until one succeeds.
     Stale,
+    /// A remote decider (the Lambda function) could not be asked, failed or
+    /// did not answer in time: a deny, as every failure is.
+    Unavailable,
 }
 
 impl Outcome {
@@ -81,6 +84,7 @@ impl Outcome {
             Self::EvaluationError => "evaluation_error",
             Self::InvalidRequest => "invalid_request",
             Self::Stale => "stale",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -105,7 +109,9 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub(crate) fn deny(
+    /// A deny for `reason` with no deciding policy, made by the set
+    /// `(version, hash)` (or, for a decider that could not be asked, none).
+    pub fn deny(
         reason: Outcome,
         errors: Vec<String>,
         (policy_version, policy_set): (u64, String),
@@ -139,6 +145,9 @@ impl Decision {
             ),
             Outcome::Stale => {
                 format!("governance is stale: {}", self.errors.join("; "))
+            }
+            Outcome::Unavailable => {
+                format!("governance is unavailable: {}", self.errors.join("; "))
             }
         }
     }

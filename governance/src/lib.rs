@@ -26,6 +26,7 @@ mod engine;
 mod policies;
 mod source;
 pub mod store;
+pub mod wire;
 
 pub use audit::{AuditLog, AuditRecord};
 pub use decision::{Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind};

@@ -224,3 +224,81 @@ impl PolicyStoreArgs {
             .await
     }
 }
+
+/// Who decides whether a dispatch may proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GovernanceMode {
+    /// Orbit itself, over the policy store (`--policy-store`).
+    InProcess,
+    /// The governance Lambda function (`--governance-function`), which reads
+    /// the policy store itself.
+    Lambda,
+}
+
+/// Orbit's governance flags. Defaults: in-process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GovernanceArgs {
+    /// Who decides: `in-process` (Orbit, over the policy store) or `lambda`
+    /// (the governance function, invoked for every decision; any failure
+    /// denies with `503 GOVERNANCE_UNAVAILABLE`).
+    #[arg(long, env = "AGENT_RUNTIME_GOVERNANCE", default_value = "in-process")]
+    pub governance: GovernanceMode,
+    /// The governance function's name, ARN or alias ARN (`--governance
+    /// lambda`).
+    #[arg(long, env = "AGENT_RUNTIME_GOVERNANCE_FUNCTION")]
+    pub governance_function: Option<String>,
+    /// How long a decision may take, invoke included, before it is a deny,
+    /// in ms (`--governance lambda`).
+    #[arg(
+        long,
+        env = "AGENT_RUNTIME_GOVERNANCE_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub governance_timeout_ms: u64,
+    /// A Lambda API endpoint other than AWS's (`cargo lambda watch` on
+    /// loopback). The SDK's own `AWS_ENDPOINT_URL_LAMBDA` works too.
+    #[arg(long, env = "AGENT_RUNTIME_GOVERNANCE_ENDPOINT_URL")]
+    pub governance_endpoint_url: Option<String>,
+}
+
+impl Default for GovernanceArgs {
+    /// In-process, as if no flag were given.
+    fn default() -> Self {
+        Self {
+            governance: GovernanceMode::InProcess,
+            governance_function: None,
+            governance_timeout_ms: 1000,
+            governance_endpoint_url: None,
+        }
+    }
+}
+
+impl GovernanceArgs {
+    /// The flags of a Lambda decider invoking `function` at `endpoint` (or
+    /// AWS's).
+    pub fn lambda(function: &str, endpoint: Option<&str>) -> Self {
+        Self {
+            governance: GovernanceMode::Lambda,
+            governance_function: Some(function.to_owned()),
+            governance_endpoint_url: endpoint.map(str::to_owned),
+            ..Self::default()
+        }
+    }
+
+    /// The Lambda decider these flags describe (`--governance lambda`).
+    pub async fn lambda_decider(&self) -> Result<crate::LambdaDecider, String> {
+        let function = self
+            .governance_function
+            .as_deref()
+            .ok_or("`--governance lambda` needs `--governance-function`")?;
+        if self.governance_timeout_ms == 0 {
+            return Err("`--governance-timeout-ms` must be above 0".to_owned());
+        }
+        let sdk = sdk_config(self.governance_endpoint_url.as_deref()).await;
+        Ok(crate::LambdaDecider::new(
+            &sdk,
+            function,
+            Duration::from_millis(self.governance_timeout_ms),
+        ))
+    }
+}

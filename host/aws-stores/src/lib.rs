@@ -7,6 +7,8 @@
 //!   one conditional transaction.
 //! - [`DynamoPolicyStore`]: governance's versioned policy sets in one
 //!   DynamoDB table, the head moved by a conditional transaction.
+//! - [`LambdaDecider`]: Orbit's decider when the governance Lambda function
+//!   decides ([`GovernanceArgs`] picks it).
 //! - [`PluginStoreArgs`]: the flags Axon, Orbit and `agentctl` share to pick
 //!   `local` (a directory and a SQLite file) or `aws`.
 //!
@@ -17,13 +19,17 @@
 mod config;
 mod dynamodb;
 mod item;
+mod lambda;
 mod policies;
 mod s3;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::{PluginStoreArgs, PolicyStoreArgs, StoreKind, sdk_config};
+pub use config::{
+    GovernanceArgs, GovernanceMode, PluginStoreArgs, PolicyStoreArgs, StoreKind, sdk_config,
+};
 pub use dynamodb::DynamoRegistry;
+pub use lambda::LambdaDecider;
 pub use policies::DynamoPolicyStore;
 pub use s3::S3BlobStore;
 

@@ -168,3 +168,126 @@ impl Moto {
         Ok(PluginSource::new(Arc::new(blobs), Arc::new(registry)))
     }
 }
+
+/// A real Lambda API on loopback: `cargo lambda watch --only-lambda-apis`
+/// (PyPI `cargo-lambda`). It serves the Invoke API for the functions that are
+/// binaries of the workspace it is started in, and the runtime API that a
+/// function binary, run by the test, polls for invocations. Stopped when
+/// dropped.
+pub struct LambdaApi {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for LambdaApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+impl LambdaApi {
+    /// Starts `cargo lambda watch` for the workspace at `workspace` on a
+    /// free loopback port. `cargo-lambda` is found beside
+    /// `$AGENT_RUNTIME_PYTHON` (the venv `./scripts/test.sh` installs it
+    /// into), else on `PATH`.
+    pub fn start(workspace: &std::path::Path) -> Result<Self, StartError> {
+        let program = std::env::var("AGENT_RUNTIME_PYTHON")
+            .ok()
+            .and_then(|python| {
+                let beside = PathBuf::from(python).with_file_name("cargo-lambda");
+                beside.exists().then_some(beside)
+            })
+            .unwrap_or_else(|| PathBuf::from("cargo-lambda"));
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::start_on(&program, workspace) {
+                Ok(api) => return Ok(api),
+                Err(reason) => last = reason,
+            }
+        }
+        Err(StartError(format!(
+            "cannot start `{} lambda watch`: {last}\n\
+             Run the tests with ./scripts/test.sh (it installs cargo-lambda from \
+             scripts/requirements-test.txt into .venv), or `pip install cargo-lambda` \
+             and set AGENT_RUNTIME_PYTHON to that environment's Python.",
+            program.display()
+        )))
+    }
+
+    fn start_on(program: &std::path::Path, workspace: &std::path::Path) -> Result<Self, String> {
+        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let log =
+            std::env::temp_dir().join(format!("cargo-lambda-{}-{port}.log", std::process::id()));
+        let log_file =
+            std::fs::File::create(&log).map_err(|e| format!("cannot create its log: {e}"))?;
+        let child = Command::new(program)
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "-A",
+                "127.0.0.1",
+                "-P",
+            ])
+            .arg(port.to_string())
+            .current_dir(workspace)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("cannot run it: {e}"))?;
+        let mut api = Self { child, port, log };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let started = Instant::now();
+        while started.elapsed() < START_TIMEOUT {
+            if let Ok(Some(status)) = api.child.try_wait() {
+                let output = std::fs::read_to_string(&api.log).unwrap_or_default();
+                let tail: Vec<&str> = output.lines().rev().take(5).collect();
+                return Err(format!("it exited ({status}): {}", tail.join(" | ")));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(api);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!(
+            "it did not answer on {addr} within {}s",
+            START_TIMEOUT.as_secs()
+        ))
+    }
+
+    /// The Invoke API's URL (an SDK endpoint).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `AWS_LAMBDA_RUNTIME_API` from which `function`'s binary takes
+    /// the invocations of `function`.
+    pub fn runtime_api(&self, function: &str) -> String {
+        format!("http://127.0.0.1:{}/.rt/{function}", self.port)
+    }
+
+    /// What it has printed so far, to explain a failure.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// An SDK configuration that reaches this Lambda API (any credentials do).
+    pub fn sdk_config(&self) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "lambda",
+                "lambda",
+                None,
+                None,
+                "cargo-lambda",
+            )))
+            .build()
+    }
+}

@@ -266,11 +266,11 @@ async fn serve(
             config.ip_burst = 1_000_000;
             config.max_connections_per_client = config.max_connections;
             let source = plugin_store::PluginSource::local(&config.plugin_dir()).await?;
-            let policies = config.open_policy_store().await?;
+            let governor = config.open_governance().await?;
             let state = if kind == ServerKind::Orbit {
-                orbit::build(&config, source, policies).await?
+                orbit::build(&config, source, governor).await?
             } else {
-                orbit::build_with_audit(&config, source, policies, governance::AuditLog::discard())
+                orbit::build_with_audit(&config, source, governor, governance::AuditLog::discard())
                     .await?
             };
             ready();

@@ -230,8 +230,8 @@ impl LocalStack {
             orbit_listen,
             format!("http://{axon_addr}"),
         );
-        let policies = orbit_config.open_policy_store().await?;
-        let orbit_state = orbit::build(&orbit_config, source, policies).await?;
+        let governor = orbit_config.open_governance().await?;
+        let orbit_state = orbit::build(&orbit_config, source, governor).await?;
         // Both servers share this process's descriptors, as the binaries'
         // each do theirs.
         service_kit::front_door::raise_open_files_limit(&orbit_config.front_door());

@@ -86,6 +86,9 @@ pub struct OrbitConfig {
     /// `agentctl policy` writes.
     #[command(flatten)]
     pub policies: aws_stores::PolicyStoreArgs,
+    /// Who decides: Orbit over the policy store, or the governance function.
+    #[command(flatten)]
+    pub governance: aws_stores::GovernanceArgs,
     /// Where plugins live (embedded, or S3 and DynamoDB): the same store
     /// Axon reads.
     #[command(flatten)]
@@ -141,6 +144,7 @@ impl OrbitConfig {
             refresh_secs: 2,
             policy_max_staleness_secs: 300,
             policies: aws_stores::PolicyStoreArgs::default(),
+            governance: aws_stores::GovernanceArgs::default(),
             trust_root: None,
             axon_load_wait_ms: 30_000,
             max_axon_reply_kib: 16 * 1024 + 64,
@@ -180,6 +184,25 @@ impl OrbitConfig {
             .open(&self.data_dir, self.store.aws_endpoint_url.as_deref())
             .await
             .context("opening the policy store")
+    }
+
+    /// Who decides, as the flags say: in-process over the policy store they
+    /// name, or the governance function (the policy store is then its
+    /// business, not Orbit's).
+    pub async fn open_governance(&self) -> anyhow::Result<crate::Governor> {
+        match self.governance.governance {
+            aws_stores::GovernanceMode::InProcess => {
+                Ok(crate::Governor::InProcess(self.open_policy_store().await?))
+            }
+            aws_stores::GovernanceMode::Lambda => {
+                let decider = self
+                    .governance
+                    .lambda_decider()
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                Ok(crate::Governor::Remote(std::sync::Arc::new(decider)))
+            }
+        }
     }
 
     pub fn plugin_dir(&self) -> PathBuf {

@@ -205,10 +205,10 @@ pub async fn dispatch(
         .retry_after(5));
     }
     if !decision.allowed {
-        let (code, status) = if decision.reason == Outcome::Stale {
-            (ErrorCode::GovernanceStale, "unavailable")
-        } else {
-            (ErrorCode::GovernanceDenied, "denied")
+        let (code, status) = match decision.reason {
+            Outcome::Stale => (ErrorCode::GovernanceStale, "unavailable"),
+            Outcome::Unavailable => (ErrorCode::GovernanceUnavailable, "unavailable"),
+            _ => (ErrorCode::GovernanceDenied, "denied"),
         };
         let mut error = ApiError::new(
             code,
@@ -221,8 +221,10 @@ pub async fn dispatch(
         .with_detail("status", status)
         .with_detail("plugin", &plugin_ref)
         .with_detail("governance", GovernanceSummary::from(&decision));
-        if code == ErrorCode::GovernanceStale {
-            error = error.retry_after(5);
+        match code {
+            ErrorCode::GovernanceStale => error = error.retry_after(5),
+            ErrorCode::GovernanceUnavailable => error = error.retry_after(1),
+            _ => {}
         }
         return Err(error);
     }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use governance::{AuditLog, Governance, GovernanceConfig, PolicyStore};
+use governance::{AuditLog, Decider, Governance, GovernanceConfig, PolicyStore};
 use plugin_store::PluginSource;
 use prometheus_client::registry::Registry;
 use service_kit::front_door::FrontDoor;
@@ -37,17 +37,26 @@ use tokio::net::TcpListener;
 pub use config::OrbitConfig;
 pub use server::{OrbitState, router};
 
+/// Who decides for Orbit.
+pub enum Governor {
+    /// Orbit itself, over the policy sets of this store (refreshed by Orbit).
+    InProcess(Arc<dyn PolicyStore>),
+    /// A decider elsewhere (the governance Lambda function), which keeps its
+    /// policies fresh itself.
+    Remote(Arc<dyn Decider>),
+}
+
 /// Builds Orbit: the keyring under `data_dir`, the plugin registry of
-/// `source`, the policy sets of `policies`. A store with no active set, or an
-/// active set that does not validate, is an error: Orbit does not start
-/// without a valid policy set.
+/// `source`, decisions by `governor`. In-process, a store with no active
+/// set, or an active set that does not validate, is an error: Orbit does not
+/// start without a valid policy set.
 pub async fn build(
     config: &OrbitConfig,
     source: PluginSource,
-    policies: Arc<dyn PolicyStore>,
+    governor: Governor,
 ) -> anyhow::Result<OrbitState> {
     let audit = AuditLog::open(config.audit_path().as_deref()).context("opening the audit log")?;
-    build_with_audit(config, source, policies, audit).await
+    build_with_audit(config, source, governor, audit).await
 }
 
 /// [`build`], recording decisions in `audit` (the load benchmark measures
@@ -55,7 +64,7 @@ pub async fn build(
 pub async fn build_with_audit(
     config: &OrbitConfig,
     source: PluginSource,
-    policies: Arc<dyn PolicyStore>,
+    governor: Governor,
     audit: AuditLog,
 ) -> anyhow::Result<OrbitState> {
     let keyring = Arc::new(
@@ -63,15 +72,23 @@ pub async fn build_with_audit(
             format!("opening the keyring `{}`", config.keyring_path().display())
         })?,
     );
-    let governance = Governance::load(
-        policies,
-        GovernanceConfig {
-            max_staleness: Duration::from_secs(config.policy_max_staleness_secs),
-            ..GovernanceConfig::default()
-        },
-    )
-    .await
-    .context("loading the active policy set")?;
+    let (decider, local_governance): (Arc<dyn Decider>, _) = match governor {
+        Governor::InProcess(policies) => {
+            let governance = Arc::new(
+                Governance::load(
+                    policies,
+                    GovernanceConfig {
+                        max_staleness: Duration::from_secs(config.policy_max_staleness_secs),
+                        ..GovernanceConfig::default()
+                    },
+                )
+                .await
+                .context("loading the active policy set")?,
+            );
+            (governance.clone(), Some(governance))
+        }
+        Governor::Remote(decider) => (decider, None),
+    };
     let watcher =
         plugin_store::Watcher::trusting_root_file(source.registry().clone(), &config.trust_root())
             .await
@@ -94,12 +111,13 @@ pub async fn build_with_audit(
         },
         keyring.clone(),
     );
-    let governance = Arc::new(governance);
-    metrics.policy_status(&governance.status());
+    if let Some(governance) = &local_governance {
+        metrics.policy_status(&governance.status());
+    }
     let state = OrbitState::new(server::Inner {
         catalogue,
-        decider: governance.clone(),
-        local_governance: Some(governance),
+        decider,
+        local_governance,
         axon,
         audit,
         limits: Arc::new(rate_limit::RateLimits::new(

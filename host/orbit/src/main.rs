@@ -33,8 +33,8 @@ async fn main() -> anyhow::Result<()> {
         .open(&cli.config.plugin_dir())
         .await
         .context("opening the plugin store")?;
-    let policies = cli.config.open_policy_store().await?;
-    let state = orbit::build(&cli.config, source, policies).await?;
+    let governor = cli.config.open_governance().await?;
+    let state = orbit::build(&cli.config, source, governor).await?;
     let listener = tokio::net::TcpListener::bind(cli.config.listen)
         .await
         .with_context(|| format!("binding {}", cli.config.listen))?;

@@ -41,6 +41,9 @@ pub enum ErrorCode {
     /// The policy set in force went without a successful refresh past its
     /// staleness bound: every request is denied until one succeeds.
     GovernanceStale,
+    /// The remote decider (the governance Lambda function) could not be
+    /// asked, failed or did not answer in time: nothing ran.
+    GovernanceUnavailable,
     /// Too many requests from this principal or address.
     RateLimitExceeded,
     /// No such route.
@@ -105,9 +108,10 @@ impl ErrorCode {
             | Self::PluginResourceLimit
             | Self::PluginOutputLimit => StatusCode::BAD_GATEWAY,
             Self::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::Overloaded | Self::ServiceUnavailable | Self::GovernanceStale => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Overloaded
+            | Self::ServiceUnavailable
+            | Self::GovernanceStale
+            | Self::GovernanceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +128,7 @@ impl ErrorCode {
             Self::ReplayedRequest => "REPLAYED_REQUEST",
             Self::GovernanceDenied => "GOVERNANCE_DENIED",
             Self::GovernanceStale => "GOVERNANCE_STALE",
+            Self::GovernanceUnavailable => "GOVERNANCE_UNAVAILABLE",
             Self::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
             Self::NotFound => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",

@@ -126,6 +126,67 @@ async fn an_activated_policy_version_takes_effect(stack: Stack) {
     assert_eq!(reply.body["governance"]["policy_version"], version);
 }
 
+/// Governance by a Lambda function that cannot be reached (nothing listens
+/// on the endpoint): every dispatch is a recorded `unavailable` deny, and
+/// nothing runs. The function answering is `governance-lambda`'s own test.
+#[tokio::test]
+async fn a_governance_function_that_cannot_be_reached_denies_every_dispatch_as_unavailable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let stack = Stack::start_with(|c| {
+        c.governance = aws_stores::GovernanceArgs::lambda("governance", Some(&endpoint));
+        c.governance.governance_timeout_ms = 500;
+    })
+    .await;
+    let reply = stack
+        .dispatch(json!({ "plugin": "echo", "intent": "x", "input": 1 }))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(code(&reply), "GOVERNANCE_UNAVAILABLE", "{}", reply.body);
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert_eq!(reply.body["status"], "unavailable");
+    assert_eq!(reply.body["governance"]["reason"], "unavailable");
+    assert_eq!(reply.body["governance"]["allowed"], false);
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("governance is unavailable"), "{message}");
+    assert!(!message.contains("127.0.0.1"), "{message}");
+
+    let records = stack.audit_records();
+    let [record] = records.as_slice() else {
+        panic!("{records:?}")
+    };
+    assert_eq!(record.decision.reason, governance::Outcome::Unavailable);
+    let ready = crate::support::reply(
+        reqwest::get(format!("{}/ready", stack.orbit_url))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        ready.body.to_string().contains("governance not ready"),
+        "{}",
+        ready.body
+    );
+    let axon = reqwest::get(format!("{}/metrics", stack.axon_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ran: Vec<&str> = axon
+        .lines()
+        .filter(|l| l.starts_with("axon_reason_requests_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(ran.is_empty(), "{ran:?}");
+}
+
 #[tokio::test]
 async fn a_broken_head_keeps_the_last_good_set_then_denies_as_stale_and_recovers() {
     let stack = Stack::start_with(|c| {

@@ -217,7 +217,11 @@ impl Stack {
         config.ip_burst = 10_000;
         config.refresh_secs = 1;
         adjust(&mut config);
-        let state = orbit::build(&config, source.clone(), policies.clone())
+        let governor = match config.governance.governance {
+            aws_stores::GovernanceMode::InProcess => orbit::Governor::InProcess(policies.clone()),
+            aws_stores::GovernanceMode::Lambda => config.open_governance().await.unwrap(),
+        };
+        let state = orbit::build(&config, source.clone(), governor)
             .await
             .unwrap();
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();

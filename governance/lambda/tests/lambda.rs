@@ -1,0 +1,221 @@
+//! The governance function end to end: the real binary, polling a real
+//! Lambda runtime API (`cargo lambda watch`), invoked through `aws-sdk-lambda`
+//! by Orbit's [`LambdaDecider`], reading policies from DynamoDB on moto.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_stores::testing::{LambdaApi, Moto};
+use aws_stores::{DynamoPolicyStore, LambdaDecider};
+use governance::{Decider, Decision, Governance, GovernanceConfig, Outcome};
+use governance_lambda::testing::{
+    FUNCTION, POLICIES, Question, RunningFunction, function_command, policy_table, put_active,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+const TABLE: &str = "policies";
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_governance-lambda"))
+}
+
+fn start_function(api: &LambdaApi, moto: &Moto) -> RunningFunction {
+    RunningFunction::start(binary(), api, moto, TABLE).unwrap()
+}
+
+/// Moto with the policy table holding `POLICIES` as its active version.
+async fn policy_store() -> (Moto, Arc<DynamoPolicyStore>) {
+    let moto = Moto::start().unwrap();
+    let store = policy_table(&moto, TABLE, POLICIES).await.unwrap();
+    (moto, store)
+}
+
+/// What must agree: everything but the time each side took.
+fn verdict(decision: &Decision) -> (bool, Outcome, Vec<String>, Vec<String>, u64, String) {
+    let mut policies = decision.policies.clone();
+    policies.sort();
+    (
+        decision.allowed,
+        decision.reason,
+        policies,
+        decision.errors.clone(),
+        decision.policy_version,
+        decision.policy_set.clone(),
+    )
+}
+
+const CORPUS: usize = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lambda_and_in_process_governance_decide_alike_on_a_generated_corpus() {
+    let (moto, store) = policy_store().await;
+    let api = LambdaApi::start(&governance_lambda::testing::workspace()).unwrap();
+    // Two instances share the invocations, as Lambda scales out.
+    let _functions = [start_function(&api, &moto), start_function(&api, &moto)];
+    let lambda = Arc::new(LambdaDecider::new(
+        &api.sdk_config(),
+        FUNCTION,
+        Duration::from_secs(30),
+    ));
+    let local = Arc::new(
+        Governance::load(store.clone(), GovernanceConfig::default())
+            .await
+            .unwrap(),
+    );
+
+    let mut rng = StdRng::seed_from_u64(12);
+    let corpus: Arc<Vec<Question>> =
+        Arc::new((0..CORPUS).map(|_| Question::generate(&mut rng)).collect());
+    let workers = 4;
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (corpus, lambda, local) = (corpus.clone(), lambda.clone(), local.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes: BTreeMap<&'static str, usize> = BTreeMap::new();
+            let mut differences = Vec::new();
+            for question in corpus.iter().skip(worker).step_by(workers) {
+                let request = question.request();
+                let remote = lambda.decide(&request).await;
+                let here = local.decide(&request).await;
+                if verdict(&remote) != verdict(&here) {
+                    differences.push(format!(
+                        "{:?} {:?} {} {} at {:?}:\n  lambda     {remote:?}\n  in-process {here:?}",
+                        question.principal,
+                        question.plugin,
+                        question.intent,
+                        question.source_ip,
+                        question.time
+                    ));
+                }
+                *outcomes.entry(here.reason.as_str()).or_default() += 1;
+            }
+            (outcomes, differences)
+        }));
+    }
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut differences = Vec::new();
+    for task in tasks {
+        let (counts, mut different) = task.await.unwrap();
+        for (outcome, n) in counts {
+            *outcomes.entry(outcome).or_default() += n;
+        }
+        differences.append(&mut different);
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {CORPUS} decisions differ; the first:\n{}\n{}",
+        differences.len(),
+        differences[..differences.len().min(3)].join("\n"),
+        api.output()
+    );
+    eprintln!("{CORPUS} decisions agree: {outcomes:?}");
+    assert_eq!(outcomes.values().sum::<usize>(), CORPUS);
+    // The corpus reaches every outcome policies can give, so agreeing is
+    // not agreeing on one answer.
+    for outcome in [
+        Outcome::Allowed,
+        Outcome::ForbiddenByPolicy,
+        Outcome::NoPermittingPolicy,
+        Outcome::EvaluationError,
+    ] {
+        assert!(
+            outcomes.get(outcome.as_str()).copied().unwrap_or(0) >= 100,
+            "{outcome:?} is rare in the corpus: {outcomes:?}"
+        );
+    }
+    assert!(lambda.is_ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_function_follows_the_store_and_every_failure_is_an_unavailable_deny() {
+    let (moto, store) = policy_store().await;
+    let api = LambdaApi::start(&governance_lambda::testing::workspace()).unwrap();
+
+    // No active set, no function: it refuses to start, and says why.
+    let empty = DynamoPolicyStore::new(&moto.sdk_config(), "empty");
+    empty.create_table().await.unwrap();
+    let refused = function_command(binary(), &api, &moto, "empty")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no active policy set"), "{stderr}");
+
+    let mut function = start_function(&api, &moto);
+    let lambda = LambdaDecider::new(&api.sdk_config(), FUNCTION, Duration::from_secs(10));
+    let mut rng = StdRng::seed_from_u64(7);
+    let question = Question::generate(&mut rng);
+    let first = lambda.decide(&question.request()).await;
+    assert_eq!(first.policy_version, 1, "{first:?}");
+
+    // A new head reaches the function within its refresh period.
+    let everything = "@id(\"everything\") permit (principal, action, resource);";
+    let version = put_active(store.as_ref(), everything).await.unwrap();
+    let started = Instant::now();
+    let decision = loop {
+        let decision = lambda.decide(&question.request()).await;
+        if decision.policy_version == version || started.elapsed() > Duration::from_secs(20) {
+            break decision;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(decision.policy_version, version, "{decision:?}");
+    assert_eq!(decision.reason, Outcome::Allowed);
+    assert_eq!(decision.policies, ["everything"]);
+
+    // A request of another wire version is answered as such.
+    let client = aws_sdk_lambda::Client::new(&api.sdk_config());
+    let answer = client
+        .invoke()
+        .function_name(FUNCTION)
+        .payload(aws_sdk_lambda::primitives::Blob::new(
+            br#"{"wire_version": 2, "question": "?"}"#.to_vec(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.function_error(), None);
+    let payload: serde_json::Value =
+        serde_json::from_slice(answer.payload().unwrap().as_ref()).unwrap();
+    assert_eq!(payload["wire_version"], 1);
+    assert_eq!(payload["error"]["code"], "unsupported_wire_version");
+
+    // A function that does not exist: a deny, and not ready.
+    let missing = LambdaDecider::new(
+        &api.sdk_config(),
+        "no-such-function",
+        Duration::from_secs(10),
+    );
+    let decision = missing.decide(&question.request()).await;
+    assert_eq!(
+        (decision.allowed, decision.reason),
+        (false, Outcome::Unavailable)
+    );
+    assert!(
+        decision.errors[0].contains("invoking the governance function failed"),
+        "{decision:?}"
+    );
+    assert!(!missing.is_ready());
+
+    // A function that no longer answers: a deny within the timeout.
+    function.kill();
+    let hurried = LambdaDecider::new(&api.sdk_config(), FUNCTION, Duration::from_millis(300));
+    let decision = hurried.decide(&question.request()).await;
+    assert_eq!(
+        (decision.allowed, decision.reason),
+        (false, Outcome::Unavailable)
+    );
+    assert_eq!(
+        decision.errors,
+        ["the governance function did not answer within 300 ms"]
+    );
+    assert!(decision.explain().starts_with("governance is unavailable"));
+    assert!(!hurried.is_ready());
+}

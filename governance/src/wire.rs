@@ -1,0 +1,248 @@
+//! The decision wire format: how Orbit asks a remote decider (the Lambda
+//! function) and how it answers, as versioned JSON.
+//!
+//! ```json
+//! {"wire_version": 1, "principal": {...}, "plugin": {...}, "intent": "...",
+//!  "source_ip": "203.0.113.7", "time": "2026-12-03T08:00:00.123456Z"}
+//!
+//! {"wire_version": 1, "decision": {"allowed": true, "reason": "allowed", ...}}
+//! {"wire_version": 1, "error": {"code": "unsupported_wire_version", "message": "..."}}
+//! ```
+//!
+//! A reader ignores fields it does not know, so adding a field is not a new
+//! version; changing or removing one is. A decider answers a version it does
+//! not speak with an `error` that says which it does.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::{Decision, DecisionRequest, PluginInfo, Principal};
+
+/// The version this release speaks.
+pub const WIRE_VERSION: u32 = 1;
+
+/// A question on the wire, as written (borrowing the request).
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    wire_version: u32,
+    principal: &'a Principal,
+    plugin: &'a PluginInfo,
+    intent: &'a str,
+    source_ip: IpAddr,
+    time: String,
+}
+
+/// A question as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WireRequest {
+    pub principal: Principal,
+    pub plugin: PluginInfo,
+    pub intent: String,
+    pub source_ip: IpAddr,
+    /// RFC 3339, microseconds: the time policies see.
+    pub time: String,
+}
+
+impl WireRequest {
+    /// The question to decide.
+    pub fn request(&self) -> Result<DecisionRequest<'_>, WireError> {
+        let time = humantime::parse_rfc3339(&self.time).map_err(|e| WireError {
+            code: WireErrorCode::InvalidRequest,
+            message: format!("`time` must be an RFC 3339 UTC time: {e}"),
+        })?;
+        Ok(DecisionRequest {
+            principal: &self.principal,
+            plugin: &self.plugin,
+            intent: &self.intent,
+            source_ip: self.source_ip,
+            time,
+        })
+    }
+}
+
+/// An answer on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireResponse {
+    pub wire_version: u32,
+    #[serde(flatten)]
+    pub answer: Answer,
+}
+
+/// A decision, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Decision(Decision),
+    Error(WireError),
+}
+
+/// Why a decider could not decide: a stable code and a message for
+/// operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct WireError {
+    pub code: WireErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireErrorCode {
+    /// The request names a `wire_version` this decider does not speak.
+    UnsupportedWireVersion,
+    /// The request is not a decision request of its version.
+    InvalidRequest,
+}
+
+impl std::fmt::Display for WireErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::UnsupportedWireVersion => "unsupported_wire_version",
+            Self::InvalidRequest => "invalid_request",
+        })
+    }
+}
+
+/// `request` as a wire request of [`WIRE_VERSION`].
+pub fn encode_request(request: &DecisionRequest<'_>) -> Vec<u8> {
+    let outgoing = Outgoing {
+        wire_version: WIRE_VERSION,
+        principal: request.principal,
+        plugin: request.plugin,
+        intent: request.intent,
+        source_ip: request.source_ip,
+        time: humantime::format_rfc3339_micros(request.time).to_string(),
+    };
+    // Strings, numbers and sets of strings: serializing cannot fail.
+    serde_json::to_vec(&outgoing).unwrap_or_default()
+}
+
+/// Reads a wire request, checking its version first so that a request of
+/// another version is answered as such, not as malformed.
+pub fn decode_request(payload: &serde_json::Value) -> Result<WireRequest, WireError> {
+    let invalid = |message: String| WireError {
+        code: WireErrorCode::InvalidRequest,
+        message,
+    };
+    match payload.get("wire_version").map(serde_json::Value::as_u64) {
+        None => return Err(invalid("`wire_version` is missing".to_owned())),
+        Some(Some(v)) if v == u64::from(WIRE_VERSION) => {}
+        Some(other) => {
+            return Err(WireError {
+                code: WireErrorCode::UnsupportedWireVersion,
+                message: format!(
+                    "wire_version {} is not spoken here; this decider speaks {WIRE_VERSION}",
+                    other.map_or_else(|| "(not a number)".to_owned(), |v| v.to_string())
+                ),
+            });
+        }
+    }
+    WireRequest::deserialize(payload).map_err(|e| invalid(e.to_string()))
+}
+
+/// The answer to a wire request.
+pub fn respond(answer: Answer) -> WireResponse {
+    WireResponse {
+        wire_version: WIRE_VERSION,
+        answer,
+    }
+}
+
+/// Reads a decider's answer: a decision, or the error it gave.
+pub fn decode_response(payload: &[u8]) -> Result<Decision, String> {
+    let response: WireResponse = serde_json::from_slice(payload)
+        .map_err(|e| format!("the answer is not a decision response: {e}"))?;
+    if response.wire_version != WIRE_VERSION {
+        return Err(format!(
+            "the answer is wire_version {}, not {WIRE_VERSION}",
+            response.wire_version
+        ));
+    }
+    match response.answer {
+        Answer::Decision(decision) => Ok(decision),
+        Answer::Error(error) => Err(format!("the decider refused the request: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Outcome;
+
+    fn sample() -> crate::audit::AuditRecord {
+        crate::audit::tests::sample(3)
+    }
+
+    #[test]
+    fn a_request_reads_back_as_the_question_it_encodes() {
+        let record = sample();
+        let request = record.request().unwrap();
+        let bytes = encode_request(&request);
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["wire_version"], 1);
+        let back = decode_request(&value).unwrap();
+        let decoded = back.request().unwrap();
+        assert_eq!(decoded.principal, request.principal);
+        assert_eq!(decoded.plugin, request.plugin);
+        assert_eq!(decoded.intent, request.intent);
+        assert_eq!(decoded.source_ip, request.source_ip);
+        assert_eq!(decoded.time, request.time);
+    }
+
+    #[test]
+    fn another_version_is_refused_as_such_and_malformed_input_as_invalid() {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&encode_request(&sample().request().unwrap())).unwrap();
+        value["wire_version"] = 2.into();
+        let error = decode_request(&value).unwrap_err();
+        assert_eq!(error.code, WireErrorCode::UnsupportedWireVersion);
+        assert!(error.message.contains("speaks 1"), "{error}");
+
+        value["wire_version"] = 1.into();
+        value["intent"] = 7.into();
+        let error = decode_request(&value).unwrap_err();
+        assert_eq!(error.code, WireErrorCode::InvalidRequest);
+        assert!(error.message.contains("string"), "{error}");
+
+        let error = decode_request(&serde_json::json!({"principal": {}})).unwrap_err();
+        assert_eq!(error.code, WireErrorCode::InvalidRequest);
+
+        value["time"] = "yesterday".into();
+        value["intent"] = "x".into();
+        let error = decode_request(&value).unwrap().request().unwrap_err();
+        assert!(error.message.contains("RFC 3339"), "{error}");
+    }
+
+    #[test]
+    fn answers_read_back_and_fields_added_later_are_ignored() {
+        let decision = sample().decision;
+        let json = serde_json::to_value(respond(Answer::Decision(decision.clone()))).unwrap();
+        assert_eq!(json["decision"]["reason"], "no_permitting_policy");
+        let mut extended = json.clone();
+        extended["served_by"] = "a newer decider".into();
+        extended["decision"]["explanation"] = "also newer".into();
+        for payload in [json, extended] {
+            let back = decode_response(&serde_json::to_vec(&payload).unwrap()).unwrap();
+            assert_eq!(back, decision);
+            assert_eq!(back.reason, Outcome::NoPermittingPolicy);
+        }
+
+        let refused = respond(Answer::Error(WireError {
+            code: WireErrorCode::UnsupportedWireVersion,
+            message: "this decider speaks 1".into(),
+        }));
+        let error = decode_response(&serde_json::to_vec(&refused).unwrap()).unwrap_err();
+        assert!(
+            error.contains("unsupported_wire_version: this decider speaks 1"),
+            "{error}"
+        );
+        let error = decode_response(br#"{"wire_version": 9, "decision": {}}"#).unwrap_err();
+        assert!(
+            error.contains("not 1") || error.contains("not a decision"),
+            "{error}"
+        );
+        let error = decode_response(b"{\"errorType\":\"Runtime.ExitError\"}").unwrap_err();
+        assert!(error.contains("not a decision response"), "{error}");
+    }
+}
