@@ -46,6 +46,7 @@ fn record() -> AuditRecord {
         policy_version: 1,
         policy_set: format!("sha256:{}", "ab".repeat(32)),
         decision_time_us: 12,
+        shadow: None,
     };
     let request = DecisionRequest {
         principal: &principal,

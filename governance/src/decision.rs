@@ -106,6 +106,26 @@ pub struct Decision {
     /// Hash of the policy set that decided.
     pub policy_set: String,
     pub decision_time_us: u64,
+    /// What the version in shadow decided, while one runs: recorded in the
+    /// audit trail, never enforced, never shown to the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowDecision>,
+}
+
+/// A candidate policy set's decision on a live request
+/// (`agentctl policy activate --shadow`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowDecision {
+    pub policy_version: u64,
+    pub policy_set: String,
+    pub allowed: bool,
+    pub reason: Outcome,
+    pub policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// True when it would have decided otherwise than the set in force
+    /// ([`Decision::same_verdict`]).
+    pub differs: bool,
 }
 
 impl Decision {
@@ -125,7 +145,15 @@ impl Decision {
             policy_version,
             policy_set,
             decision_time_us,
+            shadow: None,
         }
+    }
+
+    /// Whether `other` decides this request the same way: the same outcome,
+    /// by the same policies. What replays and shadows count as a change.
+    pub fn same_verdict(&self, other: &Decision) -> bool {
+        (self.allowed, self.reason, &self.policies)
+            == (other.allowed, other.reason, &other.policies)
     }
 
     /// One line for people: why this was decided.

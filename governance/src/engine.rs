@@ -15,9 +15,11 @@ use cedar_policy::{
 };
 
 use crate::GovernanceError;
-use crate::decision::{Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind};
+use crate::decision::{
+    Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind, ShadowDecision,
+};
 use crate::policies::{CompiledPolicies, PolicyDocument};
-use crate::store::{PolicySetVersion, PolicyStore};
+use crate::store::{Head, PolicySetVersion, PolicyStore};
 
 /// Asks whether a request may proceed. Orbit holds one: in-process
 /// [`Governance`] locally, a Lambda client in AWS; both decide identically.
@@ -62,6 +64,9 @@ pub enum RefreshOutcome {
         hash: String,
         policies: usize,
     },
+    /// The set in force stays; the version in shadow changed (`None`: the
+    /// shadow ended).
+    Shadow { version: Option<u64> },
 }
 
 /// Where the policy set in force stands, for metrics and readiness.
@@ -77,6 +82,8 @@ pub struct PolicyStatus {
     pub stale: bool,
     /// Failed refreshes since start-up.
     pub refresh_failures: u64,
+    /// The version decided in shadow, if one is.
+    pub shadow_version: Option<u64>,
 }
 
 struct Active {
@@ -85,6 +92,14 @@ struct Active {
     /// When a refresh last confirmed this set is the head. Only a successful
     /// refresh moves it: a failed one must not hide that the set is aging.
     confirmed: Instant,
+    /// A candidate decided beside this set and never enforced.
+    shadow: Option<Shadow>,
+}
+
+#[derive(Clone)]
+struct Shadow {
+    policies: Arc<CompiledPolicies>,
+    version: u64,
 }
 
 /// Cedar governance over a policy store.
@@ -190,7 +205,43 @@ impl Governance {
         let set = store.get(head.version).await?;
         let policies = compile_version(&schema, &set, &head.hash)?;
         tracing::info!(policy_version = set.version, policy_set = policies.hash(), policies = policies.len(), store = %store.describe(), "policies active");
-        Self::new(schema, Some(store), config, policies, set.version)
+        let governance = Self::new(schema, Some(store.clone()), config, policies, set.version)?;
+        let shadow = governance.load_shadow(store.as_ref(), &head).await;
+        governance
+            .active
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .shadow = shadow;
+        Ok(governance)
+    }
+
+    /// The set the head has in shadow, if any. One that cannot be read or
+    /// does not validate is logged and left out: a shadow never enforces,
+    /// so it never stops governance either. Later refreshes try it again.
+    async fn load_shadow(&self, store: &dyn PolicyStore, head: &Head) -> Option<Shadow> {
+        let wanted = head.shadow.as_ref()?;
+        let loaded = match store.get(wanted.version).await {
+            Ok(set) => compile_version(&self.schema, &set, &wanted.hash),
+            Err(error) => Err(error.into()),
+        };
+        match loaded {
+            Ok(policies) => {
+                tracing::info!(
+                    shadow_version = wanted.version,
+                    policy_set = policies.hash(),
+                    policies = policies.len(),
+                    "policy set in shadow: decided beside the set in force, never enforced"
+                );
+                Some(Shadow {
+                    policies: Arc::new(policies),
+                    version: wanted.version,
+                })
+            }
+            Err(error) => {
+                tracing::error!(shadow_version = wanted.version, %error, "cannot decide in shadow with this version; the set in force is unaffected");
+                None
+            }
+        }
     }
 
     /// Governance over a fixed set of documents (strictly validated), with no
@@ -223,6 +274,7 @@ impl Governance {
                 policies: Arc::new(policies),
                 version,
                 confirmed: Instant::now(),
+                shadow: None,
             }),
             refresh_failures: AtomicU64::new(0),
             authorizer: Authorizer::new(),
@@ -281,25 +333,53 @@ impl Governance {
             .head()
             .await?
             .ok_or_else(|| GovernanceError::NoActivePolicySet(store.describe()))?;
-        let (version, hash) = {
+        let (version, hash, shadow) = {
             let active = self.active.read().unwrap_or_else(PoisonError::into_inner);
-            (active.version, active.policies.hash().to_owned())
+            let shadow = active
+                .shadow
+                .as_ref()
+                .map(|s| (s.version, s.policies.hash().to_owned()));
+            (active.version, active.policies.hash().to_owned(), shadow)
         };
-        if head.version == version && head.hash == hash {
+        let wanted_shadow = head.shadow.as_ref().map(|s| (s.version, s.hash.clone()));
+        let same_active = head.version == version && head.hash == hash;
+        if same_active && wanted_shadow == shadow {
             return Ok(RefreshOutcome::Unchanged);
         }
-        let set = store.get(head.version).await?;
-        let policies = compile_version(&self.schema, &set, &head.hash)?;
+        // The set in force first: a failure here keeps everything as it was.
+        let activated = if same_active {
+            None
+        } else {
+            let set = store.get(head.version).await?;
+            Some((
+                compile_version(&self.schema, &set, &head.hash)?,
+                set.version,
+            ))
+        };
+        let new_shadow = if wanted_shadow == shadow {
+            None
+        } else {
+            Some(self.load_shadow(store, &head).await)
+        };
+        let mut active = self.active.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(new_shadow) = new_shadow {
+            if new_shadow.is_none() && head.shadow.is_none() {
+                tracing::info!("the shadow ended");
+            }
+            active.shadow = new_shadow;
+        }
+        let Some((policies, version)) = activated else {
+            return Ok(RefreshOutcome::Shadow {
+                version: active.shadow.as_ref().map(|s| s.version),
+            });
+        };
         let count = policies.len();
         let hash = policies.hash().to_owned();
-        tracing::info!(policy_version = set.version, policy_set = %hash, policies = count, "new policy set active");
-        {
-            let mut active = self.active.write().unwrap_or_else(PoisonError::into_inner);
-            active.policies = Arc::new(policies);
-            active.version = set.version;
-        }
+        tracing::info!(policy_version = version, policy_set = %hash, policies = count, "new policy set active");
+        active.policies = Arc::new(policies);
+        active.version = version;
         Ok(RefreshOutcome::Activated {
-            version: set.version,
+            version,
             hash,
             policies: count,
         })
@@ -316,6 +396,7 @@ impl Governance {
             since_refresh,
             stale: self.store.is_some() && since_refresh > self.config.max_staleness,
             refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
+            shadow_version: active.shadow.as_ref().map(|s| s.version),
         }
     }
 
@@ -330,12 +411,17 @@ impl Governance {
         (elapsed > self.config.max_staleness).then_some(elapsed)
     }
 
-    /// Decides one request synchronously.
+    /// Decides one request synchronously (and, while a version is in
+    /// shadow, decides it again with that version, for the record only).
     pub fn decide_now(&self, request: &DecisionRequest<'_>) -> Decision {
         let started = Instant::now();
-        let (policies, version) = {
+        let (policies, version, shadow) = {
             let active = self.active.read().unwrap_or_else(PoisonError::into_inner);
-            (active.policies.clone(), active.version)
+            (
+                active.policies.clone(),
+                active.version,
+                active.shadow.clone(),
+            )
         };
         let elapsed_us = || started.elapsed().as_micros() as u64;
         if let Some(stale) = self.stale_for() {
@@ -351,6 +437,31 @@ impl Governance {
                 elapsed_us(),
             );
         }
+        let mut decision = self.evaluate(&policies, version, request);
+        if let Some(shadow) = shadow {
+            let candidate = self.evaluate(&shadow.policies, shadow.version, request);
+            decision.shadow = Some(ShadowDecision {
+                differs: !candidate.same_verdict(&decision),
+                policy_version: candidate.policy_version,
+                policy_set: candidate.policy_set,
+                allowed: candidate.allowed,
+                reason: candidate.reason,
+                policies: candidate.policies,
+                errors: candidate.errors,
+            });
+        }
+        decision.decision_time_us = elapsed_us();
+        decision
+    }
+
+    /// `request` decided by `policies` (store version `version`); the time
+    /// taken is the caller's to fill in.
+    fn evaluate(
+        &self,
+        policies: &CompiledPolicies,
+        version: u64,
+        request: &DecisionRequest<'_>,
+    ) -> Decision {
         let tenant = &request.principal.tenant;
         let set = if self.config.slice {
             policies.slice(&request.plugin.name, tenant)
@@ -379,7 +490,7 @@ impl Governance {
                     Outcome::InvalidRequest,
                     vec![error],
                     (version, policies.hash().to_owned()),
-                    elapsed_us(),
+                    0,
                 );
             }
         };
@@ -412,7 +523,8 @@ impl Governance {
             errors,
             policy_version: version,
             policy_set: policies.hash().to_owned(),
-            decision_time_us: elapsed_us(),
+            decision_time_us: 0,
+            shadow: None,
         }
     }
 

@@ -29,7 +29,9 @@ pub mod store;
 pub mod wire;
 
 pub use audit::{AuditLog, AuditRecord};
-pub use decision::{Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind};
+pub use decision::{
+    Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind, ShadowDecision,
+};
 pub use engine::{Decider, Governance, GovernanceConfig, PolicyStatus, RefreshOutcome};
 pub use policies::{CompiledPolicies, PolicyDocument};
 pub use source::read_policies;

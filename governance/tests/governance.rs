@@ -286,6 +286,114 @@ async fn refresh_activates_new_heads_and_keeps_the_last_good_set_without_resetti
     assert!(governance.is_ready());
 }
 
+/// Moves the store's head as `kind` says, about `version`.
+async fn move_head(store: &dyn PolicyStore, version: u64, kind: ActivationKind) {
+    let revision = store.head().await.unwrap().map_or(0, |h| h.revision);
+    store
+        .activate(&Activate {
+            version,
+            expected_revision: revision,
+            kind,
+            actor: "test",
+        })
+        .await
+        .unwrap();
+}
+
+async fn put_only(store: &dyn PolicyStore, text: &str) -> u64 {
+    store
+        .put(&NewPolicySet {
+            documents: documents(text),
+            schema: governance::SCHEMA.into(),
+            author: "test".into(),
+            message: String::new(),
+        })
+        .await
+        .unwrap()
+        .version
+}
+
+#[tokio::test]
+async fn a_version_in_shadow_is_decided_beside_the_set_in_force_and_never_enforced() {
+    let (_dir, store) = store().await;
+    let all = r#"@id("all") permit(principal, action, resource);"#;
+    let v1 = put_active(store.as_ref(), all).await;
+    let v2 = put_only(
+        store.as_ref(),
+        &format!(
+            r#"{all} @id("no-echo") forbid(principal, action, resource == AgentRuntime::Plugin::"echo");"#
+        ),
+    )
+    .await;
+    move_head(store.as_ref(), v2, ActivationKind::Shadow).await;
+    let governance = Governance::load(store.clone(), GovernanceConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(governance.status().shadow_version, Some(v2));
+    let dev = principal("dev", &[], "local");
+
+    let echo = decide(&governance, &dev, &plugin("echo", &[]));
+    assert_eq!(
+        (echo.allowed, echo.policy_version, echo.policies.clone()),
+        (true, v1, vec!["all".to_owned()]),
+        "the set in force decides"
+    );
+    let shadow = echo.shadow.expect("decided in shadow too");
+    assert_eq!(
+        (shadow.policy_version, shadow.allowed, shadow.reason),
+        (v2, false, Outcome::ForbiddenByPolicy)
+    );
+    assert_eq!(shadow.policies, ["no-echo"]);
+    assert!(shadow.differs);
+    let keywords = decide(&governance, &dev, &plugin("keywords", &[]));
+    assert!(keywords.allowed);
+    assert!(!keywords.shadow.expect("decided in shadow too").differs);
+
+    // Ended: decisions carry no shadow after the next refresh.
+    move_head(store.as_ref(), v2, ActivationKind::EndShadow).await;
+    assert_eq!(
+        governance.refresh().await.unwrap(),
+        RefreshOutcome::Shadow { version: None }
+    );
+    assert_eq!(decide(&governance, &dev, &plugin("echo", &[])).shadow, None);
+
+    // A shadow that does not validate is left out and changes nothing else:
+    // no refresh failure, no staleness, the same decisions.
+    let broken = put_only(
+        store.as_ref(),
+        "forbid(principal, action, resource) when { nonsense };",
+    )
+    .await;
+    move_head(store.as_ref(), broken, ActivationKind::Shadow).await;
+    assert_eq!(
+        governance.refresh().await.unwrap(),
+        RefreshOutcome::Shadow { version: None }
+    );
+    let status = governance.status();
+    assert_eq!(
+        (
+            status.version,
+            status.shadow_version,
+            status.refresh_failures
+        ),
+        (v1, None, 0)
+    );
+    let echo = decide(&governance, &dev, &plugin("echo", &[]));
+    assert!(echo.allowed && echo.shadow.is_none());
+
+    // Activating the version in shadow enforces it and ends its shadow.
+    move_head(store.as_ref(), v2, ActivationKind::Shadow).await;
+    governance.refresh().await.unwrap();
+    assert_eq!(governance.status().shadow_version, Some(v2));
+    move_head(store.as_ref(), v2, ActivationKind::Activate).await;
+    assert!(matches!(
+        governance.refresh().await.unwrap(),
+        RefreshOutcome::Activated { version, .. } if version == v2
+    ));
+    let status = governance.status();
+    assert_eq!((status.version, status.shadow_version), (v2, None));
+}
+
 /// A real store that can be made unreachable.
 struct Flaky {
     inner: Arc<SqlitePolicyStore>,

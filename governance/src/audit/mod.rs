@@ -125,6 +125,7 @@ pub(crate) mod tests {
             policy_version: 1,
             policy_set: "sha256:ab".into(),
             decision_time_us: 12,
+            shadow: None,
         };
         let request = DecisionRequest {
             principal: &principal,

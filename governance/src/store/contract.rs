@@ -53,6 +53,7 @@ where
     versions_are_numbered_and_immutable(open("versions").await).await;
     out_of_bounds_sets_are_refused(open("bounds").await).await;
     the_head_moves_only_from_the_revision_read(open("head").await).await;
+    a_shadow_moves_beside_the_set_in_force(open("shadow").await).await;
     concurrent_activations_exactly_one_wins(&open).await;
     concurrent_puts_get_distinct_versions(&open).await;
     seeding_happens_once_and_an_emptied_set_stays_empty(open("seed").await).await;
@@ -148,6 +149,88 @@ async fn the_head_moves_only_from_the_revision_read(store: Arc<dyn PolicyStore>)
         vec![
             (1, 1, None, ActivationKind::Activate, "contract"),
             (2, 2, Some(1), ActivationKind::Rollback, "someone"),
+        ]
+    );
+}
+
+fn move_of(kind: ActivationKind, version: u64, expected_revision: u64) -> Activate<'static> {
+    Activate {
+        kind,
+        ..activate(version, expected_revision)
+    }
+}
+
+async fn a_shadow_moves_beside_the_set_in_force(store: Arc<dyn PolicyStore>) {
+    use ActivationKind::{EndShadow, Shadow};
+    let one = ok(store.put(&set("", "empty")).await);
+    let two = ok(store
+        .put(&set("permit(principal, action, resource);", "all"))
+        .await);
+    let three = ok(store
+        .put(&set("forbid(principal, action, resource);", "none"))
+        .await);
+    assert!(
+        matches!(
+            store.activate(&move_of(Shadow, two.version, 0)).await,
+            Err(PolicyStoreError::Invalid(_))
+        ),
+        "no shadow before a set is in force"
+    );
+    ok(store.activate(&activate(one.version, 0)).await);
+    assert!(matches!(
+        store.activate(&move_of(Shadow, one.version, 1)).await,
+        Err(PolicyStoreError::Invalid(_))
+    ));
+    assert_eq!(
+        store.activate(&move_of(Shadow, two.version, 0)).await,
+        Err(PolicyStoreError::Conflict {
+            expected: 0,
+            actual: 1
+        })
+    );
+
+    // In shadow: the set in force and `previous` stay; the revision moves.
+    let head = ok(store.activate(&move_of(Shadow, two.version, 1)).await);
+    assert_eq!((head.version, head.revision, head.previous), (1, 2, None));
+    assert_eq!(head.hash, one.hash);
+    let shadow = head.shadow.clone().map(|s| (s.version, s.hash));
+    assert_eq!(shadow, Some((two.version, two.hash.clone())));
+    assert_eq!(ok(store.head().await), Some(head));
+    // Another candidate replaces it; ending a shadow names the one in shadow.
+    let head = ok(store.activate(&move_of(Shadow, three.version, 2)).await);
+    assert_eq!(head.shadow.as_ref().map(|s| s.version), Some(3));
+    assert!(matches!(
+        store.activate(&move_of(EndShadow, two.version, 3)).await,
+        Err(PolicyStoreError::Invalid(_))
+    ));
+    // Activating the candidate ends its shadow.
+    let head = ok(store.activate(&activate(three.version, 3)).await);
+    assert_eq!(
+        (head.version, head.previous, head.shadow),
+        (3, Some(1), None)
+    );
+    // Activating another version keeps a shadow going; ending it stops it.
+    ok(store.activate(&move_of(Shadow, two.version, 4)).await);
+    let head = ok(store.activate(&activate(one.version, 5)).await);
+    assert_eq!(head.shadow.as_ref().map(|s| s.version), Some(2));
+    let head = ok(store.activate(&move_of(EndShadow, two.version, 6)).await);
+    assert_eq!((head.version, head.revision, &head.shadow), (1, 7, &None));
+    assert_eq!(ok(store.head().await), Some(head));
+
+    let moves: Vec<_> = ok(store.history().await)
+        .iter()
+        .map(|a| (a.revision, a.version, a.from, a.kind))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (1, 1, None, ActivationKind::Activate),
+            (2, 2, None, Shadow),
+            (3, 3, Some(2), Shadow),
+            (4, 3, Some(1), ActivationKind::Activate),
+            (5, 2, None, Shadow),
+            (6, 1, Some(3), ActivationKind::Activate),
+            (7, 2, Some(2), EndShadow),
         ]
     );
 }

@@ -178,28 +178,45 @@ pub struct VersionInfo {
     pub message: String,
 }
 
-/// The version in force.
+/// The version in force, and the one in shadow if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
     pub version: u64,
     /// The version's hash, copied when it was activated.
     pub hash: String,
-    /// Moves with every activation: the compare-and-set token (1 for the first).
+    /// Moves with every move of the head (shadow moves included): the
+    /// compare-and-set token (1 for the first).
     pub revision: u64,
     /// The version in force before this one, where `rollback` returns.
     pub previous: Option<u64>,
+    /// A candidate decided beside the version in force and never enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowHead>,
+    /// Who moved the head last, and when.
     pub activated_by: String,
     pub activated_at: String,
 }
 
+/// The version in shadow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowHead {
+    pub version: u64,
+    /// The version's hash, copied when its shadow began.
+    pub hash: String,
+}
+
 /// Why the head moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ActivationKind {
     Activate,
     Rollback,
     /// The defaults (or an imported directory) written when the store was created.
     Seed,
+    /// A version put in shadow: decided beside the one in force, never enforced.
+    Shadow,
+    /// The shadow ended without the version being activated.
+    EndShadow,
 }
 
 impl ActivationKind {
@@ -208,13 +225,21 @@ impl ActivationKind {
             Self::Activate => "activate",
             Self::Rollback => "rollback",
             Self::Seed => "seed",
+            Self::Shadow => "shadow",
+            Self::EndShadow => "end-shadow",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Activate, Self::Rollback, Self::Seed]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        [
+            Self::Activate,
+            Self::Rollback,
+            Self::Seed,
+            Self::Shadow,
+            Self::EndShadow,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == text)
     }
 }
 
@@ -223,8 +248,10 @@ impl ActivationKind {
 pub struct Activation {
     /// The head's revision after this move.
     pub revision: u64,
+    /// The version activated, or put in shadow, or whose shadow ended.
     pub version: u64,
-    /// The version in force before, if any.
+    /// The version in force before (for a shadow move: the version in
+    /// shadow before), if any.
     pub from: Option<u64>,
     pub kind: ActivationKind,
     pub by: String,
@@ -241,6 +268,86 @@ pub struct Activate<'a> {
     pub actor: &'a str,
 }
 
+/// The head after `request` moves `current`, and the history entry of the
+/// move: what each kind of move does, for every store. `hash` is that of
+/// `request.version`. The store checks the revision and writes both.
+///
+/// - activate, rollback, seed: `version` is in force, the one it replaces
+///   is `previous`; a shadow of `version` ends (it is enforced now), a
+///   shadow of another version goes on.
+/// - shadow: `version` is decided beside the version in force, which does
+///   not change; it replaces any version in shadow.
+/// - end-shadow: `version`, which must be in shadow, no longer is.
+pub fn next_head(
+    current: Option<&Head>,
+    request: &Activate<'_>,
+    hash: &str,
+) -> Result<(Head, Activation), PolicyStoreError> {
+    let target = request.version;
+    let revision = current.map_or(0, |h| h.revision) + 1;
+    let (version, head_hash, previous, shadow, from) = match request.kind {
+        ActivationKind::Activate | ActivationKind::Rollback | ActivationKind::Seed => {
+            let shadow = current
+                .and_then(|h| h.shadow.clone())
+                .filter(|s| s.version != target);
+            let replaced = current.map(|h| h.version);
+            (target, hash.to_owned(), replaced, shadow, replaced)
+        }
+        ActivationKind::Shadow | ActivationKind::EndShadow => {
+            let head = current.ok_or_else(|| {
+                PolicyStoreError::Invalid(
+                    "no policy set is in force yet: activate one before a shadow".to_owned(),
+                )
+            })?;
+            let in_shadow = head.shadow.as_ref().map(|s| s.version);
+            let shadow = if request.kind == ActivationKind::Shadow {
+                if target == head.version {
+                    return Err(PolicyStoreError::Invalid(format!(
+                        "version {target} is the set in force; a shadow runs another version beside it"
+                    )));
+                }
+                Some(ShadowHead {
+                    version: target,
+                    hash: hash.to_owned(),
+                })
+            } else if in_shadow == Some(target) {
+                None
+            } else {
+                return Err(PolicyStoreError::Invalid(match in_shadow {
+                    Some(other) => format!("version {target} is not in shadow; version {other} is"),
+                    None => format!("version {target} is not in shadow; no version is"),
+                }));
+            };
+            (
+                head.version,
+                head.hash.clone(),
+                head.previous,
+                shadow,
+                in_shadow,
+            )
+        }
+    };
+    let at = timestamp_now();
+    let head = Head {
+        version,
+        hash: head_hash,
+        revision,
+        previous,
+        shadow,
+        activated_by: request.actor.to_owned(),
+        activated_at: at.clone(),
+    };
+    let activation = Activation {
+        revision,
+        version: target,
+        from,
+        kind: request.kind,
+        by: request.actor.to_owned(),
+        at,
+    };
+    Ok((head, activation))
+}
+
 /// Where policy sets are kept.
 #[async_trait]
 pub trait PolicyStore: Send + Sync {
@@ -252,8 +359,9 @@ pub trait PolicyStore: Send + Sync {
     async fn list(&self) -> Result<Vec<VersionInfo>, PolicyStoreError>;
     /// The version in force, or `None` in a store never activated.
     async fn head(&self) -> Result<Option<Head>, PolicyStoreError>;
-    /// Points the head at an existing version if it is still at
-    /// `expected_revision`; `Conflict` (and no change) otherwise.
+    /// Moves the head as [`next_head`] says, to or about an existing
+    /// version, if it is still at `expected_revision`; `Conflict` (and no
+    /// change) otherwise.
     async fn activate(&self, request: &Activate<'_>) -> Result<Head, PolicyStoreError>;
     /// Every move of the head, oldest first.
     async fn history(&self) -> Result<Vec<Activation>, PolicyStoreError>;

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Activate, Activation, ActivationKind, Head, NewPolicySet, PolicySetVersion, PolicyStore,
-    PolicyStoreError, VersionInfo, timestamp_now,
+    PolicyStoreError, ShadowHead, VersionInfo, next_head, timestamp_now,
 };
 use crate::policies::PolicyDocument;
 
@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS head (
     revision INTEGER NOT NULL,
     previous INTEGER,
     activated_by TEXT NOT NULL,
-    activated_at TEXT NOT NULL
+    activated_at TEXT NOT NULL,
+    shadow_version INTEGER,
+    shadow_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS activations (
     revision INTEGER PRIMARY KEY,
@@ -93,6 +95,7 @@ impl SqlitePolicyStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db_error(path))?;
         conn.execute_batch(SCHEMA).map_err(db_error(path))?;
+        add_shadow_columns(&conn).map_err(db_error(path))?;
         Ok(Self {
             path: path.to_owned(),
             conn: Arc::new(Mutex::new(conn)),
@@ -115,34 +118,80 @@ impl SqlitePolicyStore {
     }
 }
 
+/// A store file written before shadows existed gains their columns.
+fn add_shadow_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let has_shadow: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('head') WHERE name = 'shadow_version'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_shadow {
+        conn.execute_batch(
+            "ALTER TABLE head ADD COLUMN shadow_version INTEGER;
+             ALTER TABLE head ADD COLUMN shadow_hash TEXT;",
+        )?;
+    }
+    Ok(())
+}
+
+type HeadRow = (
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+);
+
 fn read_head(conn: &Connection, path: &Path) -> Result<Option<Head>, PolicyStoreError> {
-    let row = conn
+    let row: Option<HeadRow> = conn
         .query_row(
-            "SELECT version, hash, revision, previous, activated_by, activated_at FROM head WHERE id = 1",
+            "SELECT version, hash, revision, previous, activated_by, activated_at, shadow_version, shadow_hash
+             FROM head WHERE id = 1",
             [],
             |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
                 ))
             },
         )
         .optional()
         .map_err(db_error(path))?;
-    row.map(|(version, hash, revision, previous, by, at)| {
-        Ok(Head {
-            version: number(version, "head version")?,
-            hash,
-            revision: number(revision, "head revision")?,
-            previous: previous.map(|p| number(p, "head previous")).transpose()?,
-            activated_by: by,
-            activated_at: at,
-        })
-    })
+    row.map(
+        |(version, hash, revision, previous, by, at, shadow_version, shadow_hash)| {
+            let shadow = match (shadow_version, shadow_hash) {
+                (Some(version), Some(hash)) => Some(ShadowHead {
+                    version: number(version, "head shadow version")?,
+                    hash,
+                }),
+                (None, None) => None,
+                _ => {
+                    return Err(PolicyStoreError::Corrupt(
+                        "head: a shadow version without its hash, or a hash without a version"
+                            .to_owned(),
+                    ));
+                }
+            };
+            Ok(Head {
+                version: number(version, "head version")?,
+                hash,
+                revision: number(revision, "head revision")?,
+                previous: previous.map(|p| number(p, "head previous")).transpose()?,
+                shadow,
+                activated_by: by,
+                activated_at: at,
+            })
+        },
+    )
     .transpose()
 }
 
@@ -284,6 +333,12 @@ impl PolicyStore for SqlitePolicyStore {
         let actor = request.actor.to_owned();
         let key = sql_number(version)?;
         self.with(move |conn, path| {
+            let request = Activate {
+                version,
+                expected_revision: expected,
+                kind,
+                actor: &actor,
+            };
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_error(path))?;
@@ -299,26 +354,41 @@ impl PolicyStore for SqlitePolicyStore {
                 .optional()
                 .map_err(db_error(path))?
                 .ok_or(PolicyStoreError::NotFound(version))?;
-            let head = Head {
-                version,
-                hash,
-                revision: actual + 1,
-                previous: current.map(|h| h.version),
-                activated_by: actor,
-                activated_at: timestamp_now(),
-            };
+            let (head, activation) = next_head(current.as_ref(), &request, &hash)?;
             let revision = sql_number(head.revision)?;
             let previous = head.previous.map(sql_number).transpose()?;
+            let shadow_version = head
+                .shadow
+                .as_ref()
+                .map(|s| sql_number(s.version))
+                .transpose()?;
             tx.execute(
-                "INSERT OR REPLACE INTO head (id, version, hash, revision, previous, activated_by, activated_at)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
-                params![key, head.hash, revision, previous, head.activated_by, head.activated_at],
+                "INSERT OR REPLACE INTO head
+                 (id, version, hash, revision, previous, activated_by, activated_at, shadow_version, shadow_hash)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    sql_number(head.version)?,
+                    head.hash,
+                    revision,
+                    previous,
+                    head.activated_by,
+                    head.activated_at,
+                    shadow_version,
+                    head.shadow.as_ref().map(|s| s.hash.as_str()),
+                ],
             )
             .map_err(db_error(path))?;
             tx.execute(
                 "INSERT INTO activations (revision, version, from_version, kind, by, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![revision, key, previous, kind.as_str(), head.activated_by, head.activated_at],
+                params![
+                    revision,
+                    key,
+                    activation.from.map(sql_number).transpose()?,
+                    activation.kind.as_str(),
+                    activation.by,
+                    activation.at,
+                ],
             )
             .map_err(db_error(path))?;
             tx.commit().map_err(db_error(path))?;

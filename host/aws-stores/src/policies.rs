@@ -3,7 +3,7 @@
 //! ```text
 //! pk       sk                        what
 //! policy   version#<20 digits>       an immutable policy set: documents, schema, hash, author, message
-//! policy   head                      the version in force, its hash, `revision`, `previous`
+//! policy   head                      the version in force, its hash, `revision`, `previous`, the shadow's `shadow_version` and `shadow_hash`
 //! policy   activation#<20 digits>    one move of the head (by revision): who, when, from, to, why
 //! ```
 //!
@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use governance::PolicyDocument;
 use governance::store::{
     Activate, Activation, ActivationKind, Head, NewPolicySet, PolicySetVersion, PolicyStore,
-    PolicyStoreError, VersionInfo,
+    PolicyStoreError, ShadowHead, VersionInfo, next_head,
 };
 
 use crate::DynamoRegistry;
@@ -69,11 +69,21 @@ fn head_of(item: &Item) -> Result<Head, PolicyStoreError> {
         item,
         what: "policy head item",
     };
+    let shadow = match (
+        f.optional_number("shadow_version")?,
+        f.optional_text("shadow_hash")?,
+    ) {
+        (Some(version), Some(hash)) => Some(ShadowHead { version, hash }),
+        (None, None) => None,
+        (Some(_), None) => return Err(f.bad("shadow_hash").into()),
+        (None, Some(_)) => return Err(f.bad("shadow_version").into()),
+    };
     Ok(Head {
         version: f.number("version")?,
         hash: f.text("hash")?,
         revision: f.number("revision")?,
         previous: f.optional_number("previous")?,
+        shadow,
         activated_by: f.text("by")?,
         activated_at: f.text("at")?,
     })
@@ -349,14 +359,7 @@ impl PolicyStore for DynamoPolicyStore {
             if actual != expected {
                 return Err(PolicyStoreError::Conflict { expected, actual });
             }
-            let head = Head {
-                version: version.version,
-                hash: version.hash.clone(),
-                revision: expected + 1,
-                previous: current.map(|h| h.version),
-                activated_by: request.actor.to_owned(),
-                activated_at: now(),
-            };
+            let (head, moved) = next_head(current.as_ref(), request, &version.hash)?;
             let mut head_item = key(HEAD);
             head_item.extend([
                 ("version".to_owned(), n(head.version)),
@@ -365,17 +368,23 @@ impl PolicyStore for DynamoPolicyStore {
                 ("by".to_owned(), s(&head.activated_by)),
                 ("at".to_owned(), s(&head.activated_at)),
             ]);
-            let mut activation = key(&activation_sk(head.revision));
+            let mut activation = key(&activation_sk(moved.revision));
             activation.extend([
-                ("revision".to_owned(), n(head.revision)),
-                ("version".to_owned(), n(head.version)),
-                ("kind".to_owned(), s(request.kind.as_str())),
-                ("by".to_owned(), s(&head.activated_by)),
-                ("at".to_owned(), s(&head.activated_at)),
+                ("revision".to_owned(), n(moved.revision)),
+                ("version".to_owned(), n(moved.version)),
+                ("kind".to_owned(), s(moved.kind.as_str())),
+                ("by".to_owned(), s(&moved.by)),
+                ("at".to_owned(), s(&moved.at)),
             ]);
             if let Some(previous) = head.previous {
                 head_item.insert("previous".to_owned(), n(previous));
-                activation.insert("from".to_owned(), n(previous));
+            }
+            if let Some(shadow) = &head.shadow {
+                head_item.insert("shadow_version".to_owned(), n(shadow.version));
+                head_item.insert("shadow_hash".to_owned(), s(&shadow.hash));
+            }
+            if let Some(from) = moved.from {
+                activation.insert("from".to_owned(), n(from));
             }
             let head_write = if expected == 0 {
                 self.put_item(head_item, "attribute_not_exists(pk)", Item::new())?

@@ -3,8 +3,10 @@
 //! Before a change: `validate` (strict, against the schema Orbit uses),
 //! `test` (a file of cases), `diff` (against what is in force), `replay`
 //! (the recorded decisions of the audit trail, decided again). The change:
-//! `put` (a new immutable version), `activate` or `rollback` (the head moves
-//! by compare-and-set, so a concurrent change is never overwritten).
+//! `put` (a new immutable version), `activate --shadow` (decided on live
+//! traffic beside the active set, differences recorded, nothing enforced),
+//! `activate` or `rollback` (the head moves by compare-and-set, so a
+//! concurrent change is never overwritten), `end-shadow`.
 //! Inspection: `list`, `history`. Orbit picks up a new head within
 //! `--refresh-secs`, and only after checking its hash and validating it.
 //!
@@ -70,11 +72,25 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         activate: bool,
     },
-    /// Make a stored version the active set (validated first).
+    /// Make a stored version the active set (validated first), or with
+    /// `--shadow` decide it beside the active set on live traffic without
+    /// enforcing it.
     Activate {
         version: u64,
         /// Fail unless the head is still at this revision (from `list`), so
         /// a change made since you looked is never overwritten.
+        #[arg(long)]
+        expect_revision: Option<u64>,
+        /// Put the version in shadow: every request is also decided by it,
+        /// each difference recorded in the audit trail and counted, nothing
+        /// enforced. It replaces any version in shadow; activating it, or
+        /// `end-shadow`, ends it.
+        #[arg(long)]
+        shadow: bool,
+    },
+    /// Stop deciding the version in shadow.
+    EndShadow {
+        /// Fail unless the head is still at this revision.
         #[arg(long)]
         expect_revision: Option<u64>,
     },
@@ -96,9 +112,9 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         audit: Option<PathBuf>,
     },
-    /// Every stored version; `*` marks the active one.
+    /// Every stored version; `*` marks the active one, `~` the one in shadow.
     List,
-    /// Every move of the active set: who, when, from, to.
+    /// Every move of the active set and of the shadow: who, when, from, to.
     History,
 }
 
@@ -251,15 +267,37 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
         PolicyCommand::Activate {
             version,
             expect_revision,
+            shadow,
         } => {
             let store = store.context("no policy store open")?;
-            activate_version(
-                store.as_ref(),
-                version,
-                expect_revision,
-                ActivationKind::Activate,
-            )
-            .await
+            let kind = if shadow {
+                ActivationKind::Shadow
+            } else {
+                ActivationKind::Activate
+            };
+            activate_version(store.as_ref(), version, expect_revision, kind).await
+        }
+        PolicyCommand::EndShadow { expect_revision } => {
+            let store = store.context("no policy store open")?;
+            let head = store
+                .head()
+                .await?
+                .context("the policy store has no active set yet")?;
+            let shadow = head.shadow.context("no version is in shadow")?;
+            let actor = actor();
+            let moved = store
+                .activate(&Activate {
+                    version: shadow.version,
+                    expected_revision: expect_revision.unwrap_or(head.revision),
+                    kind: ActivationKind::EndShadow,
+                    actor: &actor,
+                })
+                .await?;
+            println!(
+                "version {} is no longer in shadow (revision {}); Orbit stops deciding it at its next refresh",
+                shadow.version, moved.revision
+            );
+            Ok(())
         }
         PolicyCommand::Rollback { expect_revision } => {
             let store = store.context("no policy store open")?;
@@ -293,16 +331,21 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
             let store = store.context("no policy store open")?;
             let head = store.head().await?;
             let active = head.as_ref().map(|h| h.version);
+            let shadow = head
+                .as_ref()
+                .and_then(|h| h.shadow.as_ref())
+                .map(|s| s.version);
             for v in store.list().await? {
+                let mark = if Some(v.version) == active {
+                    "*"
+                } else if Some(v.version) == shadow {
+                    "~"
+                } else {
+                    " "
+                };
                 println!(
-                    "{} {:>4}  {}  {:>3} documents  {}  {:<12}  {}",
-                    if Some(v.version) == active { "*" } else { " " },
-                    v.version,
-                    v.hash,
-                    v.documents,
-                    v.created_at,
-                    v.author,
-                    v.message
+                    "{mark} {:>4}  {}  {:>3} documents  {}  {:<12}  {}",
+                    v.version, v.hash, v.documents, v.created_at, v.author, v.message
                 );
             }
             match head {
@@ -312,6 +355,9 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
                 ),
                 None => println!("no active set"),
             }
+            if let Some(shadow) = shadow {
+                println!("in shadow: version {shadow} (decided and recorded, never enforced)");
+            }
             Ok(())
         }
         PolicyCommand::History => {
@@ -319,7 +365,7 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
             for a in store.history().await? {
                 let from = a.from.map_or_else(|| "-".to_owned(), |f| f.to_string());
                 println!(
-                    "{:>4}  {}  {:<8}  {:<12}  {from} -> {}",
+                    "{:>4}  {}  {:<10}  {:<12}  {from} -> {}",
                     a.revision,
                     a.at,
                     a.kind.as_str(),
@@ -358,7 +404,7 @@ fn replay(candidate: &Governance, path: &Path) -> anyhow::Result<()> {
         let now = candidate.decide_now(&request);
         let was = &record.decision;
         records += 1;
-        if (now.allowed, now.reason, &now.policies) == (was.allowed, was.reason, &was.policies) {
+        if now.same_verdict(was) {
             continue;
         }
         changed += 1;
@@ -479,7 +525,8 @@ async fn activate_version(
     stored.check_hash()?;
     validated(&stored.documents, &format!("version {version}"))?;
     let head = store.head().await?;
-    if head.as_ref().is_some_and(|h| h.version == version) && expected.is_none() {
+    let shadowing = kind == ActivationKind::Shadow;
+    if !shadowing && head.as_ref().is_some_and(|h| h.version == version) && expected.is_none() {
         println!("version {version} is the active set already");
         return Ok(());
     }
@@ -493,6 +540,15 @@ async fn activate_version(
             actor: &actor,
         })
         .await?;
+    if shadowing {
+        println!(
+            "version {version} is in shadow beside version {} (revision {}): from Orbit's next refresh every request is also decided by it, \
+             never enforced; differences are in the audit trail (`decision.shadow.differs`) and in \
+             `orbit_policy_shadow_decisions_total{{result=\"different\"}}`. End it with `agentctl policy end-shadow`, or activate it.",
+            moved.version, moved.revision
+        );
+        return Ok(());
+    }
     let from = moved
         .previous
         .map_or_else(|| "none".to_owned(), |p| p.to_string());

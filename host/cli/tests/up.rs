@@ -164,6 +164,40 @@ fn policy_commands_validate_test_diff_put_activate_and_roll_back() {
     );
     assert!(out.lines().any(|l| l.starts_with("*    1")), "{out}");
 
+    // Version 2 in shadow beside version 1: listed and in the history,
+    // then ended without being enforced.
+    let (ok, out) = agentctl(&["activate", "2", "--shadow"]);
+    assert!(
+        ok && out.contains("version 2 is in shadow beside version 1 (revision 4)"),
+        "{out}"
+    );
+    let (_, out) = agentctl(&["list"]);
+    assert!(out.lines().any(|l| l.starts_with("~    2")), "{out}");
+    assert!(out.contains("active: version 1 (revision 4)"), "{out}");
+    assert!(out.contains("in shadow: version 2"), "{out}");
+    let (ok, out) = agentctl(&["activate", "1", "--shadow"]);
+    assert!(
+        !ok && out.contains("version 1 is the set in force"),
+        "{out}"
+    );
+    let (ok, out) = agentctl(&["end-shadow"]);
+    assert!(
+        ok && out.contains("version 2 is no longer in shadow (revision 5)"),
+        "{out}"
+    );
+    let (ok, out) = agentctl(&["end-shadow"]);
+    assert!(!ok && out.contains("no version is in shadow"), "{out}");
+    let (_, out) = agentctl(&["history"]);
+    let kinds: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["activate", "activate", "rollback", "shadow", "end-shadow"],
+        "{out}"
+    );
+
     // A broken set is refused before it is stored, naming what to fix.
     let broken = dir.path().join("broken.cedar");
     std::fs::write(

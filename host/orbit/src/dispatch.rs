@@ -187,6 +187,9 @@ pub async fn dispatch(
     state
         .metrics()
         .decision(decision.reason.as_str(), decision.decision_time_us);
+    if let Some(shadow) = &decision.shadow {
+        state.metrics().shadow_decision(shadow.differs);
+    }
     // No decision takes effect, allow or deny, before it is on record.
     let record = AuditRecord::new(
         correlation_id.as_str(),

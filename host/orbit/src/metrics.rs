@@ -14,6 +14,11 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabel {
+    result: &'static str,
+}
+
 /// Every metric Orbit adds.
 #[derive(Clone)]
 pub struct OrbitMetrics {
@@ -27,6 +32,8 @@ pub struct OrbitMetrics {
     policy_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     policy_stale: Gauge,
     policy_refresh_failures: Counter,
+    shadow_version: Gauge,
+    shadow_decisions: Family<ShadowLabel, Counter>,
     audit_records: Counter,
     audit_failures: Counter,
 }
@@ -44,12 +51,14 @@ impl OrbitMetrics {
             policy_age: Gauge::default(),
             policy_stale: Gauge::default(),
             policy_refresh_failures: Counter::default(),
+            shadow_version: Gauge::default(),
+            shadow_decisions: Family::default(),
             audit_records: Counter::default(),
             audit_failures: Counter::default(),
         };
         registry.register(
             "orbit_governance_decisions",
-            "Governance decisions by outcome (allowed, forbidden_by_policy, no_permitting_policy, evaluation_error, invalid_request, stale)",
+            "Governance decisions by outcome (allowed, forbidden_by_policy, no_permitting_policy, evaluation_error, invalid_request, stale, unavailable)",
             metrics.decisions.clone(),
         );
         registry.register(
@@ -98,6 +107,16 @@ impl OrbitMetrics {
             metrics.policy_refresh_failures.clone(),
         );
         registry.register(
+            "orbit_policy_shadow_version",
+            "The policy store version decided in shadow beside the set in force (0: none)",
+            metrics.shadow_version.clone(),
+        );
+        registry.register(
+            "orbit_policy_shadow_decisions",
+            "Requests also decided by the version in shadow, by result: same or different from the set in force",
+            metrics.shadow_decisions.clone(),
+        );
+        registry.register(
             "orbit_audit_records",
             "Decisions recorded in the audit log",
             metrics.audit_records.clone(),
@@ -125,6 +144,11 @@ impl OrbitMetrics {
             .set(i64::try_from(status.version).unwrap_or(i64::MAX));
         self.policy_age.set(status.since_refresh.as_secs_f64());
         self.policy_stale.set(i64::from(status.stale));
+        self.shadow_version.set(
+            status
+                .shadow_version
+                .map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX)),
+        );
         let counted = self.policy_refresh_failures.get();
         if status.refresh_failures > counted {
             self.policy_refresh_failures
@@ -137,6 +161,14 @@ impl OrbitMetrics {
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
         self.decision_latency.observe(micros as f64 / 1e6);
+    }
+
+    /// Counts a decision the version in shadow also made.
+    pub fn shadow_decision(&self, differs: bool) {
+        let result = if differs { "different" } else { "same" };
+        self.shadow_decisions
+            .get_or_create(&ShadowLabel { result })
+            .inc();
     }
 
     pub fn axon_call(&self, outcome: &'static str, seconds: Option<f64>) {

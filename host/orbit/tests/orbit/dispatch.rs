@@ -93,6 +93,111 @@ async fn a_policy_denial_is_a_403_naming_the_policy() {
     assert_eq!(allowed.body["output"]["category"], "billing");
 }
 
+/// A candidate in shadow (`agentctl policy activate --shadow`) decides every
+/// dispatch beside the set in force: the audit trail marks exactly the
+/// decisions it would change, the metric counts them, and callers get only
+/// what the set in force decides.
+#[tokio::test]
+async fn a_version_in_shadow_records_exactly_the_decisions_it_would_change_and_enforces_none() {
+    use governance::store::{Activate, ActivationKind, NewPolicySet};
+
+    let stack = Stack::start().await;
+    let mut candidate = governance::default_documents();
+    candidate.push(governance::PolicyDocument {
+        name: "no-keywords-for-dev.cedar".into(),
+        text: r#"@id("no-keywords-for-dev") forbid (principal == AgentRuntime::User::"dev", action, resource == AgentRuntime::Plugin::"keywords");"#.into(),
+    });
+    let store = &stack.policies;
+    let version = store
+        .put(&NewPolicySet {
+            documents: candidate.clone(),
+            schema: governance::SCHEMA.into(),
+            author: "test".into(),
+            message: "candidate".into(),
+        })
+        .await
+        .unwrap()
+        .version;
+    let revision = store.head().await.unwrap().unwrap().revision;
+    store
+        .activate(&Activate {
+            version,
+            expected_revision: revision,
+            kind: ActivationKind::Shadow,
+            actor: "test",
+        })
+        .await
+        .unwrap();
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", stack.orbit_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let in_shadow = crate::support::eventually(std::time::Duration::from_secs(30), || async {
+        metrics()
+            .await
+            .contains(&format!("orbit_policy_shadow_version {version}"))
+    })
+    .await;
+    assert!(in_shadow, "Orbit never took the version in shadow");
+
+    let keywords = json!({ "plugin": "keywords", "intent": "extract", "input": { "text": "a b a", "top": 1 } });
+    let echo = json!({ "plugin": "echo", "intent": "echo", "input": 1 });
+    let triage = json!({ "plugin": "triage", "intent": "classify", "input": {} });
+    for _ in 0..3 {
+        for (client, body, status) in [
+            (&stack.dev, &keywords, StatusCode::OK),
+            (&stack.dev, &echo, StatusCode::OK),
+            (&stack.bea, &keywords, StatusCode::OK),
+            (&stack.dev, &triage, StatusCode::FORBIDDEN),
+        ] {
+            let reply = client.dispatch(body).await.unwrap();
+            assert_eq!(reply.status, status, "{}", reply.body);
+            assert!(
+                reply.body["governance"].get("shadow").is_none(),
+                "{}",
+                reply.body
+            );
+        }
+    }
+
+    let judge = governance::Governance::of_documents(&candidate, Default::default()).unwrap();
+    let records = stack.audit_records();
+    assert_eq!(records.len(), 12);
+    let mut differing = 0;
+    for record in &records {
+        let shadow = record.decision.shadow.as_ref().expect("decided in shadow");
+        assert_eq!(shadow.policy_version, version);
+        let would = judge.decide_now(&record.request().unwrap());
+        assert_eq!(
+            shadow.differs,
+            !would.same_verdict(&record.decision),
+            "{record:?}"
+        );
+        assert_eq!(
+            (shadow.allowed, shadow.reason),
+            (would.allowed, would.reason)
+        );
+        differing += usize::from(shadow.differs);
+    }
+    assert_eq!(
+        differing, 3,
+        "exactly dev's keywords dispatches would change"
+    );
+    let text = metrics().await;
+    assert!(
+        text.contains(r#"orbit_policy_shadow_decisions_total{result="different"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"orbit_policy_shadow_decisions_total{result="same"} 9"#),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn an_activated_policy_version_takes_effect_without_a_restart() {
     an_activated_policy_version_takes_effect(Stack::start().await).await;
