@@ -127,13 +127,17 @@ pub fn decode_request(payload: &serde_json::Value) -> Result<WireRequest, WireEr
     };
     match payload.get("wire_version").map(serde_json::Value::as_u64) {
         None => return Err(invalid("`wire_version` is missing".to_owned())),
+        Some(None) => {
+            return Err(invalid(
+                "`wire_version` must be a whole number, such as 1".to_owned(),
+            ));
+        }
         Some(Some(v)) if v == u64::from(WIRE_VERSION) => {}
-        Some(other) => {
+        Some(Some(other)) => {
             return Err(WireError {
                 code: WireErrorCode::UnsupportedWireVersion,
                 message: format!(
-                    "wire_version {} is not spoken here; this decider speaks {WIRE_VERSION}",
-                    other.map_or_else(|| "(not a number)".to_owned(), |v| v.to_string())
+                    "wire_version {other} is not spoken here; this decider speaks {WIRE_VERSION}"
                 ),
             });
         }
@@ -149,19 +153,37 @@ pub fn respond(answer: Answer) -> WireResponse {
     }
 }
 
-/// Reads a decider's answer: a decision, or the error it gave.
-pub fn decode_response(payload: &[u8]) -> Result<Decision, String> {
-    let response: WireResponse = serde_json::from_slice(payload)
-        .map_err(|e| format!("the answer is not a decision response: {e}"))?;
-    if response.wire_version != WIRE_VERSION {
-        return Err(format!(
-            "the answer is wire_version {}, not {WIRE_VERSION}",
-            response.wire_version
-        ));
+/// Why an answer holds no decision.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    #[error("the answer is not a decision response: {0}")]
+    Unreadable(String),
+    /// Checked before the rest is read: another version may be shaped
+    /// otherwise.
+    #[error("the answer is wire_version {0}, not {WIRE_VERSION}")]
+    OtherVersion(String),
+    #[error("the decider refused the request: {0}")]
+    Refused(WireError),
+}
+
+/// Reads a decider's answer: a decision, or why there is none.
+pub fn decode_response(payload: &[u8]) -> Result<Decision, ResponseError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| ResponseError::Unreadable(e.to_string()))?;
+    match value.get("wire_version") {
+        Some(v) if v.as_u64() == Some(u64::from(WIRE_VERSION)) => {}
+        Some(other) => return Err(ResponseError::OtherVersion(other.to_string())),
+        None => {
+            return Err(ResponseError::Unreadable(
+                "it has no `wire_version`".to_owned(),
+            ));
+        }
     }
+    let response =
+        WireResponse::deserialize(value).map_err(|e| ResponseError::Unreadable(e.to_string()))?;
     match response.answer {
         Answer::Decision(decision) => Ok(decision),
-        Answer::Error(error) => Err(format!("the decider refused the request: {error}")),
+        Answer::Error(error) => Err(ResponseError::Refused(error)),
     }
 }
 
@@ -207,6 +229,11 @@ mod tests {
 
         let error = decode_request(&serde_json::json!({"principal": {}})).unwrap_err();
         assert_eq!(error.code, WireErrorCode::InvalidRequest);
+        for not_a_version in [serde_json::json!(null), "1".into(), 1.5.into()] {
+            let error =
+                decode_request(&serde_json::json!({ "wire_version": not_a_version })).unwrap_err();
+            assert_eq!(error.code, WireErrorCode::InvalidRequest, "{error}");
+        }
 
         value["time"] = "yesterday".into();
         value["intent"] = "x".into();
@@ -234,15 +261,13 @@ mod tests {
         }));
         let error = decode_response(&serde_json::to_vec(&refused).unwrap()).unwrap_err();
         assert!(
-            error.contains("unsupported_wire_version: this decider speaks 1"),
+            matches!(&error, ResponseError::Refused(e) if e.code == WireErrorCode::UnsupportedWireVersion),
             "{error}"
         );
-        let error = decode_response(br#"{"wire_version": 9, "decision": {}}"#).unwrap_err();
-        assert!(
-            error.contains("not 1") || error.contains("not a decision"),
-            "{error}"
-        );
+        // Another version is named as such, whatever its shape.
+        let error = decode_response(br#"{"wire_version": 9, "verdict": "yes"}"#).unwrap_err();
+        assert_eq!(error.to_string(), "the answer is wire_version 9, not 1");
         let error = decode_response(b"{\"errorType\":\"Runtime.ExitError\"}").unwrap_err();
-        assert!(error.contains("not a decision response"), "{error}");
+        assert!(matches!(error, ResponseError::Unreadable(_)), "{error}");
     }
 }

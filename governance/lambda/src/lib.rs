@@ -5,16 +5,20 @@
 //! - Cold start: the SDK client is built and the active set loaded,
 //!   hash-checked and strictly validated once. No valid set, no function.
 //! - Each invocation is one [`governance::wire`] request. Lambda freezes an
-//!   instance between invocations, so the policy store's head is polled on
-//!   invocation, at most once every `--refresh-secs`; the staleness rules
-//!   are in-process governance's own (a failed refresh keeps the last good
-//!   set until it is stale, then every decision is a `stale` deny).
+//!   instance between invocations, so the policy store's head is polled
+//!   from an invocation, at most once every `--refresh-secs`, in the
+//!   background: a decision never waits for DynamoDB or for compiling a new
+//!   set (a refresh frozen with the instance goes on at its next
+//!   invocation). The staleness rules are in-process governance's own (a
+//!   failed refresh keeps the last good set until it is stale, then every
+//!   decision is a `stale` deny).
 //! - Every answer is a [`WireResponse`]: a decision, or an error that says
 //!   what was wrong with the request.
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,9 +51,11 @@ pub struct FunctionConfig {
 
 /// The function's state between invocations.
 pub struct DecisionFunction {
-    governance: Governance,
+    governance: Arc<Governance>,
     refresh_every: Duration,
     refreshed: Mutex<Instant>,
+    /// A refresh is under way: one at a time.
+    refreshing: Arc<AtomicBool>,
 }
 
 impl DecisionFunction {
@@ -66,15 +72,16 @@ impl DecisionFunction {
         )
         .await?;
         Ok(Self {
-            governance,
+            governance: Arc::new(governance),
             refresh_every: Duration::from_secs(config.refresh_secs),
             refreshed: Mutex::new(Instant::now()),
+            refreshing: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// Answers one invocation.
     pub async fn handle(&self, payload: &serde_json::Value) -> WireResponse {
-        self.refresh_if_due().await;
+        self.refresh_if_due();
         let answer = wire::decode_request(payload)
             .and_then(|asked| {
                 let request = asked.request()?;
@@ -84,20 +91,26 @@ impl DecisionFunction {
         wire::respond(answer)
     }
 
-    /// Polls the head when the last poll is older than the refresh period.
-    /// Failures are logged and counted by governance; the decision that
-    /// follows is made by the last good set (or is `stale`).
-    async fn refresh_if_due(&self) {
+    /// Starts polling the head in the background when the last poll is
+    /// older than the refresh period and none is under way. Failures are
+    /// logged and counted by governance; decisions meanwhile are made by the
+    /// last good set (or are `stale`).
+    fn refresh_if_due(&self) {
         {
             let mut refreshed = self
                 .refreshed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if refreshed.elapsed() < self.refresh_every {
+            if refreshed.elapsed() < self.refresh_every || self.refreshing.load(Ordering::Acquire) {
                 return;
             }
             *refreshed = Instant::now();
+            self.refreshing.store(true, Ordering::Release);
         }
-        let _ = self.governance.refresh().await;
+        let (governance, refreshing) = (self.governance.clone(), self.refreshing.clone());
+        tokio::spawn(async move {
+            let _ = governance.refresh().await;
+            refreshing.store(false, Ordering::Release);
+        });
     }
 }

@@ -150,6 +150,8 @@ async fn the_function_follows_the_store_and_every_failure_is_an_unavailable_deny
 
     let mut function = start_function(&api, &moto);
     let lambda = LambdaDecider::new(&api.sdk_config(), FUNCTION, Duration::from_secs(10));
+    // Orbit's start-up probe: reachable, and speaking this wire version.
+    lambda.probe().await.unwrap();
     let mut rng = StdRng::seed_from_u64(7);
     let question = Question::generate(&mut rng);
     let first = lambda.decide(&question.request()).await;
@@ -171,37 +173,40 @@ async fn the_function_follows_the_store_and_every_failure_is_an_unavailable_deny
     assert_eq!(decision.policies, ["everything"]);
 
     // A request of another wire version is answered as such.
-    let client = aws_sdk_lambda::Client::new(&api.sdk_config());
-    let answer = client
-        .invoke()
-        .function_name(FUNCTION)
-        .payload(aws_sdk_lambda::primitives::Blob::new(
-            br#"{"wire_version": 2, "question": "?"}"#.to_vec(),
-        ))
-        .send()
+    let (failed, answer) = api
+        .invoke_raw(FUNCTION, br#"{"wire_version": 2, "question": "?"}"#)
         .await
         .unwrap();
-    assert_eq!(answer.function_error(), None);
-    let payload: serde_json::Value =
-        serde_json::from_slice(answer.payload().unwrap().as_ref()).unwrap();
+    assert_eq!(failed, None);
+    let payload: serde_json::Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(payload["wire_version"], 1);
     assert_eq!(payload["error"]["code"], "unsupported_wire_version");
 
-    // A function that does not exist: a deny, and not ready.
+    // A function that does not exist: the probe says so, each decision is a
+    // deny whose text names no detail of the deployment (here, the Lambda
+    // API's list of functions), and three in a row make it not ready.
     let missing = LambdaDecider::new(
         &api.sdk_config(),
         "no-such-function",
         Duration::from_secs(10),
     );
-    let decision = missing.decide(&question.request()).await;
-    assert_eq!(
-        (decision.allowed, decision.reason),
-        (false, Outcome::Unavailable)
-    );
-    assert!(
-        decision.errors[0].contains("invoking the governance function failed"),
-        "{decision:?}"
-    );
+    let failure = missing.probe().await.unwrap_err();
+    assert!(failure.detail.contains("Available functions"), "{failure}");
+    for attempt in 1..=3 {
+        assert!(missing.is_ready(), "one or two failures are not an outage");
+        let decision = missing.decide(&question.request()).await;
+        assert_eq!(
+            (decision.allowed, decision.reason),
+            (false, Outcome::Unavailable),
+            "attempt {attempt}"
+        );
+        let error = &decision.errors[0];
+        assert!(
+            error.starts_with("invoking the governance function failed: "),
+            "{error}"
+        );
+        assert!(!error.contains("Available functions"), "{error}");
+    }
     assert!(!missing.is_ready());
 
     // A function that no longer answers: a deny within the timeout.
@@ -217,5 +222,8 @@ async fn the_function_follows_the_store_and_every_failure_is_an_unavailable_deny
         ["the governance function did not answer within 300 ms"]
     );
     assert!(decision.explain().starts_with("governance is unavailable"));
+    for _ in 0..2 {
+        hurried.decide(&question.request()).await;
+    }
     assert!(!hurried.is_ready());
 }

@@ -142,15 +142,7 @@ impl Moto {
 
     /// An SDK configuration that reaches moto (any credentials do).
     pub fn sdk_config(&self) -> SdkConfig {
-        SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .timeout_config(crate::config::timeouts())
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                "moto", "moto", None, None, "moto",
-            )))
-            .build()
+        sdk_config_at(&self.endpoint)
     }
 
     /// A plugin source on a new versioned `bucket` and registry `table` in
@@ -277,17 +269,41 @@ impl LambdaApi {
 
     /// An SDK configuration that reaches this Lambda API (any credentials do).
     pub fn sdk_config(&self) -> SdkConfig {
-        SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(self.endpoint())
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                "lambda",
-                "lambda",
-                None,
-                None,
-                "cargo-lambda",
-            )))
-            .build()
+        sdk_config_at(&self.endpoint())
     }
+
+    /// Invokes `function` with `payload` as it is: whether it failed (its
+    /// `FunctionError`), and its answer.
+    pub async fn invoke_raw(
+        &self,
+        function: &str,
+        payload: &[u8],
+    ) -> Result<(Option<String>, Vec<u8>), String> {
+        let output = aws_sdk_lambda::Client::new(&self.sdk_config())
+            .invoke()
+            .function_name(function)
+            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+            .send()
+            .await
+            .map_err(|e| crate::causes(&e))?;
+        Ok((
+            output.function_error,
+            output.payload.map(|p| p.into_inner()).unwrap_or_default(),
+        ))
+    }
+}
+
+/// An SDK configuration that reaches an emulator at `endpoint`, with a fixed
+/// region and credentials (emulators take any), so a test never consults
+/// the machine's own.
+pub fn sdk_config_at(endpoint: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .timeout_config(crate::config::timeouts())
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "test", "test", None, None, "test",
+        )))
+        .build()
 }

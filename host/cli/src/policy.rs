@@ -393,7 +393,7 @@ fn replay(candidate: &Governance, path: &Path) -> anyhow::Result<()> {
             path.display()
         )
     })?;
-    let (mut records, mut changed, mut granted, mut revoked) = (0, 0, 0, 0);
+    let (mut records, mut changed, mut granted, mut revoked, mut undecided) = (0, 0, 0, 0, 0);
     for (line, text) in std::io::BufRead::lines(open()?).enumerate() {
         let text = text.with_context(|| format!("reading line {}", line + 1))?;
         let record: governance::AuditRecord = serde_json::from_str(&text)
@@ -401,9 +401,18 @@ fn replay(candidate: &Governance, path: &Path) -> anyhow::Result<()> {
         let request = record
             .request()
             .with_context(|| format!("line {}: its time does not parse", line + 1))?;
-        let now = candidate.decide_now(&request);
         let was = &record.decision;
         records += 1;
+        // No policy decided these (the set was stale, or the governance
+        // function did not answer): there is nothing to compare.
+        if matches!(
+            was.reason,
+            governance::Outcome::Stale | governance::Outcome::Unavailable
+        ) {
+            undecided += 1;
+            continue;
+        }
+        let now = candidate.decide_now(&request);
         if now.same_verdict(was) {
             continue;
         }
@@ -434,6 +443,11 @@ fn replay(candidate: &Governance, path: &Path) -> anyhow::Result<()> {
     println!(
         "{records} decisions replayed: {changed} would change ({revoked} allowed would be denied, {granted} denied would be allowed)"
     );
+    if undecided > 0 {
+        println!(
+            "{undecided} of them were not decided by policies (governance stale or unavailable) and are left out"
+        );
+    }
     Ok(())
 }
 

@@ -188,7 +188,7 @@ impl OrbitConfig {
 
     /// Who decides, as the flags say: in-process over the policy store they
     /// name, or the governance function (the policy store is then its
-    /// business, not Orbit's).
+    /// business, not Orbit's), once a probe shows it answers.
     pub async fn open_governance(&self) -> anyhow::Result<crate::Governor> {
         match self.governance.governance {
             aws_stores::GovernanceMode::InProcess => {
@@ -200,6 +200,11 @@ impl OrbitConfig {
                     .lambda_decider()
                     .await
                     .map_err(anyhow::Error::msg)?;
+                // As in-process governance does not start without a policy
+                // set, Orbit does not start without a function it can ask.
+                decider.probe().await.map_err(|failure| {
+                    anyhow::anyhow!("the governance function cannot be used: {failure}")
+                })?;
                 Ok(crate::Governor::Remote(std::sync::Arc::new(decider)))
             }
         }

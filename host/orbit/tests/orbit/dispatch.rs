@@ -232,8 +232,9 @@ async fn an_activated_policy_version_takes_effect(stack: Stack) {
 }
 
 /// Governance by a Lambda function that cannot be reached (nothing listens
-/// on the endpoint): every dispatch is a recorded `unavailable` deny, and
-/// nothing runs. The function answering is `governance-lambda`'s own test.
+/// on the endpoint): every dispatch is a recorded `unavailable` deny,
+/// nothing runs, and after three in a row Orbit is not ready. The function
+/// answering is `governance-lambda`'s own test.
 #[tokio::test]
 async fn a_governance_function_that_cannot_be_reached_denies_every_dispatch_as_unavailable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -244,29 +245,39 @@ async fn a_governance_function_that_cannot_be_reached_denies_every_dispatch_as_u
         c.governance.governance_timeout_ms = 500;
     })
     .await;
-    let reply = stack
-        .dispatch(json!({ "plugin": "echo", "intent": "x", "input": 1 }))
-        .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        reply.body
-    );
-    assert_eq!(code(&reply), "GOVERNANCE_UNAVAILABLE", "{}", reply.body);
-    assert_eq!(reply.headers["retry-after"], "1");
-    assert_eq!(reply.body["status"], "unavailable");
-    assert_eq!(reply.body["governance"]["reason"], "unavailable");
-    assert_eq!(reply.body["governance"]["allowed"], false);
-    let message = reply.body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("governance is unavailable"), "{message}");
-    assert!(!message.contains("127.0.0.1"), "{message}");
+    for _ in 0..3 {
+        let reply = stack
+            .dispatch(json!({ "plugin": "echo", "intent": "x", "input": 1 }))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.body
+        );
+        assert_eq!(code(&reply), "GOVERNANCE_UNAVAILABLE", "{}", reply.body);
+        assert_eq!(reply.headers["retry-after"], "1");
+        assert_eq!(reply.body["status"], "unavailable");
+        assert_eq!(reply.body["governance"]["reason"], "unavailable");
+        assert_eq!(reply.body["governance"]["allowed"], false);
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        // Refused at the connection, or still retrying it at the timeout.
+        assert!(
+            message.contains("governance is unavailable: invoking the governance function failed: the Lambda API could not be reached")
+                || message.contains("did not answer within 500 ms"),
+            "{message}"
+        );
+        assert!(!message.contains("127.0.0.1"), "{message}");
+    }
 
     let records = stack.audit_records();
-    let [record] = records.as_slice() else {
-        panic!("{records:?}")
-    };
-    assert_eq!(record.decision.reason, governance::Outcome::Unavailable);
+    assert_eq!(records.len(), 3);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.decision.reason == governance::Outcome::Unavailable),
+        "{records:?}"
+    );
     let ready = crate::support::reply(
         reqwest::get(format!("{}/ready", stack.orbit_url))
             .await

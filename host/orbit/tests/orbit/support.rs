@@ -219,7 +219,20 @@ impl Stack {
         adjust(&mut config);
         let governor = match config.governance.governance {
             aws_stores::GovernanceMode::InProcess => orbit::Governor::InProcess(policies.clone()),
-            aws_stores::GovernanceMode::Lambda => config.open_governance().await.unwrap(),
+            // No start-up probe (the tests give endpoints that do not
+            // answer), and the emulator's region and credentials, not the
+            // machine's: a call fails only where the test means it to.
+            aws_stores::GovernanceMode::Lambda => {
+                let args = &config.governance;
+                let sdk = aws_stores::testing::sdk_config_at(
+                    args.governance_endpoint_url.as_deref().unwrap(),
+                );
+                orbit::Governor::Remote(Arc::new(aws_stores::LambdaDecider::new(
+                    &sdk,
+                    args.governance_function.as_deref().unwrap(),
+                    std::time::Duration::from_millis(args.governance_timeout_ms),
+                )))
+            }
         };
         let state = orbit::build(&config, source.clone(), governor)
             .await
