@@ -50,6 +50,17 @@ pub struct DecisionRequest<'a> {
     pub time: SystemTime,
 }
 
+/// One discovery question: which of these plugin versions could the
+/// principal dispatch, with some intent? (`GET /v1/plugins` lists those.)
+#[derive(Debug, Clone)]
+pub struct DiscoveryRequest<'a> {
+    pub principal: &'a Principal,
+    pub plugins: &'a [PluginInfo],
+    /// The client's address.
+    pub source_ip: IpAddr,
+    pub time: SystemTime,
+}
+
 /// Why a decision came out as it did: a stable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,6 +1,6 @@
 //! The decision engine: the active policy set, refreshes, and decisions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -16,7 +16,8 @@ use cedar_policy::{
 
 use crate::GovernanceError;
 use crate::decision::{
-    Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind, ShadowDecision,
+    Decision, DecisionRequest, DiscoveryRequest, Outcome, PluginInfo, Principal, PrincipalKind,
+    ShadowDecision,
 };
 use crate::policies::{CompiledPolicies, PolicyDocument};
 use crate::store::{Head, PolicySetVersion, PolicyStore};
@@ -27,6 +28,10 @@ use crate::store::{Head, PolicySetVersion, PolicyStore};
 pub trait Decider: Send + Sync {
     /// Decides one request. Never fails: every problem is a deny.
     async fn decide(&self, request: &DecisionRequest<'_>) -> Decision;
+    /// For discovery: which of `request.plugins` the principal could
+    /// dispatch with some intent, one answer per plugin. Never fails: every
+    /// problem hides the plugin.
+    async fn discover(&self, request: &DiscoveryRequest<'_>) -> Vec<bool>;
     /// True when a policy set is active and fresh.
     fn is_ready(&self) -> bool;
 }
@@ -528,6 +533,102 @@ impl Governance {
         }
     }
 
+    /// Which of `request.plugins` the principal could dispatch with some
+    /// intent: each is decided by Cedar's partial evaluation with the intent
+    /// unknown. A definite deny, or a policy that fails to evaluate whatever
+    /// the intent (every dispatch would be an `evaluation_error`), hides it;
+    /// a definite allow shows it. When the answer depends on the intent, the
+    /// residual policies can only compare it with the strings they hold, so
+    /// each of those strings and one that is none of them are decided in
+    /// full: shown if any is allowed. A residual with `like` matches
+    /// patterns this cannot enumerate, and shows the plugin. Stale
+    /// governance shows nothing, as it allows nothing.
+    pub fn discover_now(&self, request: &DiscoveryRequest<'_>) -> Vec<bool> {
+        let hidden = vec![false; request.plugins.len()];
+        if self.stale_for().is_some() {
+            return hidden;
+        }
+        let policies = self.active();
+        let second = request
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let context = match self.context_of(None, request.source_ip, second) {
+            Ok(context) => context,
+            Err(error) => {
+                tracing::error!(%error, "cannot build the discovery context; listing nothing");
+                return hidden;
+            }
+        };
+        request
+            .plugins
+            .iter()
+            .map(|plugin| {
+                let asked = DecisionRequest {
+                    principal: request.principal,
+                    plugin,
+                    intent: "",
+                    source_ip: request.source_ip,
+                    time: request.time,
+                };
+                self.could_allow(&policies, &asked, &context)
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(%error, plugin = %plugin.name, "cannot decide discovery; hiding the plugin");
+                        false
+                    })
+            })
+            .collect()
+    }
+
+    fn could_allow(
+        &self,
+        policies: &CompiledPolicies,
+        request: &DecisionRequest<'_>,
+        context: &Context,
+    ) -> Result<bool, String> {
+        let slice = if self.config.slice {
+            policies
+                .slice(&request.plugin.name, &request.principal.tenant)
+                .map_err(|e| e.to_string())?
+        } else {
+            policies.full()
+        };
+        let entities = self.cached_entities(request)?;
+        let cedar_request = Request::new(
+            entities.principal_uid.clone(),
+            self.action.clone(),
+            entities.resource_uid.clone(),
+            context.clone(),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let response =
+            self.authorizer
+                .is_authorized_partial(&cedar_request, &slice, &entities.entities);
+        if response.definitely_errored().next().is_some() {
+            return Ok(false);
+        }
+        if let Some(decision) = response.decision() {
+            return Ok(decision == CedarDecision::Allow);
+        }
+        // It depends on the intent: try every intent the residuals tell apart.
+        let mut intents = BTreeSet::new();
+        for residual in response.all_residuals() {
+            let Ok(json) = residual.to_json() else {
+                return Ok(true);
+            };
+            if !string_literals(&json, &mut intents) {
+                return Ok(true);
+            }
+        }
+        let longest = intents.iter().map(String::len).max().unwrap_or(0);
+        intents.insert("~".repeat(longest + 1));
+        Ok(intents.iter().any(|intent| {
+            let asked = DecisionRequest { intent, ..*request };
+            self.evaluate(policies, 0, &asked).allowed
+        }))
+    }
+
     /// The entities of `request`, built once per principal and plugin.
     fn cached_entities(
         &self,
@@ -683,23 +784,7 @@ impl Governance {
         second: u64,
         schema: Option<&Schema>,
     ) -> Result<Context, String> {
-        let time =
-            humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(second));
-        let context = Context::from_pairs([
-            (
-                "intent".to_owned(),
-                RestrictedExpression::new_string(request.intent.to_owned()),
-            ),
-            (
-                "source_ip".to_owned(),
-                RestrictedExpression::new_ip(request.source_ip.to_string()),
-            ),
-            (
-                "time".to_owned(),
-                RestrictedExpression::new_datetime(time.to_string()),
-            ),
-        ])
-        .map_err(|e| e.to_string())?;
+        let context = self.context_of(Some(request.intent), request.source_ip, second)?;
         if let Some(schema) = schema {
             // Checks the context's types against the action's.
             let (principal, resource, _) = self.entities(request, None)?;
@@ -713,6 +798,54 @@ impl Governance {
             .map_err(|e| e.to_string())?;
         }
         Ok(context)
+    }
+
+    /// A context at `second` from `source_ip`, with `intent`, or with the
+    /// intent unknown (discovery's partial evaluation).
+    fn context_of(
+        &self,
+        intent: Option<&str>,
+        source_ip: IpAddr,
+        second: u64,
+    ) -> Result<Context, String> {
+        let time =
+            humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(second));
+        let intent = match intent {
+            Some(intent) => RestrictedExpression::new_string(intent.to_owned()),
+            None => RestrictedExpression::new_unknown("intent"),
+        };
+        Context::from_pairs([
+            ("intent".to_owned(), intent),
+            (
+                "source_ip".to_owned(),
+                RestrictedExpression::new_ip(source_ip.to_string()),
+            ),
+            (
+                "time".to_owned(),
+                RestrictedExpression::new_datetime(time.to_string()),
+            ),
+        ])
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Collects the string literals of a policy in Cedar's JSON form into
+/// `into`; false if it holds a `like`, whose patterns match strings that are
+/// not literals.
+fn string_literals(json: &serde_json::Value, into: &mut BTreeSet<String>) -> bool {
+    match json {
+        serde_json::Value::Object(fields) => fields.iter().all(|(key, value)| {
+            if key == "like" {
+                return false;
+            }
+            if let (true, serde_json::Value::String(literal)) = (key == "Value", value) {
+                into.insert(literal.clone());
+                return true;
+            }
+            string_literals(value, into)
+        }),
+        serde_json::Value::Array(items) => items.iter().all(|item| string_literals(item, into)),
+        _ => true,
     }
 }
 
@@ -752,6 +885,10 @@ fn compile_version(
 impl Decider for Governance {
     async fn decide(&self, request: &DecisionRequest<'_>) -> Decision {
         self.decide_now(request)
+    }
+
+    async fn discover(&self, request: &DiscoveryRequest<'_>) -> Vec<bool> {
+        self.discover_now(request)
     }
 
     fn is_ready(&self) -> bool {

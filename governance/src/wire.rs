@@ -7,6 +7,10 @@
 //!
 //! {"wire_version": 1, "decision": {"allowed": true, "reason": "allowed", ...}}
 //! {"wire_version": 1, "error": {"code": "unsupported_wire_version", "message": "..."}}
+//!
+//! {"wire_version": 1, "discover": {"principal": {...}, "plugins": [{...}, ...],
+//!  "source_ip": "203.0.113.7", "time": "..."}}
+//! {"wire_version": 1, "visible": [true, false, ...]}
 //! ```
 //!
 //! A reader ignores fields it does not know, so adding a field is not a new
@@ -17,7 +21,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{Decision, DecisionRequest, PluginInfo, Principal};
+use crate::decision::{Decision, DecisionRequest, DiscoveryRequest, PluginInfo, Principal};
 
 /// The version this release speaks.
 pub const WIRE_VERSION: u32 = 1;
@@ -31,6 +35,56 @@ struct Outgoing<'a> {
     intent: &'a str,
     source_ip: IpAddr,
     time: String,
+}
+
+/// A discovery question on the wire, as written.
+#[derive(Serialize)]
+struct OutgoingDiscovery<'a> {
+    wire_version: u32,
+    discover: DiscoveryBody<'a>,
+}
+
+#[derive(Serialize)]
+struct DiscoveryBody<'a> {
+    principal: &'a Principal,
+    plugins: &'a [PluginInfo],
+    source_ip: IpAddr,
+    time: String,
+}
+
+/// What a decider is asked, as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Question {
+    Decide(WireRequest),
+    Discover(WireDiscovery),
+}
+
+/// A discovery question as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WireDiscovery {
+    pub principal: Principal,
+    pub plugins: Vec<PluginInfo>,
+    pub source_ip: IpAddr,
+    pub time: String,
+}
+
+impl WireDiscovery {
+    /// The question to answer.
+    pub fn request(&self) -> Result<DiscoveryRequest<'_>, WireError> {
+        Ok(DiscoveryRequest {
+            principal: &self.principal,
+            plugins: &self.plugins,
+            source_ip: self.source_ip,
+            time: parse_time(&self.time)?,
+        })
+    }
+}
+
+fn parse_time(time: &str) -> Result<std::time::SystemTime, WireError> {
+    humantime::parse_rfc3339(time).map_err(|e| WireError {
+        code: WireErrorCode::InvalidRequest,
+        message: format!("`time` must be an RFC 3339 UTC time: {e}"),
+    })
 }
 
 /// A question as read off the wire.
@@ -47,16 +101,12 @@ pub struct WireRequest {
 impl WireRequest {
     /// The question to decide.
     pub fn request(&self) -> Result<DecisionRequest<'_>, WireError> {
-        let time = humantime::parse_rfc3339(&self.time).map_err(|e| WireError {
-            code: WireErrorCode::InvalidRequest,
-            message: format!("`time` must be an RFC 3339 UTC time: {e}"),
-        })?;
         Ok(DecisionRequest {
             principal: &self.principal,
             plugin: &self.plugin,
             intent: &self.intent,
             source_ip: self.source_ip,
-            time,
+            time: parse_time(&self.time)?,
         })
     }
 }
@@ -74,6 +124,8 @@ pub struct WireResponse {
 #[serde(rename_all = "snake_case")]
 pub enum Answer {
     Decision(Decision),
+    /// To a discovery question: one per plugin asked about, in order.
+    Visible(Vec<bool>),
     Error(WireError),
 }
 
@@ -118,9 +170,24 @@ pub fn encode_request(request: &DecisionRequest<'_>) -> Vec<u8> {
     serde_json::to_vec(&outgoing).unwrap_or_default()
 }
 
+/// `request` as a discovery question of [`WIRE_VERSION`].
+pub fn encode_discovery(request: &DiscoveryRequest<'_>) -> Vec<u8> {
+    let outgoing = OutgoingDiscovery {
+        wire_version: WIRE_VERSION,
+        discover: DiscoveryBody {
+            principal: request.principal,
+            plugins: request.plugins,
+            source_ip: request.source_ip,
+            time: humantime::format_rfc3339_micros(request.time).to_string(),
+        },
+    };
+    // As for a decision request: serializing cannot fail.
+    serde_json::to_vec(&outgoing).unwrap_or_default()
+}
+
 /// Reads a wire request, checking its version first so that a request of
 /// another version is answered as such, not as malformed.
-pub fn decode_request(payload: &serde_json::Value) -> Result<WireRequest, WireError> {
+pub fn decode_request(payload: &serde_json::Value) -> Result<Question, WireError> {
     let invalid = |message: String| WireError {
         code: WireErrorCode::InvalidRequest,
         message,
@@ -142,7 +209,14 @@ pub fn decode_request(payload: &serde_json::Value) -> Result<WireRequest, WireEr
             });
         }
     }
-    WireRequest::deserialize(payload).map_err(|e| invalid(e.to_string()))
+    match payload.get("discover") {
+        Some(discover) => WireDiscovery::deserialize(discover)
+            .map(Question::Discover)
+            .map_err(|e| invalid(format!("`discover`: {e}"))),
+        None => WireRequest::deserialize(payload)
+            .map(Question::Decide)
+            .map_err(|e| invalid(e.to_string())),
+    }
 }
 
 /// The answer to a wire request.
@@ -168,6 +242,29 @@ pub enum ResponseError {
 
 /// Reads a decider's answer: a decision, or why there is none.
 pub fn decode_response(payload: &[u8]) -> Result<Decision, ResponseError> {
+    match decode_answer(payload)? {
+        Answer::Decision(decision) => Ok(decision),
+        _ => Err(ResponseError::Unreadable(
+            "it answers another question".to_owned(),
+        )),
+    }
+}
+
+/// Reads a decider's answer to a discovery question of `asked` plugins.
+pub fn decode_visible(payload: &[u8], asked: usize) -> Result<Vec<bool>, ResponseError> {
+    match decode_answer(payload)? {
+        Answer::Visible(visible) if visible.len() == asked => Ok(visible),
+        Answer::Visible(visible) => Err(ResponseError::Unreadable(format!(
+            "{} answers to {asked} plugins",
+            visible.len()
+        ))),
+        _ => Err(ResponseError::Unreadable(
+            "it answers another question".to_owned(),
+        )),
+    }
+}
+
+fn decode_answer(payload: &[u8]) -> Result<Answer, ResponseError> {
     let value: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| ResponseError::Unreadable(e.to_string()))?;
     match value.get("wire_version") {
@@ -182,8 +279,8 @@ pub fn decode_response(payload: &[u8]) -> Result<Decision, ResponseError> {
     let response =
         WireResponse::deserialize(value).map_err(|e| ResponseError::Unreadable(e.to_string()))?;
     match response.answer {
-        Answer::Decision(decision) => Ok(decision),
         Answer::Error(error) => Err(ResponseError::Refused(error)),
+        answer => Ok(answer),
     }
 }
 
@@ -203,7 +300,9 @@ mod tests {
         let bytes = encode_request(&request);
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(value["wire_version"], 1);
-        let back = decode_request(&value).unwrap();
+        let Question::Decide(back) = decode_request(&value).unwrap() else {
+            panic!("not a decision request")
+        };
         let decoded = back.request().unwrap();
         assert_eq!(decoded.principal, request.principal);
         assert_eq!(decoded.plugin, request.plugin);
@@ -237,8 +336,36 @@ mod tests {
 
         value["time"] = "yesterday".into();
         value["intent"] = "x".into();
-        let error = decode_request(&value).unwrap().request().unwrap_err();
+        let Question::Decide(asked) = decode_request(&value).unwrap() else {
+            panic!("not a decision request")
+        };
+        let error = asked.request().unwrap_err();
         assert!(error.message.contains("RFC 3339"), "{error}");
+    }
+
+    #[test]
+    fn a_discovery_question_and_its_answer_read_back() {
+        let record = sample();
+        let plugins = vec![record.plugin.info.clone(), record.plugin.info.clone()];
+        let request = DiscoveryRequest {
+            principal: &record.principal,
+            plugins: &plugins,
+            source_ip: record.source_ip,
+            time: record.request().unwrap().time,
+        };
+        let value: serde_json::Value = serde_json::from_slice(&encode_discovery(&request)).unwrap();
+        let Question::Discover(asked) = decode_request(&value).unwrap() else {
+            panic!("not a discovery question")
+        };
+        let back = asked.request().unwrap();
+        assert_eq!(back.principal, request.principal);
+        assert_eq!(back.plugins, request.plugins);
+        assert_eq!(back.time, request.time);
+
+        let answer = serde_json::to_vec(&respond(Answer::Visible(vec![true, false]))).unwrap();
+        assert_eq!(decode_visible(&answer, 2).unwrap(), [true, false]);
+        assert!(decode_visible(&answer, 3).is_err(), "one answer per plugin");
+        assert!(decode_response(&answer).is_err(), "not a decision");
     }
 
     #[test]

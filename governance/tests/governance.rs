@@ -15,9 +15,9 @@ use governance::store::{
     Activate, Activation, ActivationKind, Head, NewPolicySet, PolicySetVersion, VersionInfo,
 };
 use governance::{
-    Decider as _, Decision, DecisionRequest, Governance, GovernanceConfig, GovernanceError,
-    Outcome, PluginInfo, PolicyDocument, PolicyStore, PolicyStoreError, Principal, PrincipalKind,
-    RefreshOutcome, SqlitePolicyStore,
+    Decider as _, Decision, DecisionRequest, DiscoveryRequest, Governance, GovernanceConfig,
+    GovernanceError, Outcome, PluginInfo, PolicyDocument, PolicyStore, PolicyStoreError, Principal,
+    PrincipalKind, RefreshOutcome, SqlitePolicyStore,
 };
 use proptest::prelude::*;
 
@@ -394,6 +394,108 @@ async fn a_version_in_shadow_is_decided_beside_the_set_in_force_and_never_enforc
     assert_eq!((status.version, status.shadow_version), (v2, None));
 }
 
+fn discover(governance: &Governance, who: &Principal, what: &[PluginInfo]) -> Vec<bool> {
+    governance.discover_now(&DiscoveryRequest {
+        principal: who,
+        plugins: what,
+        source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        time: SystemTime::now(),
+    })
+}
+
+fn decide_with(governance: &Governance, who: &Principal, what: &PluginInfo, intent: &str) -> bool {
+    governance
+        .decide_now(&DecisionRequest {
+            principal: who,
+            plugin: what,
+            intent,
+            source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            time: SystemTime::now(),
+        })
+        .allowed
+}
+
+#[test]
+fn discovery_shows_what_some_intent_would_be_allowed_and_hides_the_rest() {
+    let governance = with_policies(
+        r#"
+        @id("approved") permit (principal in AgentRuntime::Group::"developers", action, resource)
+          when { resource.labels.contains("approved") };
+        @id("experimental-for-beta") forbid (principal, action, resource)
+          when { resource.labels.contains("experimental") } unless { principal in AgentRuntime::Group::"beta" };
+        @id("summaries") permit (principal, action, resource == AgentRuntime::Plugin::"summarize")
+          when { context.intent == "summarize" };
+        @id("files") permit (principal, action, resource == AgentRuntime::Plugin::"files");
+        @id("no-deletes") forbid (principal, action, resource == AgentRuntime::Plugin::"files")
+          when { context.intent == "delete" };
+        @id("one-intent") permit (principal, action, resource == AgentRuntime::Plugin::"undo")
+          when { context.intent == "undo" };
+        @id("not-that-one") forbid (principal, action, resource == AgentRuntime::Plugin::"undo")
+          when { context.intent == "undo" };
+        @id("big") permit (principal, action, resource == AgentRuntime::Plugin::"big");
+        @id("overflows") forbid (principal, action, resource == AgentRuntime::Plugin::"big")
+          when { resource.version.major * 4611686018427387904 > 4 };
+        @id("patterns") permit (principal, action, resource == AgentRuntime::Plugin::"grep")
+          when { context.intent like "find *" };
+        "#,
+    )
+    .unwrap();
+    let mut big = plugin("big", &[]);
+    big.version = semver::Version::new(3, 0, 0);
+    let plugins = [
+        plugin("echo", &["approved"]),
+        plugin("triage", &["approved", "experimental"]),
+        plugin("summarize", &[]),
+        plugin("files", &[]),
+        plugin("undo", &[]),
+        big,
+        plugin("grep", &[]),
+        plugin("unknown", &[]),
+    ];
+    let dev = principal("dev", &["developers"], "t");
+    let bea = principal("bea", &["developers", "beta"], "t");
+    let shown = |who: &Principal| -> Vec<&str> {
+        discover(&governance, who, &plugins)
+            .iter()
+            .zip(&plugins)
+            .filter(|(visible, _)| **visible)
+            .map(|(_, p)| p.name.as_str())
+            .collect()
+    };
+    // `summarize` for one intent, `files` for all but one, `grep` for a
+    // pattern; `undo`'s only intent is forbidden, `big` always errors.
+    assert_eq!(shown(&dev), ["echo", "summarize", "files", "grep"]);
+    assert_eq!(
+        shown(&bea),
+        ["echo", "triage", "summarize", "files", "grep"]
+    );
+    // What is shown is what some dispatch is allowed.
+    assert!(decide_with(&governance, &dev, &plugins[2], "summarize"));
+    assert!(!decide_with(&governance, &dev, &plugins[4], "undo"));
+    assert!(decide_with(&governance, &dev, &plugins[6], "find x"));
+}
+
+#[tokio::test]
+async fn stale_governance_shows_nothing() {
+    let (_dir, store) = store().await;
+    put_active(store.as_ref(), r#"permit(principal, action, resource);"#).await;
+    let flaky = Arc::new(Flaky {
+        inner: store,
+        down: AtomicBool::new(false),
+    });
+    let config = GovernanceConfig {
+        max_staleness: Duration::from_millis(100),
+        ..GovernanceConfig::default()
+    };
+    let governance = Governance::load(flaky.clone(), config).await.unwrap();
+    let dev = principal("dev", &[], "t");
+    assert_eq!(discover(&governance, &dev, &[plugin("echo", &[])]), [true]);
+    flaky.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = governance.refresh().await;
+    assert_eq!(discover(&governance, &dev, &[plugin("echo", &[])]), [false]);
+}
+
 /// A real store that can be made unreachable.
 struct Flaky {
     inner: Arc<SqlitePolicyStore>,
@@ -641,6 +743,22 @@ proptest! {
         let decision = decide(&governance.unwrap(), &who, &what);
         prop_assert!(!decision.allowed);
         prop_assert_eq!(decision.policies, vec!["the-forbid".to_owned()]);
+    }
+
+    /// Discovery shows a plugin exactly when some intent is allowed. The
+    /// grammar compares intents with `x` and `y` only, so those and one
+    /// other intent are every case there is.
+    #[test]
+    fn discovery_shows_a_plugin_exactly_when_some_intent_is_allowed(
+        policies in prop::collection::vec(any_policy(), 0..10),
+        who in any_principal(),
+        what in any_plugin(),
+    ) {
+        let governance = with_policies(&policies.join("\n")).unwrap();
+        let allowed_somehow = ["x", "y", "something else"]
+            .iter()
+            .any(|intent| decide_with(&governance, &who, &what, intent));
+        prop_assert_eq!(discover(&governance, &who, std::slice::from_ref(&what)), vec![allowed_somehow]);
     }
 
     #[test]

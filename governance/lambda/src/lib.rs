@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_stores::DynamoPolicyStore;
-use governance::wire::{self, Answer, WireResponse};
+use governance::wire::{self, Answer, Question, WireResponse};
 use governance::{Governance, GovernanceConfig, GovernanceError};
 
 /// The function's settings, from its environment (Lambda passes no
@@ -82,13 +82,15 @@ impl DecisionFunction {
     /// Answers one invocation.
     pub async fn handle(&self, payload: &serde_json::Value) -> WireResponse {
         self.refresh_if_due();
-        let answer = wire::decode_request(payload)
-            .and_then(|asked| {
-                let request = asked.request()?;
-                Ok(self.governance.decide_now(&request))
-            })
-            .map_or_else(Answer::Error, Answer::Decision);
-        wire::respond(answer)
+        let answer = wire::decode_request(payload).and_then(|question| match question {
+            Question::Decide(asked) => Ok(Answer::Decision(
+                self.governance.decide_now(&asked.request()?),
+            )),
+            Question::Discover(asked) => Ok(Answer::Visible(
+                self.governance.discover_now(&asked.request()?),
+            )),
+        });
+        wire::respond(answer.unwrap_or_else(Answer::Error))
     }
 
     /// Starts polling the head in the background when the last poll is

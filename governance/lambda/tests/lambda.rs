@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use aws_stores::testing::{LambdaApi, Moto};
 use aws_stores::{DynamoPolicyStore, LambdaDecider};
-use governance::{Decider, Decision, Governance, GovernanceConfig, Outcome};
+use governance::{Decider, Decision, DiscoveryRequest, Governance, GovernanceConfig, Outcome};
 use governance_lambda::testing::{
     FUNCTION, POLICIES, Question, RunningFunction, function_command, policy_table, put_active,
 };
@@ -129,6 +129,26 @@ async fn lambda_and_in_process_governance_decide_alike_on_a_generated_corpus() {
             "{outcome:?} is rare in the corpus: {outcomes:?}"
         );
     }
+
+    // Discovery too: the corpus in questions of ten plugin versions each.
+    let (mut shown, mut hidden) = (0, 0);
+    for chunk in corpus.chunks(10) {
+        let plugins: Vec<_> = chunk.iter().map(|q| q.plugin.clone()).collect();
+        let asked = DiscoveryRequest {
+            principal: &chunk[0].principal,
+            plugins: &plugins,
+            source_ip: chunk[0].source_ip,
+            time: chunk[0].time,
+        };
+        let here = local.discover(&asked).await;
+        assert_eq!(lambda.discover(&asked).await, here, "{asked:?}");
+        shown += here.iter().filter(|v| **v).count();
+        hidden += here.iter().filter(|v| !**v).count();
+    }
+    assert!(
+        shown >= 100 && hidden >= 100,
+        "{shown} shown, {hidden} hidden"
+    );
     assert!(lambda.is_ready());
 }
 

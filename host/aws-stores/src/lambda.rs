@@ -18,7 +18,7 @@ use aws_sdk_lambda::config::http::HttpResponse;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::primitives::Blob;
-use governance::{Decider, Decision, DecisionRequest, Outcome, wire};
+use governance::{Decider, Decision, DecisionRequest, DiscoveryRequest, Outcome, wire};
 
 /// Consecutive failed invokes after which the decider reports itself not
 /// ready: one throttle or one slow cold start is not an outage.
@@ -230,6 +230,23 @@ impl Decider for LambdaDecider {
                 )
             }
         }
+    }
+
+    /// One invoke per listing; any failure lists nothing (a listing is not
+    /// a decision: it does not count against readiness).
+    async fn discover(&self, request: &DiscoveryRequest<'_>) -> Vec<bool> {
+        let asked = request.plugins.len();
+        let answer = match self
+            .call(wire::encode_discovery(request), self.timeout)
+            .await
+        {
+            Ok(answer) => wire::decode_visible(&answer, asked).map_err(|e| e.to_string()),
+            Err(failure) => Err(failure.to_string()),
+        };
+        answer.unwrap_or_else(|error| {
+            tracing::warn!(function = %self.function, %error, "no discovery answer from the governance function; listing nothing");
+            vec![false; asked]
+        })
     }
 
     /// Not ready after several failed invokes in a row, for a while after

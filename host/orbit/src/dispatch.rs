@@ -15,9 +15,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use governance::{
-    AuditRecord, Decision, DecisionRequest, Outcome, PluginInfo, Principal, PrincipalKind,
-};
+use governance::{AuditRecord, Decision, DecisionRequest, Outcome, Principal, PrincipalKind};
 use plugin_store::{PluginName, PluginRef, VerifyError, Version};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -90,7 +88,7 @@ struct AxonRequest<'a> {
     context: &'a BTreeMap<String, String>,
 }
 
-fn principal_of(caller: &Authenticated) -> Principal {
+pub(crate) fn principal_of(caller: &Authenticated) -> Principal {
     let identity = caller.identity();
     Principal {
         id: identity.principal.clone(),
@@ -169,13 +167,7 @@ pub async fn dispatch(
 
     // Govern.
     let principal = principal_of(&caller);
-    let plugin = PluginInfo {
-        name: manifest.name.to_string(),
-        version: manifest.version.clone(),
-        publisher: resolved.verified.publisher.clone(),
-        tags: manifest.tags.clone(),
-        labels: resolved.entry.labels.clone(),
-    };
+    let plugin = crate::discovery::plugin_info(&resolved.entry, &resolved.verified);
     let request = DecisionRequest {
         principal: &principal,
         plugin: &plugin,

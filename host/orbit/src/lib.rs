@@ -16,6 +16,7 @@ pub mod breaker;
 pub mod catalogue;
 pub mod client;
 pub mod config;
+pub mod discovery;
 pub mod dispatch;
 pub mod in_flight;
 pub mod metrics;

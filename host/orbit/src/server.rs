@@ -94,7 +94,7 @@ pub fn router(state: OrbitState) -> Router {
     let signed = Router::new()
         .route("/dispatch", post(dispatch))
         .route("/v1/dispatch", post(dispatch))
-        .route("/v1/plugins", get(plugins))
+        .route("/v1/plugins", get(crate::discovery::plugins))
         .route_layer(axum::middleware::from_fn_with_state(
             inner.limits.clone(),
             rate_limit::per_principal,
@@ -114,39 +114,6 @@ pub fn router(state: OrbitState) -> Router {
         .layer(DefaultBodyLimit::max(inner.max_body_bytes))
         .with_state(state.clone());
     service_kit::with_common_layers(router, state.inner.http_metrics.clone())
-}
-
-/// The plugins with at least one servable version, with their aliases.
-/// (Filtering by what the caller may dispatch comes with governed discovery.)
-async fn plugins(State(state): State<OrbitState>) -> Json<serde_json::Value> {
-    let catalog = state.catalogue().current();
-    let plugins: Vec<serde_json::Value> = catalog
-        .plugins
-        .iter()
-        .filter_map(|(name, plugin)| {
-            let servable: Vec<_> = plugin
-                .versions
-                .values()
-                .filter_map(|v| v.verified.as_ref().ok().map(|m| (v, m)))
-                .collect();
-            let (newest, manifest) = servable.last()?;
-            let aliases: serde_json::Map<String, serde_json::Value> = plugin
-                .aliases
-                .values()
-                .map(|a| (a.name.clone(), json!(a.target)))
-                .collect();
-            Some(json!({
-                "name": name,
-                "versions": servable.iter().map(|(v, _)| v.record.version.to_string()).collect::<Vec<_>>(),
-                "aliases": aliases,
-                "description": manifest.manifest.description,
-                "publisher": manifest.publisher,
-                "labels": newest.labels,
-                "tags": manifest.manifest.tags,
-            }))
-        })
-        .collect();
-    Json(json!({ "plugins": plugins }))
 }
 
 async fn health() -> Json<serde_json::Value> {

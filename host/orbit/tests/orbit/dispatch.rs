@@ -456,23 +456,48 @@ async fn bad_requests_get_a_4xx_with_a_stable_code() {
     }
 }
 
+/// Each caller sees what it could dispatch: `triage` is `experimental`,
+/// which the default policies keep for group `beta`. A plugin one may not
+/// see is absent, as one that does not exist.
 #[tokio::test]
-async fn plugins_are_listed_for_signed_callers() {
+async fn plugins_are_listed_for_signed_callers_filtered_by_what_each_may_dispatch() {
     let stack = Stack::start().await;
-    let reply = stack
+    let names = |reply: &orbit::client::Reply| -> Vec<String> {
+        reply.body["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let dev = stack
         .dev
         .send(reqwest::Method::GET, "/v1/plugins", Vec::new())
         .await
         .unwrap();
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    let names: Vec<&str> = reply.body["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["echo", "keywords", "triage"]);
-    assert_eq!(reply.body["plugins"][1]["versions"], json!(["1.0.0"]));
+    assert_eq!(dev.status, StatusCode::OK, "{}", dev.body);
+    assert_eq!(names(&dev), ["echo", "keywords"]);
+    assert_eq!(dev.body["plugins"][1]["versions"], json!(["1.0.0"]));
+    assert!(!dev.body["plugins"][1]["aliases"]["live"].is_null());
+    let bea = stack
+        .bea
+        .send(reqwest::Method::GET, "/v1/plugins", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(names(&bea), ["echo", "keywords", "triage"]);
+
+    // A set that permits nothing lists nothing.
+    stack.activate_policies(Vec::new()).await;
+    let emptied = crate::support::eventually(std::time::Duration::from_secs(30), || async {
+        let reply = stack
+            .bea
+            .send(reqwest::Method::GET, "/v1/plugins", Vec::new())
+            .await
+            .unwrap();
+        names(&reply).is_empty()
+    })
+    .await;
+    assert!(emptied, "a set that permits nothing still lists plugins");
 
     let unsigned = reqwest::get(format!("{}/v1/plugins", stack.orbit_url))
         .await
