@@ -54,6 +54,7 @@ fn record() -> AuditRecord {
         intent: "bench",
         source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         time: SystemTime::now(),
+        input: None,
     };
     AuditRecord::new(
         "0b7c4c1e-8d47-4a1f-9a59-0d2b8c7e1f00",

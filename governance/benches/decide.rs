@@ -84,6 +84,7 @@ fn run(bencher: Bencher, policies: usize, slice: bool) {
             intent: "extract",
             source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             time: SystemTime::now(),
+            input: None,
         });
         assert!(decision.allowed);
         decision

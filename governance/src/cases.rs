@@ -10,6 +10,7 @@
 //! intent = "echo"                  # default ""
 //! source_ip = "127.0.0.1"          # the default
 //! time = "2026-12-01T00:00:00Z"    # default: now
+//! input = { amount = 500 }         # `context.input`, for a plugin with an input schema
 //! expect = "allow"                 # "deny", or a reason such as "forbidden_by_policy"
 //! policies = ["developers-may-dispatch-approved"]  # optional: exactly these decided
 //! ```
@@ -44,6 +45,9 @@ pub struct Case {
     pub source_ip: IpAddr,
     /// RFC 3339; default: when the case runs.
     pub time: Option<String>,
+    /// The input as policies see it (`context.input` of a plugin with an
+    /// action of its own); default none.
+    pub input: Option<serde_json::Value>,
     /// `allow`, `deny`, or a reason code.
     pub expect: String,
     /// The deciding policies, exactly, when given.
@@ -186,6 +190,7 @@ impl Case {
             intent: &self.intent,
             source_ip: self.source_ip,
             time,
+            input: self.input.as_ref(),
         });
         let matches = match self.expect.as_str() {
             "allow" => decision.allowed,

@@ -48,6 +48,10 @@ pub struct DecisionRequest<'a> {
     /// The client's address.
     pub source_ip: IpAddr,
     pub time: SystemTime,
+    /// The request's input as policies see it (`context.input` of the
+    /// plugin's own action): projected by [`crate::InputType::project`] onto
+    /// the plugin's input schema. `None` for a plugin without one.
+    pub input: Option<&'a serde_json::Value>,
 }
 
 /// One discovery question: which of these plugin versions could the

@@ -19,7 +19,7 @@ use crate::decision::{
     Decision, DecisionRequest, DiscoveryRequest, Outcome, PluginInfo, Principal, PrincipalKind,
     ShadowDecision,
 };
-use crate::policies::{CompiledPolicies, PolicyDocument};
+use crate::policies::{CompiledPolicies, PolicyDocument, PolicySchema};
 use crate::store::{Head, PolicySetVersion, PolicyStore};
 
 /// Asks whether a request may proceed. Orbit holds one: in-process
@@ -109,7 +109,6 @@ struct Shadow {
 
 /// Cedar governance over a policy store.
 pub struct Governance {
-    schema: Schema,
     /// `None` for a set given directly (`policy test`, replays): nothing to refresh.
     store: Option<Arc<dyn PolicyStore>>,
     config: GovernanceConfig,
@@ -118,6 +117,7 @@ pub struct Governance {
     authorizer: Authorizer,
     types: EntityTypes,
     inputs: InputCache,
+    action_type: EntityTypeName,
     action: EntityUid,
 }
 
@@ -164,6 +164,8 @@ struct CachedEntities {
     plugin: PluginInfo,
     principal_uid: EntityUid,
     resource_uid: EntityUid,
+    /// The plugin's own action, used when the set in force declares it.
+    plugin_action: EntityUid,
     entities: Entities,
 }
 
@@ -202,15 +204,14 @@ impl Governance {
         store: Arc<dyn PolicyStore>,
         config: GovernanceConfig,
     ) -> Result<Self, GovernanceError> {
-        let schema = parse_schema()?;
         let head = store
             .head()
             .await?
             .ok_or_else(|| GovernanceError::NoActivePolicySet(store.describe()))?;
         let set = store.get(head.version).await?;
-        let policies = compile_version(&schema, &set, &head.hash)?;
+        let policies = compile_version(&set, &head.hash)?;
         tracing::info!(policy_version = set.version, policy_set = policies.hash(), policies = policies.len(), store = %store.describe(), "policies active");
-        let governance = Self::new(schema, Some(store.clone()), config, policies, set.version)?;
+        let governance = Self::new(Some(store.clone()), config, policies, set.version)?;
         let shadow = governance.load_shadow(store.as_ref(), &head).await;
         governance
             .active
@@ -226,7 +227,7 @@ impl Governance {
     async fn load_shadow(&self, store: &dyn PolicyStore, head: &Head) -> Option<Shadow> {
         let wanted = head.shadow.as_ref()?;
         let loaded = match store.get(wanted.version).await {
-            Ok(set) => compile_version(&self.schema, &set, &wanted.hash),
+            Ok(set) => compile_version(&set, &wanted.hash),
             Err(error) => Err(error.into()),
         };
         match loaded {
@@ -255,13 +256,21 @@ impl Governance {
         documents: &[PolicyDocument],
         config: GovernanceConfig,
     ) -> Result<Self, GovernanceError> {
-        let schema = parse_schema()?;
-        let policies = CompiledPolicies::compile(&schema, documents)?;
-        Self::new(schema, None, config, policies, 0)
+        Self::of_set(documents, &PolicySchema::base()?, config)
+    }
+
+    /// Governance over a fixed set validated against `schema` (with the
+    /// plugin actions of the registry's input schemas, say), no store.
+    pub fn of_set(
+        documents: &[PolicyDocument],
+        schema: &PolicySchema,
+        config: GovernanceConfig,
+    ) -> Result<Self, GovernanceError> {
+        let policies = CompiledPolicies::compile(schema, documents)?;
+        Self::new(None, config, policies, 0)
     }
 
     fn new(
-        schema: Schema,
         store: Option<Arc<dyn PolicyStore>>,
         config: GovernanceConfig,
         policies: CompiledPolicies,
@@ -272,7 +281,6 @@ impl Governance {
             .map_err(|e| GovernanceError::Schema(e.to_string()))?;
         let action = uid(&action_type, "dispatch");
         Ok(Self {
-            schema,
             store,
             config,
             active: RwLock::new(Active {
@@ -285,6 +293,7 @@ impl Governance {
             authorizer: Authorizer::new(),
             types,
             inputs: InputCache::default(),
+            action_type,
             action,
         })
     }
@@ -356,10 +365,7 @@ impl Governance {
             None
         } else {
             let set = store.get(head.version).await?;
-            Some((
-                compile_version(&self.schema, &set, &head.hash)?,
-                set.version,
-            ))
+            Some((compile_version(&set, &head.hash)?, set.version))
         };
         let new_shadow = if wanted_shadow == shadow {
             None
@@ -475,10 +481,22 @@ impl Governance {
         };
         let evaluated = set.map_err(|e| e.to_string()).and_then(|slice| {
             let entities = self.cached_entities(request)?;
-            let context = self.cached_context(request)?;
+            let (action, context) = if policies.has_plugin_action(&request.plugin.name) {
+                let input = match request.input {
+                    Some(input) => crate::inputs::to_cedar(input)?,
+                    None => RestrictedExpression::new_record([]).map_err(|e| e.to_string())?,
+                };
+                let context = self
+                    .cached_context(request)?
+                    .merge([("input".to_owned(), input)])
+                    .map_err(|e| e.to_string())?;
+                (entities.plugin_action.clone(), context)
+            } else {
+                (self.action.clone(), self.cached_context(request)?)
+            };
             let cedar_request = Request::new(
                 entities.principal_uid.clone(),
-                self.action.clone(),
+                action,
                 entities.resource_uid.clone(),
                 context,
                 None,
@@ -549,11 +567,8 @@ impl Governance {
             return hidden;
         }
         let policies = self.active();
-        let second = request
-            .time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let context = match self.context_of(None, request.source_ip, second) {
+        let second = epoch_second(request.time);
+        let context = match self.context_of(None, request.source_ip, second, None) {
             Ok(context) => context,
             Err(error) => {
                 tracing::error!(%error, "cannot build the discovery context; listing nothing");
@@ -570,8 +585,9 @@ impl Governance {
                     intent: "",
                     source_ip: request.source_ip,
                     time: request.time,
+                    input: None,
                 };
-                self.could_allow(&policies, &asked, &context)
+                self.could_allow(&policies, &asked, &context, second)
                     .unwrap_or_else(|error| {
                         tracing::warn!(%error, plugin = %plugin.name, "cannot decide discovery; hiding the plugin");
                         false
@@ -585,6 +601,7 @@ impl Governance {
         policies: &CompiledPolicies,
         request: &DecisionRequest<'_>,
         context: &Context,
+        second: u64,
     ) -> Result<bool, String> {
         let slice = if self.config.slice {
             policies
@@ -594,11 +611,20 @@ impl Governance {
             policies.full()
         };
         let entities = self.cached_entities(request)?;
+        let plugin_action = policies.has_plugin_action(&request.plugin.name);
+        let (action, context) = if plugin_action {
+            // The input unknown too: any input the schema admits.
+            let input = RestrictedExpression::new_unknown("input");
+            let context = self.context_of(None, request.source_ip, second, Some(input))?;
+            (entities.plugin_action.clone(), context)
+        } else {
+            (self.action.clone(), context.clone())
+        };
         let cedar_request = Request::new(
             entities.principal_uid.clone(),
-            self.action.clone(),
+            action,
             entities.resource_uid.clone(),
-            context.clone(),
+            context,
             None,
         )
         .map_err(|e| e.to_string())?;
@@ -617,7 +643,9 @@ impl Governance {
             let Ok(json) = residual.to_json() else {
                 return Ok(true);
             };
-            if !string_literals(&json, &mut intents) {
+            // A condition on the input: which inputs pass is the schema's
+            // and the policies' business, not enumerable here: listed.
+            if !string_literals(&json, &mut intents) || mentions_unknown(&json, "input") {
                 return Ok(true);
             }
         }
@@ -652,6 +680,7 @@ impl Governance {
             plugin: request.plugin.clone(),
             principal_uid,
             resource_uid,
+            plugin_action: uid(&self.action_type, &request.plugin.name),
             entities,
         });
         if cache.len() >= MAX_CACHED_INPUTS {
@@ -663,10 +692,7 @@ impl Governance {
 
     /// The context of `request`, evaluated once per intent and address each second.
     fn cached_context(&self, request: &DecisionRequest<'_>) -> Result<Context, String> {
-        let second = request
-            .time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let second = epoch_second(request.time);
         let mut guard = self
             .inputs
             .contexts
@@ -773,6 +799,17 @@ impl Governance {
             Entity::new(resource.clone(), plugin_attrs, HashSet::new())
                 .map_err(|e| e.to_string())?,
         );
+        if schema.is_none() && plugin.name != "dispatch" {
+            // The plugin's own action, a member of `dispatch`, so that
+            // `action in Action::"dispatch"` matches it. (With a schema,
+            // Cedar takes action entities from the schema.)
+            let dispatch = self.action.clone();
+            entities.push(Entity::new_no_attrs(
+                uid(&self.action_type, &plugin.name),
+                HashSet::from([dispatch.clone()]),
+            ));
+            entities.push(Entity::new_no_attrs(dispatch, HashSet::new()));
+        }
         let entities = Entities::from_entities(entities, schema).map_err(|e| e.to_string())?;
         Ok((principal, resource, entities))
     }
@@ -784,7 +821,7 @@ impl Governance {
         second: u64,
         schema: Option<&Schema>,
     ) -> Result<Context, String> {
-        let context = self.context_of(Some(request.intent), request.source_ip, second)?;
+        let context = self.context_of(Some(request.intent), request.source_ip, second, None)?;
         if let Some(schema) = schema {
             // Checks the context's types against the action's.
             let (principal, resource, _) = self.entities(request, None)?;
@@ -801,12 +838,14 @@ impl Governance {
     }
 
     /// A context at `second` from `source_ip`, with `intent`, or with the
-    /// intent unknown (discovery's partial evaluation).
+    /// intent unknown (discovery's partial evaluation), and the plugin's
+    /// `input` for a plugin with an action of its own.
     fn context_of(
         &self,
         intent: Option<&str>,
         source_ip: IpAddr,
         second: u64,
+        input: Option<RestrictedExpression>,
     ) -> Result<Context, String> {
         let time =
             humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(second));
@@ -814,7 +853,7 @@ impl Governance {
             Some(intent) => RestrictedExpression::new_string(intent.to_owned()),
             None => RestrictedExpression::new_unknown("intent"),
         };
-        Context::from_pairs([
+        let pairs = [
             ("intent".to_owned(), intent),
             (
                 "source_ip".to_owned(),
@@ -824,8 +863,9 @@ impl Governance {
                 "time".to_owned(),
                 RestrictedExpression::new_datetime(time.to_string()),
             ),
-        ])
-        .map_err(|e| e.to_string())
+        ];
+        let input = input.map(|input| ("input".to_owned(), input));
+        Context::from_pairs(pairs.into_iter().chain(input)).map_err(|e| e.to_string())
     }
 }
 
@@ -849,20 +889,32 @@ fn string_literals(json: &serde_json::Value, into: &mut BTreeSet<String>) -> boo
     }
 }
 
-fn parse_schema() -> Result<Schema, GovernanceError> {
-    let (schema, _warnings) = Schema::from_cedarschema_str(crate::SCHEMA)
-        .map_err(|e| GovernanceError::Schema(e.to_string()))?;
-    Ok(schema)
+/// Whether a policy in Cedar's JSON form uses the unknown `name`.
+fn mentions_unknown(json: &serde_json::Value, name: &str) -> bool {
+    match json {
+        serde_json::Value::Object(fields) => fields.iter().any(|(key, value)| {
+            (key == "unknown" && value.to_string().contains(&format!("\"{name}\"")))
+                || mentions_unknown(value, name)
+        }),
+        serde_json::Value::Array(items) => items.iter().any(|item| mentions_unknown(item, name)),
+        _ => false,
+    }
+}
+
+/// Seconds since the epoch (0 before it).
+fn epoch_second(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A stored version as an active set: its documents must hash to what the
 /// version and the head record, and validate strictly against this
-/// release's schema.
+/// release's schema with the plugin actions the version was put with.
 fn compile_version(
-    schema: &Schema,
     set: &PolicySetVersion,
     head_hash: &str,
 ) -> Result<CompiledPolicies, GovernanceError> {
+    let schema = PolicySchema::of_stored(&set.schema)?;
     set.check_hash()?;
     if set.hash != head_hash {
         return Err(GovernanceError::Store(
@@ -872,7 +924,7 @@ fn compile_version(
             )),
         ));
     }
-    CompiledPolicies::compile(schema, &set.documents).map_err(|error| match error {
+    CompiledPolicies::compile(&schema, &set.documents).map_err(|error| match error {
         GovernanceError::InvalidPolicies(reason) => GovernanceError::InvalidPolicies(format!(
             "policy set version {}: {reason}",
             set.version
@@ -940,8 +992,10 @@ mod tests {
                 intent: "extract",
                 source_ip: IpAddr::V6(Ipv6Addr::LOCALHOST),
                 time: SystemTime::now(),
+                input: None,
             };
-            let schema = Some(&governance.schema);
+            let base = PolicySchema::base().unwrap();
+            let schema = Some(base.schema());
             let entities = governance.entities(&request, schema);
             assert!(entities.is_ok(), "{:?}", entities.err());
             let context = governance.context(&request, 1_700_000_000, schema);

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod cases;
 mod decision;
 mod engine;
+pub mod inputs;
 mod policies;
 mod source;
 pub mod store;
@@ -34,7 +35,8 @@ pub use decision::{
     ShadowDecision,
 };
 pub use engine::{Decider, Governance, GovernanceConfig, PolicyStatus, RefreshOutcome};
-pub use policies::{CompiledPolicies, PolicyDocument};
+pub use inputs::{InputMismatch, InputType};
+pub use policies::{CompiledPolicies, PolicyDocument, PolicySchema};
 pub use source::read_policies;
 pub use store::{PolicyStore, PolicyStoreError, SqlitePolicyStore};
 
@@ -56,11 +58,12 @@ pub fn default_documents() -> Vec<PolicyDocument> {
         .collect()
 }
 
-/// Strictly validates `documents` against [`SCHEMA`], as activation will.
-pub fn validate(documents: &[PolicyDocument]) -> Result<CompiledPolicies, GovernanceError> {
-    let (schema, _warnings) = cedar_policy::Schema::from_cedarschema_str(SCHEMA)
-        .map_err(|e| GovernanceError::Schema(e.to_string()))?;
-    CompiledPolicies::compile(&schema, documents)
+/// Strictly validates `documents` against `schema`, as activation will.
+pub fn validate(
+    documents: &[PolicyDocument],
+    schema: &PolicySchema,
+) -> Result<CompiledPolicies, GovernanceError> {
+    CompiledPolicies::compile(schema, documents)
 }
 
 /// Why governance could not load or refresh its policies. Operators read

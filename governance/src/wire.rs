@@ -35,6 +35,8 @@ struct Outgoing<'a> {
     intent: &'a str,
     source_ip: IpAddr,
     time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a serde_json::Value>,
 }
 
 /// A discovery question on the wire, as written.
@@ -55,7 +57,7 @@ struct DiscoveryBody<'a> {
 /// What a decider is asked, as read off the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Question {
-    Decide(WireRequest),
+    Decide(Box<WireRequest>),
     Discover(WireDiscovery),
 }
 
@@ -96,6 +98,9 @@ pub struct WireRequest {
     pub source_ip: IpAddr,
     /// RFC 3339, microseconds: the time policies see.
     pub time: String,
+    /// The input as policies see it, for a plugin with an input schema.
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
 }
 
 impl WireRequest {
@@ -107,6 +112,7 @@ impl WireRequest {
             intent: &self.intent,
             source_ip: self.source_ip,
             time: parse_time(&self.time)?,
+            input: self.input.as_ref(),
         })
     }
 }
@@ -165,8 +171,9 @@ pub fn encode_request(request: &DecisionRequest<'_>) -> Vec<u8> {
         intent: request.intent,
         source_ip: request.source_ip,
         time: humantime::format_rfc3339_micros(request.time).to_string(),
+        input: request.input,
     };
-    // Strings, numbers and sets of strings: serializing cannot fail.
+    // Strings, numbers, sets of strings and JSON: serializing cannot fail.
     serde_json::to_vec(&outgoing).unwrap_or_default()
 }
 
@@ -214,7 +221,7 @@ pub fn decode_request(payload: &serde_json::Value) -> Result<Question, WireError
             .map(Question::Discover)
             .map_err(|e| invalid(format!("`discover`: {e}"))),
         None => WireRequest::deserialize(payload)
-            .map(Question::Decide)
+            .map(|request| Question::Decide(Box::new(request)))
             .map_err(|e| invalid(e.to_string())),
     }
 }

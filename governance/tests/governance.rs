@@ -16,8 +16,8 @@ use governance::store::{
 };
 use governance::{
     Decider as _, Decision, DecisionRequest, DiscoveryRequest, Governance, GovernanceConfig,
-    GovernanceError, Outcome, PluginInfo, PolicyDocument, PolicyStore, PolicyStoreError, Principal,
-    PrincipalKind, RefreshOutcome, SqlitePolicyStore,
+    GovernanceError, Outcome, PluginInfo, PolicyDocument, PolicySchema, PolicyStore,
+    PolicyStoreError, Principal, PrincipalKind, RefreshOutcome, SqlitePolicyStore,
 };
 use proptest::prelude::*;
 
@@ -50,6 +50,7 @@ fn decide(governance: &Governance, who: &Principal, what: &PluginInfo) -> Decisi
         intent: "test",
         source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         time: SystemTime::now(),
+        input: None,
     })
 }
 
@@ -411,6 +412,7 @@ fn decide_with(governance: &Governance, who: &Principal, what: &PluginInfo, inte
             intent,
             source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             time: SystemTime::now(),
+            input: None,
         })
         .allowed
 }
@@ -700,6 +702,23 @@ fn any_policy() -> impl Strategy<Value = String> {
     })
 }
 
+/// A permit for one tenant only (by scope, or by the principal's `tenant`
+/// attribute), with or without a further condition.
+fn tenant_permit() -> impl Strategy<Value = (String, &'static str)> {
+    let t = prop::sample::select(TENANTS);
+    let g = prop::sample::select(GROUPS);
+    let p = prop::sample::select(PLUGINS);
+    (t, g, p, 0..4u8).prop_map(|(t, g, p, shape)| {
+        let text = match shape {
+            0 => format!(r#"permit(principal in AgentRuntime::Tenant::"{t}", action, resource);"#),
+            1 => format!(r#"permit(principal in AgentRuntime::Tenant::"{t}", action, resource == AgentRuntime::Plugin::"{p}");"#),
+            2 => format!(r#"permit(principal in AgentRuntime::Group::"{g}", action, resource) when {{ principal.tenant == "{t}" }};"#),
+            _ => format!(r#"permit(principal, action, resource) when {{ principal in AgentRuntime::Tenant::"{t}" && context.intent == "x" }};"#),
+        };
+        (text, t)
+    })
+}
+
 fn any_principal() -> impl Strategy<Value = Principal> {
     (
         prop::sample::subsequence(GROUPS, 0..=2),
@@ -761,6 +780,44 @@ proptest! {
         prop_assert_eq!(discover(&governance, &who, std::slice::from_ref(&what)), vec![allowed_somehow]);
     }
 
+    /// Tenant isolation: where every permit is for one tenant, a principal
+    /// is allowed only by a permit for its own tenant, whatever the forbids.
+    #[test]
+    fn no_allow_crosses_tenants_without_a_policy_for_that_tenant(
+        permits in prop::collection::vec(tenant_permit(), 0..8),
+        forbids in prop::collection::vec(any_policy(), 0..4),
+        who in any_principal(),
+        what in any_plugin(),
+    ) {
+        let mut text = String::new();
+        for (i, (permit, _)) in permits.iter().enumerate() {
+            text.push_str(&format!("@id(\"permit-{i}\") {permit}\n"));
+        }
+        for forbid in &forbids {
+            text.push_str(&forbid.replacen("permit", "forbid", 1));
+            text.push('\n');
+        }
+        let governance = with_policies(&text).unwrap();
+        for intent in ["x", "y"] {
+            if !decide_with(&governance, &who, &what, intent) {
+                continue;
+            }
+            let decision = governance.decide_now(&DecisionRequest {
+                principal: &who,
+                plugin: &what,
+                intent,
+                source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                time: SystemTime::now(),
+                input: None,
+            });
+            prop_assert!(!decision.policies.is_empty());
+            for id in &decision.policies {
+                let i: usize = id.trim_start_matches("permit-").parse().unwrap();
+                prop_assert_eq!(permits[i].1, who.tenant.as_str(), "{} allowed {:?}", id, who);
+            }
+        }
+    }
+
     #[test]
     fn slicing_decides_exactly_as_the_whole_set(
         policies in prop::collection::vec(any_policy(), 0..12),
@@ -775,5 +832,264 @@ proptest! {
         pa.sort();
         pb.sort();
         prop_assert_eq!((a.allowed, a.reason, pa), (b.allowed, b.reason, pb));
+    }
+}
+
+// ---- Conditions on the request's input (plugins with an input schema) ----
+
+/// The schema with an action of its own for `approve-expense` and `alpha`
+/// (input `{amount: Long, currency: String, note?: String}` and `{n: Long}`).
+fn schema_with_plugin_actions() -> PolicySchema {
+    let expense = governance::InputType::of_schema(&serde_json::json!({
+        "type": "object",
+        "required": ["amount", "currency"],
+        "properties": {
+            "amount": {"type": "integer"},
+            "currency": {"type": "string"},
+            "note": {"type": "string"},
+            "ratio": {"type": "number"}
+        }
+    }))
+    .unwrap();
+    let alpha = governance::InputType::of_schema(&serde_json::json!({
+        "type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}
+    }))
+    .unwrap();
+    let plugins = std::collections::BTreeMap::from([
+        ("approve-expense".to_owned(), expense),
+        ("alpha".to_owned(), alpha),
+    ]);
+    PolicySchema::with_plugin_actions(&governance::inputs::plugin_actions_fragment(&plugins))
+        .unwrap()
+}
+
+fn with_plugin_actions(text: &str, slice: bool) -> Result<Governance, GovernanceError> {
+    Governance::of_set(
+        &documents(text),
+        &schema_with_plugin_actions(),
+        GovernanceConfig {
+            slice,
+            ..GovernanceConfig::default()
+        },
+    )
+}
+
+fn decide_input(
+    governance: &Governance,
+    who: &Principal,
+    what: &PluginInfo,
+    input: &serde_json::Value,
+) -> Decision {
+    governance.decide_now(&DecisionRequest {
+        principal: who,
+        plugin: what,
+        intent: "test",
+        source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        time: SystemTime::now(),
+        input: Some(input),
+    })
+}
+
+const SMALL_EXPENSES: &str = r#"
+@id("finance-approves-small-expenses")
+permit (
+  principal in AgentRuntime::Group::"finance",
+  action == AgentRuntime::Action::"approve-expense",
+  resource
+) when { context.input.amount < 1000 };
+
+@id("no-expenses-in-other-currencies")
+forbid (principal, action == AgentRuntime::Action::"approve-expense", resource)
+unless { context.input.currency == "EUR" };
+"#;
+
+#[test]
+fn an_input_condition_allows_and_denies() {
+    let governance = with_plugin_actions(SMALL_EXPENSES, true).unwrap();
+    let finance = principal("fin", &["finance"], "t1");
+    let expense = plugin("approve-expense", &[]);
+    let allowed = decide_input(
+        &governance,
+        &finance,
+        &expense,
+        &serde_json::json!({"amount": 999, "currency": "EUR"}),
+    );
+    assert!(allowed.allowed, "{allowed:?}");
+    assert_eq!(allowed.policies, ["finance-approves-small-expenses"]);
+    let too_much = decide_input(
+        &governance,
+        &finance,
+        &expense,
+        &serde_json::json!({"amount": 1000, "currency": "EUR"}),
+    );
+    assert_eq!(too_much.reason, Outcome::NoPermittingPolicy);
+    let dollars = decide_input(
+        &governance,
+        &finance,
+        &expense,
+        &serde_json::json!({"amount": 5, "currency": "USD"}),
+    );
+    assert_eq!(dollars.reason, Outcome::ForbiddenByPolicy);
+    assert_eq!(dollars.policies, ["no-expenses-in-other-currencies"]);
+    // Without the input the policies that read it fail: a deny, never an allow.
+    let blind = decide(&governance, &finance, &expense);
+    assert!(!blind.allowed);
+    assert_eq!(blind.reason, Outcome::EvaluationError);
+    // Another group gets nothing, whatever the input.
+    let dev = principal("dev", &["developers"], "t1");
+    let input = serde_json::json!({"amount": 1, "currency": "EUR"});
+    assert!(!decide_input(&governance, &dev, &expense, &input).allowed);
+}
+
+#[test]
+fn strict_validation_knows_each_plugins_input() {
+    let typo = SMALL_EXPENSES.replace("context.input.amount", "context.input.ammount");
+    let error = with_plugin_actions(&typo, true).err().unwrap().to_string();
+    assert!(error.contains("ammount"), "{error}");
+    // `ratio` is a JSON number, which Cedar has no type for: not visible.
+    let ratio = SMALL_EXPENSES.replace("context.input.amount < 1000", "context.input.ratio < 1");
+    assert!(with_plugin_actions(&ratio, true).is_err());
+    // An optional field needs `has` first, as Cedar's strict mode says.
+    let note = r#"permit (principal, action == AgentRuntime::Action::"approve-expense", resource)
+        when { context.input.note == "ok" };"#;
+    assert!(with_plugin_actions(note, true).is_err());
+    let guarded = note.replace(
+        "context.input.note ==",
+        "context.input has note && context.input.note ==",
+    );
+    assert!(with_plugin_actions(&guarded, true).is_ok());
+    // Plugins without an input schema have no action of their own.
+    let unknown = r#"permit (principal, action == AgentRuntime::Action::"echo", resource);"#;
+    assert!(with_plugin_actions(unknown, true).is_err());
+}
+
+#[test]
+fn with_plugin_actions_dispatch_covers_every_plugin_only_through_in() {
+    let eq = r#"@id("no-experimental") forbid (principal, action == AgentRuntime::Action::"dispatch", resource)
+        when { resource.labels.contains("experimental") };"#;
+    let error = with_plugin_actions(eq, true).err().unwrap().to_string();
+    assert!(
+        error.contains("no-experimental")
+            && error.contains("action in AgentRuntime::Action::\"dispatch\""),
+        "{error}"
+    );
+    let text = format!("{}\n{SMALL_EXPENSES}", eq.replace("action ==", "action in"));
+    let governance = with_plugin_actions(&text, true).unwrap();
+    let finance = principal("fin", &["finance"], "t1");
+    let input = serde_json::json!({"amount": 1, "currency": "EUR"});
+    let experimental = plugin("approve-expense", &["experimental"]);
+    let denied = decide_input(&governance, &finance, &experimental, &input);
+    assert_eq!(denied.policies, ["no-experimental"]);
+    // And the default policies, which use `in`, validate with plugin actions.
+    assert!(
+        Governance::of_set(
+            &governance::default_documents(),
+            &schema_with_plugin_actions(),
+            GovernanceConfig::default()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn discovery_lists_a_plugin_some_input_would_be_allowed() {
+    let governance = with_plugin_actions(SMALL_EXPENSES, true).unwrap();
+    let expense = plugin("approve-expense", &[]);
+    let finance = principal("fin", &["finance"], "t1");
+    let dev = principal("dev", &["developers"], "t1");
+    assert_eq!(
+        discover(&governance, &finance, std::slice::from_ref(&expense)),
+        [true]
+    );
+    assert_eq!(
+        discover(&governance, &dev, std::slice::from_ref(&expense)),
+        [false]
+    );
+}
+
+#[tokio::test]
+async fn a_stored_version_is_decided_with_the_plugin_actions_it_was_put_with() {
+    let (_dir, store) = store().await;
+    let schema = schema_with_plugin_actions();
+    let set = NewPolicySet {
+        documents: documents(SMALL_EXPENSES),
+        schema: schema.text(),
+        author: "test".into(),
+        message: String::new(),
+    };
+    // The generated actions decide too, so they are in the hash.
+    assert_ne!(
+        set.hash(),
+        NewPolicySet {
+            schema: governance::SCHEMA.into(),
+            ..set.clone()
+        }
+        .hash()
+    );
+    let version = store.put(&set).await.unwrap().version;
+    store
+        .activate(&Activate {
+            version,
+            expected_revision: 0,
+            kind: ActivationKind::Activate,
+            actor: "test",
+        })
+        .await
+        .unwrap();
+    let governance = Governance::load(store.clone(), GovernanceConfig::default())
+        .await
+        .unwrap();
+    let decision = decide_input(
+        &governance,
+        &principal("fin", &["finance"], "t1"),
+        &plugin("approve-expense", &[]),
+        &serde_json::json!({"amount": 10, "currency": "EUR"}),
+    );
+    assert!(decision.allowed, "{decision:?}");
+    assert_eq!(decision.policy_set, set.hash());
+}
+
+/// The slicing grammar grown with the rest of the entity model: principal
+/// `==`, `is ... in`, resource `in`, conditions on `alpha`'s input, and
+/// policies that fail to evaluate.
+fn any_policy_with_input() -> impl Strategy<Value = String> {
+    let p = prop::sample::select(PLUGINS);
+    let t = prop::sample::select(TENANTS);
+    let effect = prop::sample::select(&["permit", "forbid"][..]);
+    let base = any_policy()
+        .prop_map(|p| p.replace("action,", "action in AgentRuntime::Action::\"dispatch\","));
+    let extra = (effect, p, t, 0..3i64, 0..6u8).prop_map(|(effect, p, t, n, shape)| match shape {
+        0 => format!(r#"{effect}(principal == AgentRuntime::User::"someone", action, resource == AgentRuntime::Plugin::"{p}");"#),
+        1 => format!(r#"{effect}(principal is AgentRuntime::User in AgentRuntime::Tenant::"{t}", action, resource);"#),
+        2 => format!(r#"{effect}(principal, action, resource in AgentRuntime::Plugin::"{p}");"#),
+        3 => format!(r#"{effect}(principal, action == AgentRuntime::Action::"alpha", resource) when {{ context.input.n < {n} }};"#),
+        4 => format!(r#"{effect}(principal in AgentRuntime::Tenant::"{t}", action == AgentRuntime::Action::"alpha", resource == AgentRuntime::Plugin::"alpha") when {{ context.input.n == {n} }};"#),
+        // Overflows (the version's major is 1): an evaluation error.
+        _ => format!(r#"{effect}(principal, action, resource == AgentRuntime::Plugin::"{p}") when {{ resource.version.major + 9223372036854775807 > 0 }};"#),
+    });
+    prop_oneof![base, extra]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Sliced and whole sets agree on several requests decided one after
+    /// another by the same two engines (so their caches are exercised).
+    #[test]
+    fn slicing_decides_exactly_as_the_whole_set_with_inputs_and_errors(
+        policies in prop::collection::vec(any_policy_with_input(), 0..12),
+        requests in prop::collection::vec((any_principal(), any_plugin(), 0..3i64), 1..6),
+    ) {
+        let text = policies.join("\n");
+        let sliced = with_plugin_actions(&text, true).unwrap();
+        let whole = with_plugin_actions(&text, false).unwrap();
+        for (who, what, n) in &requests {
+            let input = serde_json::json!({"n": n});
+            let (a, b) = (decide_input(&sliced, who, what, &input), decide_input(&whole, who, what, &input));
+            let (mut pa, mut pb) = (a.policies.clone(), b.policies.clone());
+            pa.sort();
+            pb.sort();
+            prop_assert_eq!((a.allowed, a.reason, pa), (b.allowed, b.reason, pb));
+        }
     }
 }

@@ -24,8 +24,8 @@ pub const FUNCTION: &str = "governance-lambda";
 
 /// Policies that reach every outcome: group and tenant scopes, labels,
 /// publisher, principal type, pre-releases, the client address, the intent,
-/// the time, and a forbid that fails to evaluate (overflow) on major
-/// versions of 2 and above.
+/// the time, conditions on `summarize`'s input, and a forbid that fails to
+/// evaluate (overflow) on major versions of 2 and above.
 pub const POLICIES: &str = r#"
 @id("developers-approved")
 permit (principal in AgentRuntime::Group::"developers", action, resource)
@@ -50,6 +50,15 @@ when {
   context.time >= datetime("2026-01-01") &&
   context.intent != "delete"
 };
+
+@id("long-summaries-for-beta-only")
+forbid (principal, action == AgentRuntime::Action::"summarize", resource)
+when { context.input.words > 1000 }
+unless { principal in AgentRuntime::Group::"beta" };
+
+@id("ops-summarize-in-english")
+permit (principal in AgentRuntime::Group::"ops", action == AgentRuntime::Action::"summarize", resource)
+when { context.input has lang && context.input.lang == "en" };
 
 @id("overflows-past-major-1")
 forbid (principal, action, resource)
@@ -113,6 +122,24 @@ impl Drop for RunningFunction {
     }
 }
 
+/// The schema every version is put with: `summarize` has an input schema
+/// (`words`, and optionally `lang`), so an action of its own.
+pub fn policy_schema() -> String {
+    let summarize = governance::InputType::of_schema(&serde_json::json!({
+        "type": "object",
+        "required": ["words"],
+        "properties": {"words": {"type": "integer"}, "lang": {"type": "string"}}
+    }));
+    let plugins = summarize
+        .map(|ty| std::collections::BTreeMap::from([("summarize".to_owned(), ty)]))
+        .unwrap_or_default();
+    format!(
+        "{}{}",
+        governance::SCHEMA,
+        governance::inputs::plugin_actions_fragment(&plugins)
+    )
+}
+
 /// Puts `text` as a new version of `store` and activates it, as `agentctl
 /// policy put --activate` does; returns the version.
 pub async fn put_active(
@@ -125,7 +152,7 @@ pub async fn put_active(
                 name: "policies.cedar".into(),
                 text: text.into(),
             }],
-            schema: governance::SCHEMA.into(),
+            schema: policy_schema(),
             author: "test".into(),
             message: String::new(),
         })
@@ -163,6 +190,8 @@ pub struct Question {
     pub intent: &'static str,
     pub source_ip: IpAddr,
     pub time: SystemTime,
+    /// `summarize`'s input, as policies see it.
+    pub input: Option<serde_json::Value>,
 }
 
 fn pick<'a>(rng: &mut StdRng, from: &[&'a str]) -> &'a str {
@@ -211,9 +240,17 @@ impl Question {
         // 2025-01-01 to 2027-01-01, to the microsecond.
         let time = SystemTime::UNIX_EPOCH
             + Duration::from_micros(rng.random_range(1_735_689_600_000_000..1_798_761_600_000_000));
+        let input = (plugin.name == "summarize").then(|| {
+            let mut input = serde_json::json!({"words": rng.random_range(0..2000)});
+            if rng.random_bool(0.7) {
+                input["lang"] = pick(rng, &["en", "fr"]).into();
+            }
+            input
+        });
         Self {
             principal,
             plugin,
+            input,
             intent: pick(rng, &["summarize", "extract", "delete"]),
             source_ip: addresses[rng.random_range(0..addresses.len())],
             time,
@@ -227,6 +264,7 @@ impl Question {
             intent: self.intent,
             source_ip: self.source_ip,
             time: self.time,
+            input: self.input.as_ref(),
         }
     }
 }

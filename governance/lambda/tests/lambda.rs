@@ -79,6 +79,7 @@ async fn lambda_and_in_process_governance_decide_alike_on_a_generated_corpus() {
         tasks.push(tokio::spawn(async move {
             let mut outcomes: BTreeMap<&'static str, usize> = BTreeMap::new();
             let mut differences = Vec::new();
+            let mut on_input = 0;
             for question in corpus.iter().skip(worker).step_by(workers) {
                 let request = question.request();
                 let remote = lambda.decide(&request).await;
@@ -94,14 +95,19 @@ async fn lambda_and_in_process_governance_decide_alike_on_a_generated_corpus() {
                     ));
                 }
                 *outcomes.entry(here.reason.as_str()).or_default() += 1;
+                if here.policies.iter().any(|p| p.contains("summar")) {
+                    on_input += 1;
+                }
             }
-            (outcomes, differences)
+            (outcomes, differences, on_input)
         }));
     }
     let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
     let mut differences = Vec::new();
+    let mut on_input = 0;
     for task in tasks {
-        let (counts, mut different) = task.await.unwrap();
+        let (counts, mut different, input_decided) = task.await.unwrap();
+        on_input += input_decided;
         for (outcome, n) in counts {
             *outcomes.entry(outcome).or_default() += n;
         }
@@ -114,7 +120,13 @@ async fn lambda_and_in_process_governance_decide_alike_on_a_generated_corpus() {
         differences[..differences.len().min(3)].join("\n"),
         api.output()
     );
-    eprintln!("{CORPUS} decisions agree: {outcomes:?}");
+    eprintln!(
+        "{CORPUS} decisions agree: {outcomes:?}; {on_input} decided by a condition on the input"
+    );
+    assert!(
+        on_input >= 100,
+        "conditions on the input decided only {on_input}"
+    );
     assert_eq!(outcomes.values().sum::<usize>(), CORPUS);
     // The corpus reaches every outcome policies can give, so agreeing is
     // not agreeing on one answer.

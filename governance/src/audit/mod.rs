@@ -24,6 +24,10 @@ pub use writer::{AuditError, AuditLog, Receipt};
 /// The log target every record is written to.
 pub const TARGET: &str = "audit";
 
+/// The largest input a record carries, as JSON; a larger one is left out
+/// (`input_omitted`), keeping every record well under a line's limit.
+pub const MAX_RECORDED_INPUT: usize = 16 * 1024;
+
 /// One decision, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -40,6 +44,13 @@ pub struct AuditRecord {
     pub plugin: AuditedPlugin,
     pub intent: String,
     pub source_ip: IpAddr,
+    /// The input as policies saw it (a plugin with an input schema only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    /// True when that input was larger than [`MAX_RECORDED_INPUT`] and is
+    /// not in the record (so the decision cannot be replayed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub input_omitted: bool,
     pub decision: Decision,
 }
 
@@ -61,6 +72,9 @@ impl AuditRecord {
         digest: &str,
         decision: &Decision,
     ) -> Self {
+        let recorded = request.input.filter(|input| {
+            serde_json::to_vec(input).map_or(0, |json| json.len()) <= MAX_RECORDED_INPUT
+        });
         Self {
             decision_id: uuid::Uuid::new_v4().to_string(),
             time: humantime::format_rfc3339_micros(request.time).to_string(),
@@ -73,6 +87,8 @@ impl AuditRecord {
             },
             intent: request.intent.to_owned(),
             source_ip: request.source_ip,
+            input: recorded.cloned(),
+            input_omitted: request.input.is_some() && recorded.is_none(),
             decision: decision.clone(),
         }
     }
@@ -85,6 +101,7 @@ impl AuditRecord {
             intent: &self.intent,
             source_ip: self.source_ip,
             time: humantime::parse_rfc3339(&self.time)?,
+            input: self.input.as_ref(),
         })
     }
 }
@@ -133,6 +150,7 @@ pub(crate) mod tests {
             intent: "say \"hi\"\n",
             source_ip: "127.0.0.1".parse().unwrap(),
             time: UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456 + n),
+            input: None,
         };
         AuditRecord::new(&format!("corr-{n}"), &request, "sha256:cd", &decision)
     }

@@ -17,7 +17,7 @@ mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::policies::{PolicyDocument, hash_documents};
+use crate::policies::{PolicyDocument, hash_set, plugin_actions_of};
 
 pub use sqlite::SqlitePolicyStore;
 
@@ -101,9 +101,10 @@ impl NewPolicySet {
         Ok(())
     }
 
-    /// `sha256:<hex>` of the documents: the hash decisions name.
+    /// `sha256:<hex>` of the documents (and of the plugin actions of the
+    /// schema, if any): the hash decisions name.
     pub fn hash(&self) -> String {
-        hash_documents(&self.documents)
+        hash_set(&self.documents, plugin_actions_of(&self.schema))
     }
 }
 
@@ -130,7 +131,8 @@ pub struct PolicySetVersion {
     pub version: u64,
     pub documents: Vec<PolicyDocument>,
     pub schema: String,
-    /// `sha256:<hex>` over the documents' names and texts.
+    /// `sha256:<hex>` over the documents' names and texts (and the plugin
+    /// actions of the schema, if any).
     pub hash: String,
     pub author: String,
     /// RFC 3339, UTC.
@@ -154,7 +156,7 @@ impl PolicySetVersion {
     /// Checks the stored hash against the documents: a version edited in the
     /// store, or cut short on the way, is refused.
     pub fn check_hash(&self) -> Result<(), PolicyStoreError> {
-        let actual = hash_documents(&self.documents);
+        let actual = hash_set(&self.documents, plugin_actions_of(&self.schema));
         if actual == self.hash {
             Ok(())
         } else {

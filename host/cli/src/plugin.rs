@@ -155,7 +155,7 @@ fn read_key(path: &Path) -> anyhow::Result<KeyPair> {
 }
 
 /// The trust in force, as Orbit and Axon of this data directory see it.
-async fn trust(data_dir: &Path, source: &PluginSource) -> anyhow::Result<Trust> {
+pub(crate) async fn trust(data_dir: &Path, source: &PluginSource) -> anyhow::Result<Trust> {
     let root = admin::read_public_key(&trust_dir(data_dir).join("root.pub"))
         .context("reading the trust root; run `agentctl up` once to create the local one")?;
     let trust = Trust::new(root);

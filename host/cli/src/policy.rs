@@ -11,8 +11,11 @@
 //! `--refresh-secs`, and only after checking its hash and validating it.
 //!
 //! A policy set is named by a path (a directory of `.cedar` files, or one
-//! file), by `active`, or by a version number.
+//! file), by `active`, or by a version number. A stored version is checked
+//! against the schema it was put with; files against the schema the plugin
+//! registry gives now (each plugin with an input schema has its own action).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,16 +23,19 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use governance::cases::Cases;
 use governance::store::{Activate, ActivationKind, NewPolicySet};
-use governance::{Governance, GovernanceConfig, PolicyDocument, PolicyStore};
+use governance::{
+    Governance, GovernanceConfig, InputType, PolicyDocument, PolicySchema, PolicyStore,
+};
 
 /// `agentctl policy`: which store, and what to do in it.
 #[derive(clap::Args)]
 pub(crate) struct PolicyArgs {
     #[command(flatten)]
     store: aws_stores::PolicyStoreArgs,
-    /// An endpoint for DynamoDB other than AWS's (an emulator such as moto).
-    #[arg(long, global = true)]
-    aws_endpoint_url: Option<String>,
+    /// The plugin registry, whose input schemas give plugins their own
+    /// actions (its `--aws-endpoint-url` serves the policy store too).
+    #[command(flatten)]
+    plugins: aws_stores::PluginStoreArgs,
     #[command(subcommand)]
     command: PolicyCommand,
 }
@@ -149,6 +155,79 @@ impl SetRef {
     }
 }
 
+/// The schema policy files are checked against: this release's, with an
+/// action for each plugin whose newest servable version in the registry
+/// declares an input schema. Without a registry (none created here, or its
+/// trust root missing) there are no plugin actions, and the command says so.
+async fn registry_schema(
+    data_dir: &Path,
+    plugins: &aws_stores::PluginStoreArgs,
+) -> anyhow::Result<PolicySchema> {
+    let types = match input_types(data_dir, plugins).await {
+        Ok(types) => types,
+        Err(error) => {
+            eprintln!(
+                "note: no plugin actions (the plugin registry cannot be read: {error:#}); policies are checked against the base schema"
+            );
+            BTreeMap::new()
+        }
+    };
+    if types.is_empty() {
+        return Ok(PolicySchema::base()?);
+    }
+    let fragment = governance::inputs::plugin_actions_fragment(&types);
+    PolicySchema::with_plugin_actions(&fragment)
+        .context("the actions generated from the plugins' input schemas")
+}
+
+/// Each plugin's input type, from the newest version that verifies and
+/// declares an input schema.
+async fn input_types(
+    data_dir: &Path,
+    plugins: &aws_stores::PluginStoreArgs,
+) -> anyhow::Result<BTreeMap<String, InputType>> {
+    let source = plugins.open(&data_dir.join("plugins")).await?;
+    let trust = Arc::new(crate::plugin::trust(data_dir, &source).await?);
+    let watcher = plugin_store::Watcher::new(source.registry().clone(), trust).await?;
+    let catalog = watcher.current();
+    let mut types = BTreeMap::new();
+    for (name, plugin) in &catalog.plugins {
+        let newest = plugin.versions.values().rev().find_map(|v| {
+            let verified = v.verified.as_ref().ok()?;
+            verified.manifest.input_schema.as_ref()
+        });
+        if let Some(schema) = newest {
+            let ty = InputType::of_schema(schema)
+                .map_err(|e| anyhow::anyhow!("plugin `{name}`: {e}"))?;
+            types.insert(name.to_string(), ty);
+        }
+    }
+    Ok(types)
+}
+
+/// The schema `set` is checked and decided against: a stored version's
+/// own, or for files the registry's.
+async fn schema_of(
+    set: &SetRef,
+    store: Option<&Arc<dyn PolicyStore>>,
+    registry: impl AsyncFnOnce() -> anyhow::Result<PolicySchema>,
+) -> anyhow::Result<PolicySchema> {
+    let version = match set {
+        SetRef::Path(_) => return registry().await,
+        SetRef::Version(version) => *version,
+        SetRef::Active => {
+            let store = store.context("no policy store open")?;
+            store
+                .head()
+                .await?
+                .context("the policy store has no active set yet")?
+                .version
+        }
+    };
+    let store = store.context("no policy store open")?;
+    Ok(PolicySchema::of_stored(&store.get(version).await?.schema)?)
+}
+
 /// The documents of `set`, reading the store only when it names a version.
 async fn documents(
     set: &SetRef,
@@ -173,14 +252,19 @@ async fn documents(
 }
 
 /// Strict validation, with a message that names what to fix.
-fn validated(documents: &[PolicyDocument], what: &str) -> anyhow::Result<usize> {
-    let compiled =
-        governance::validate(documents).with_context(|| format!("{what} does not validate"))?;
+fn validated(
+    documents: &[PolicyDocument],
+    schema: &PolicySchema,
+    what: &str,
+) -> anyhow::Result<usize> {
+    let compiled = governance::validate(documents, schema)
+        .with_context(|| format!("{what} does not validate"))?;
     Ok(compiled.len())
 }
 
 pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()> {
-    let endpoint = args.aws_endpoint_url.as_deref();
+    let endpoint = args.plugins.aws_endpoint_url.as_deref();
+    let registry = async || registry_schema(data_dir, &args.plugins).await;
     // Commands on files alone open no store.
     let refs: Vec<SetRef> = match &args.command {
         PolicyCommand::Validate { set } | PolicyCommand::Test { set, .. } => {
@@ -207,14 +291,16 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
     match args.command {
         PolicyCommand::CreateStore => Ok(()),
         PolicyCommand::Validate { set } => {
-            let documents = documents(&SetRef::parse(&set), store.as_ref()).await?;
-            let count = validated(&documents, &set)?;
+            let set_ref = SetRef::parse(&set);
+            let documents = documents(&set_ref, store.as_ref()).await?;
+            let schema = schema_of(&set_ref, store.as_ref(), registry).await?;
+            let count = validated(&documents, &schema, &set)?;
             println!(
                 "valid: {count} policies in {} documents, {}",
                 documents.len(),
                 governance::store::NewPolicySet {
                     documents,
-                    schema: String::new(),
+                    schema: schema.text(),
                     author: String::new(),
                     message: String::new(),
                 }
@@ -223,12 +309,14 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
             Ok(())
         }
         PolicyCommand::Test { set, cases } => {
-            let documents = documents(&SetRef::parse(&set), store.as_ref()).await?;
+            let set_ref = SetRef::parse(&set);
+            let documents = documents(&set_ref, store.as_ref()).await?;
+            let schema = schema_of(&set_ref, store.as_ref(), registry).await?;
             let text = std::fs::read_to_string(&cases)
                 .with_context(|| format!("reading `{}`", cases.display()))?;
             let cases_file =
                 Cases::parse(&text).with_context(|| format!("in `{}`", cases.display()))?;
-            let governance = Governance::of_documents(&documents, GovernanceConfig::default())
+            let governance = Governance::of_set(&documents, &schema, GovernanceConfig::default())
                 .with_context(|| format!("{set} does not validate"))?;
             let results = cases_file.run(&governance);
             let mut failed = 0;
@@ -262,7 +350,7 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
             activate,
         } => {
             let store = store.context("no policy store open")?;
-            put(store.as_ref(), &path, message, activate).await
+            put(store.as_ref(), &path, &registry().await?, message, activate).await
         }
         PolicyCommand::Activate {
             version,
@@ -321,8 +409,10 @@ pub(crate) async fn run(data_dir: &Path, args: PolicyArgs) -> anyhow::Result<()>
             .await
         }
         PolicyCommand::Replay { candidate, audit } => {
-            let documents = documents(&SetRef::parse(&candidate), store.as_ref()).await?;
-            let governance = Governance::of_documents(&documents, GovernanceConfig::default())
+            let set_ref = SetRef::parse(&candidate);
+            let documents = documents(&set_ref, store.as_ref()).await?;
+            let schema = schema_of(&set_ref, store.as_ref(), registry).await?;
+            let governance = Governance::of_set(&documents, &schema, GovernanceConfig::default())
                 .with_context(|| format!("{candidate} does not validate"))?;
             let path = audit.unwrap_or_else(|| data_dir.join("audit").join("decisions.jsonl"));
             replay(&governance, &path)
@@ -405,10 +495,13 @@ fn replay(candidate: &Governance, path: &Path) -> anyhow::Result<()> {
         records += 1;
         // No policy decided these (the set was stale, or the governance
         // function did not answer): there is nothing to compare.
-        if matches!(
-            was.reason,
-            governance::Outcome::Stale | governance::Outcome::Unavailable
-        ) {
+        // Nor can a decision whose input was too large to record be decided again.
+        if record.input_omitted
+            || matches!(
+                was.reason,
+                governance::Outcome::Stale | governance::Outcome::Unavailable
+            )
+        {
             undecided += 1;
             continue;
         }
@@ -445,7 +538,7 @@ fn replay(candidate: &Governance, path: &Path) -> anyhow::Result<()> {
     );
     if undecided > 0 {
         println!(
-            "{undecided} of them were not decided by policies (governance stale or unavailable) and are left out"
+            "{undecided} of them were not decided by policies (governance stale or unavailable), or their input was too large to record, and are left out"
         );
     }
     Ok(())
@@ -484,14 +577,15 @@ async fn create_store(
 async fn put(
     store: &dyn PolicyStore,
     path: &Path,
+    schema: &PolicySchema,
     message: String,
     activate: bool,
 ) -> anyhow::Result<()> {
     let documents = governance::read_policies(path)?;
-    let count = validated(&documents, &format!("`{}`", path.display()))?;
+    let count = validated(&documents, schema, &format!("`{}`", path.display()))?;
     let set = NewPolicySet {
         documents,
-        schema: governance::SCHEMA.to_owned(),
+        schema: schema.text(),
         author: actor(),
         message,
     };
@@ -537,7 +631,8 @@ async fn activate_version(
 ) -> anyhow::Result<()> {
     let stored = store.get(version).await?;
     stored.check_hash()?;
-    validated(&stored.documents, &format!("version {version}"))?;
+    let schema = PolicySchema::of_stored(&stored.schema)?;
+    validated(&stored.documents, &schema, &format!("version {version}"))?;
     let head = store.head().await?;
     let shadowing = kind == ActivationKind::Shadow;
     if !shadowing && head.as_ref().is_some_and(|h| h.version == version) && expected.is_none() {

@@ -71,6 +71,115 @@ fn up_check_starts_the_stack_and_answers_a_sample_request() {
     for name in ["echo", "keywords", "triage"] {
         assert!(listed.contains(name), "{listed}");
     }
+
+    policies_read_the_input_of_a_plugin_with_an_input_schema(dir.path(), &data_dir);
+}
+
+/// On the stack `up` made: a plugin published with an input schema gets an
+/// action of its own, and `agentctl policy` validates, tests and puts
+/// policies on its typed input against the registry's schema.
+fn policies_read_the_input_of_a_plugin_with_an_input_schema(
+    dir: &std::path::Path,
+    data_dir: &std::path::Path,
+) {
+    let agentctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentctl"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let manifest = dir.join("approve-expense.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"approve-expense\"\nversion = \"1.0.0\"\n\
+         [input_schema]\ntype = \"object\"\nrequired = [\"amount\"]\n\
+         [input_schema.properties.amount]\ntype = \"integer\"\n",
+    )
+    .unwrap();
+    let module = plugin_artifacts::ECHO.path().to_str().unwrap();
+    let (ok, out) = agentctl(&[
+        "plugin",
+        "publish",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--module",
+        module,
+    ]);
+    assert!(ok, "{out}");
+
+    let policies = dir.join("expenses");
+    std::fs::create_dir(&policies).unwrap();
+    let defaults =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../governance/policies");
+    std::fs::copy(
+        defaults.join("dispatch.cedar"),
+        policies.join("dispatch.cedar"),
+    )
+    .unwrap();
+    let expenses = r#"@id("small-expenses-only")
+forbid (principal, action == AgentRuntime::Action::"approve-expense", resource)
+unless { context.input.amount < 1000 };
+"#;
+    std::fs::write(policies.join("expenses.cedar"), expenses).unwrap();
+    let cases = dir.join("expenses.toml");
+    std::fs::write(
+        &cases,
+        r#"
+[[case]]
+name = "a small expense"
+principal = { id = "dev", groups = ["developers"] }
+plugin = { name = "approve-expense", labels = ["approved"], publisher = "agent-runtime" }
+input = { amount = 999 }
+expect = "allow"
+
+[[case]]
+name = "a large expense"
+principal = { id = "dev", groups = ["developers"] }
+plugin = { name = "approve-expense", labels = ["approved"], publisher = "agent-runtime" }
+input = { amount = 1000 }
+expect = "forbidden_by_policy"
+policies = ["small-expenses-only"]
+"#,
+    )
+    .unwrap();
+    let set = policies.to_str().unwrap();
+    let (ok, out) = agentctl(&["policy", "validate", set]);
+    assert!(ok && out.contains("valid: 3 policies"), "{out}");
+    let (ok, out) = agentctl(&["policy", "test", set, "--cases", cases.to_str().unwrap()]);
+    assert!(ok && out.contains("2 passed, 0 failed"), "{out}");
+    let (ok, out) = agentctl(&["policy", "put", set, "-m", "small expenses", "--activate"]);
+    assert!(ok && out.contains("stored version 2"), "{out}");
+    let (ok, out) = agentctl(&["policy", "validate", "active"]);
+    assert!(ok, "the stored version keeps its plugin actions: {out}");
+
+    // A field the plugin does not have, and `==` on dispatch, are refused.
+    std::fs::write(
+        policies.join("expenses.cedar"),
+        expenses.replace("input.amount", "input.amuont"),
+    )
+    .unwrap();
+    let (ok, out) = agentctl(&["policy", "validate", set]);
+    assert!(!ok && out.contains("amuont"), "{out}");
+    std::fs::write(policies.join("expenses.cedar"), expenses).unwrap();
+    let dispatch = std::fs::read_to_string(defaults.join("dispatch.cedar")).unwrap();
+    std::fs::write(
+        policies.join("dispatch.cedar"),
+        dispatch.replace("action in", "action =="),
+    )
+    .unwrap();
+    let (ok, out) = agentctl(&["policy", "put", set, "-m", "oops"]);
+    assert!(
+        !ok && out.contains("write `action in AgentRuntime::Action::\"dispatch\"`"),
+        "{out}"
+    );
 }
 
 /// `agentctl policy` as a governance owner uses it, on the embedded store.

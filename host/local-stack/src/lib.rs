@@ -94,7 +94,8 @@ async fn seed_policies(data_dir: &Path) -> anyhow::Result<()> {
             "the default policies".to_owned(),
         )
     };
-    governance::validate(&documents).context("the policies to seed the store with")?;
+    governance::validate(&documents, &governance::PolicySchema::base()?)
+        .context("the policies to seed the store with")?;
     let seed = NewPolicySet {
         documents,
         schema: governance::SCHEMA.to_owned(),

@@ -165,6 +165,16 @@ pub async fn dispatch(
     let manifest = &resolved.verified.manifest;
     let plugin_ref = manifest.reference();
 
+    // The input the plugin declared it takes, before anything is decided.
+    let input = match &manifest.input_schema {
+        Some(schema) => Some(
+            state
+                .inputs()
+                .check(&manifest.digest, schema, &body.input)?,
+        ),
+        None => None,
+    };
+
     // Govern.
     let principal = principal_of(&caller);
     let plugin = crate::discovery::plugin_info(&resolved.entry, &resolved.verified);
@@ -174,6 +184,7 @@ pub async fn dispatch(
         intent: &body.intent,
         source_ip: state.limits().client_ip(peer, &headers),
         time: SystemTime::now(),
+        input: input.as_ref(),
     };
     let decision = state.decider().decide(&request).await;
     state

@@ -19,6 +19,7 @@ pub mod config;
 pub mod discovery;
 pub mod dispatch;
 pub mod in_flight;
+pub mod input;
 pub mod metrics;
 pub mod rate_limit;
 pub mod server;
@@ -116,6 +117,7 @@ pub async fn build_with_audit(
         metrics.policy_status(&governance.status());
     }
     let state = OrbitState::new(server::Inner {
+        inputs: Default::default(),
         catalogue,
         decider,
         local_governance,

@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) http_metrics: HttpMetrics,
     pub(crate) endpoint: MetricsEndpoint,
     pub(crate) max_body_bytes: usize,
+    /// Plugins' input schemas, compiled once per version.
+    pub(crate) inputs: crate::input::InputSchemas,
 }
 
 impl OrbitState {
@@ -65,6 +67,10 @@ impl OrbitState {
 
     pub fn axon(&self) -> &AxonClient {
         &self.inner.axon
+    }
+
+    pub fn inputs(&self) -> &crate::input::InputSchemas {
+        &self.inner.inputs
     }
 
     pub fn audit(&self) -> &governance::AuditLog {

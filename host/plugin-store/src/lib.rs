@@ -17,6 +17,7 @@ pub mod component;
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
 mod error;
+pub mod input;
 mod local;
 mod manifest;
 pub mod registry;
@@ -27,6 +28,7 @@ pub mod trust;
 
 pub use catalog::{Catalog, CatalogPlugin, CatalogVersion, Watcher};
 pub use error::StoreError;
+pub use input::{InputSchema, InputViolation};
 pub use local::LocalBlobStore;
 pub use manifest::{
     Digest, MANIFEST_TYPE, PluginManifest, PluginName, PluginRef, PublishSpec, RequestedLimits,

@@ -160,6 +160,11 @@ pub struct PublishSpec {
     /// Host capabilities the plugin will ask for. None exist yet.
     #[serde(default)]
     pub capabilities: BTreeSet<String>,
+    /// A JSON Schema for the input (`[input_schema]`, a TOML table): Orbit
+    /// refuses input that breaks it, and policies see the input's typed
+    /// fields (`context.input`, see governance/README.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
 }
 
 impl PublishSpec {
@@ -177,6 +182,10 @@ impl PublishSpec {
             return Err(StoreError::Invalid(format!(
                 "plugin manifest: capability `{capability}` is unknown; this release offers none"
             )));
+        }
+        if let Some(schema) = &spec.input_schema {
+            crate::input::InputSchema::compile(schema)
+                .map_err(|e| StoreError::Invalid(format!("plugin manifest: {e}")))?;
         }
         Ok(spec)
     }
@@ -216,6 +225,9 @@ pub struct PluginManifest {
     pub limits: RequestedLimits,
     #[serde(default)]
     pub capabilities: BTreeSet<String>,
+    /// The input's JSON Schema, if the publisher declared one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
     /// The key that signed this manifest.
     pub key_id: KeyId,
     /// RFC 3339 time the manifest was made.
@@ -237,6 +249,7 @@ impl PluginManifest {
             config: spec.config,
             limits: spec.limits,
             capabilities: spec.capabilities,
+            input_schema: spec.input_schema,
             key_id,
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         }
@@ -244,7 +257,7 @@ impl PluginManifest {
 
     /// This manifest signed by `key` (which must be the one it names).
     pub fn sign(&self, key: &KeyPair) -> Envelope {
-        // Strings, numbers and maps of strings: encoding cannot fail.
+        // Strings, numbers, maps of strings and JSON: encoding cannot fail.
         let payload = serde_json::to_vec(self).unwrap_or_default();
         key.sign(MANIFEST_TYPE, &payload)
     }

@@ -24,6 +24,9 @@ use crate::correlation;
 pub enum ErrorCode {
     /// The request is malformed: bad JSON, a missing or invalid field.
     InvalidRequest,
+    /// The input breaks the plugin's declared input schema (the `path`
+    /// member says where); nothing was decided or run.
+    InvalidInput,
     /// The request body is larger than the endpoint accepts.
     PayloadTooLarge,
     /// No `Authorization` header: the request is not signed.
@@ -88,7 +91,7 @@ impl ErrorCode {
     /// The HTTP status that goes with this code.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest | Self::InvalidInput => StatusCode::BAD_REQUEST,
             Self::MissingAuthorization
             | Self::UnknownAccessKey
             | Self::InvalidSignature
@@ -120,6 +123,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "INVALID_REQUEST",
+            Self::InvalidInput => "INVALID_INPUT",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::MissingAuthorization => "MISSING_AUTHORIZATION",
             Self::UnknownAccessKey => "UNKNOWN_ACCESS_KEY",

@@ -668,3 +668,126 @@ async fn an_answer_larger_than_orbit_reads_from_axon_is_refused() {
     assert_eq!(code(&large), "PLUGIN_OUTPUT_LIMIT");
     assert!(large.body.to_string().len() < 2048);
 }
+
+/// A plugin that declares an input schema: Orbit refuses input that breaks
+/// it (400, with the failing path) before anything is decided, and a policy
+/// on the plugin's own action reads the typed input, allowing and denying.
+#[tokio::test]
+async fn a_policy_reads_the_typed_input_and_input_that_breaks_the_schema_is_refused_first() {
+    let stack = Stack::start().await;
+    let input_schema = json!({
+        "type": "object",
+        "required": ["amount", "currency"],
+        "properties": {
+            "amount": {"type": "integer", "minimum": 0},
+            "currency": {"type": "string", "enum": ["EUR", "USD"]},
+            "memo": {"type": "string"}
+        },
+        "additionalProperties": false
+    });
+    let toml = format!(
+        "name = \"approve-expense\"\nversion = \"1.0.0\"\ninput_schema = {}",
+        toml_inline(&input_schema)
+    );
+    stack.publish_approved(plugin_artifacts::ECHO, &toml).await;
+    let plugins = std::collections::BTreeMap::from([(
+        "approve-expense".to_owned(),
+        governance::InputType::of_schema(&input_schema).unwrap(),
+    )]);
+    let schema = governance::PolicySchema::with_plugin_actions(
+        &governance::inputs::plugin_actions_fragment(&plugins),
+    )
+    .unwrap();
+    let mut documents = governance::default_documents();
+    documents.push(governance::PolicyDocument {
+        name: "expenses.cedar".into(),
+        text: r#"@id("small-expenses-only") forbid (principal, action == AgentRuntime::Action::"approve-expense", resource)
+                 unless { context.input.amount < 1000 };"#
+            .into(),
+    });
+    stack
+        .activate_policies_with(documents, &schema.text())
+        .await;
+    let expense = |input: serde_json::Value| json!({ "plugin": "approve-expense", "intent": "approve", "input": input });
+    let refused = crate::support::eventually(std::time::Duration::from_secs(30), || async {
+        stack
+            .dispatch(expense(json!({"amount": 1000, "currency": "EUR"})))
+            .await
+            .status
+            == StatusCode::FORBIDDEN
+    })
+    .await;
+    assert!(refused, "the input condition was never in force");
+    let denied = stack
+        .dispatch(expense(json!({"amount": 1000, "currency": "EUR"})))
+        .await;
+    assert_eq!(
+        denied.body["governance"]["policies"],
+        json!(["small-expenses-only"])
+    );
+    let allowed = stack
+        .dispatch(expense(
+            json!({"amount": 999, "currency": "EUR", "memo": "taxi"}),
+        ))
+        .await;
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.body);
+    assert_eq!(
+        allowed.body["output"]["memo"], "taxi",
+        "the plugin gets the input whole"
+    );
+
+    for (input, path) in [
+        (json!({"amount": "lots", "currency": "EUR"}), "/amount"),
+        (json!({"amount": 5, "currency": "GBP"}), "/currency"),
+        (json!({"amount": 5, "currency": "EUR", "extra": 1}), ""),
+        (json!({"currency": "EUR"}), ""),
+        (json!({"amount": 1e300, "currency": "EUR"}), "/amount"),
+    ] {
+        let reply = stack.dispatch(expense(input.clone())).await;
+        assert_eq!(
+            (reply.status, code(&reply)),
+            (StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+            "{input}: {}",
+            reply.body
+        );
+        assert_eq!(reply.body["path"], path, "{input}: {}", reply.body);
+        if input["amount"] == "lots" {
+            assert_eq!(
+                reply.body["error"]["message"],
+                "`input` does not match the plugin's input schema at /amount: \"lots\" is not of type \"integer\""
+            );
+        }
+    }
+    // Only decisions were recorded, each with the input policies saw.
+    let records = stack.audit_records();
+    let expenses: Vec<_> = records
+        .iter()
+        .filter(|r| r.plugin.info.name == "approve-expense")
+        .collect();
+    assert!(expenses.len() >= 2);
+    assert!(expenses.iter().all(|r| r.input.is_some()));
+    let last = expenses.last().unwrap();
+    assert_eq!(
+        last.input,
+        Some(json!({"amount": 999, "currency": "EUR", "memo": "taxi"}))
+    );
+}
+
+/// `value` as a TOML inline value (JSON Schema in a plugin.toml).
+fn toml_inline(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Object(fields) => format!(
+            "{{ {} }}",
+            fields
+                .iter()
+                .map(|(k, v)| format!("\"{k}\" = {}", toml_inline(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        serde_json::Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(toml_inline).collect::<Vec<_>>().join(", ")
+        ),
+        other => other.to_string(),
+    }
+}

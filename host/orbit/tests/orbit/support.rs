@@ -272,11 +272,22 @@ impl Stack {
     /// Puts `documents` as a new policy version and activates it, as
     /// `agentctl policy put --activate` does; returns the version.
     pub async fn activate_policies(&self, documents: Vec<governance::PolicyDocument>) -> u64 {
+        self.activate_policies_with(documents, governance::SCHEMA)
+            .await
+    }
+
+    /// As [`Self::activate_policies`], validated against `schema` (with
+    /// plugin actions, say).
+    pub async fn activate_policies_with(
+        &self,
+        documents: Vec<governance::PolicyDocument>,
+        schema: &str,
+    ) -> u64 {
         let store = &self.policies;
         let version = store
             .put(&NewPolicySet {
                 documents,
-                schema: governance::SCHEMA.into(),
+                schema: schema.into(),
                 author: "test".into(),
                 message: "test".into(),
             })
