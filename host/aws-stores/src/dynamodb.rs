@@ -6,12 +6,14 @@
 //! catalog            trust                       the signed trust list and its `serial`
 //! catalog            version#<name>#<version>    a signed manifest, labels, revoked
 //! catalog            alias#<plugin>#<alias>      target, previous, `revision`
+//! catalog            route#<intent>              plugin, alias, `revision`
 //! history#<plugin>   <generation, 20 digits>     who, when, what, from, to
+//! history##routes    <generation, 20 digits>     the same, for the intent table
 //! ```
 //!
 //! Every write is one `TransactWriteItems`: its own condition (the version is
 //! absent, the alias is at the revision the writer read, the trust serial is
-//! older), its history item, and a compare-and-set of the generation from the
+//! older, the route is at the revision the writer read), its history item, and a compare-and-set of the generation from the
 //! value it read to the next. So writes are totally ordered, the history of a
 //! plugin reads in that order, and a reader who sees the same generation
 //! before and after reading the catalog partition has read one consistent
@@ -33,10 +35,13 @@ use aws_sdk_dynamodb::client::Waiters as _;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
 };
-use plugin_store::registry::{StoredAlias, StoredVersion, refusal, timestamp_now, to_json};
+use plugin_store::registry::{
+    ROUTES_SUBJECT, Route, RouteChange, StoredAlias, StoredVersion, check_intent, refusal,
+    timestamp_now, to_json,
+};
 use plugin_store::{
     Alias, AliasMove, Envelope, HistoryEntry, PluginName, Registered, Registry, Snapshot,
     StoreError, Version, VersionEntry, VersionRecord,
@@ -71,6 +76,10 @@ fn version_key(name: &str, version: &str) -> Item {
 
 fn alias_key(plugin: &str, alias: &str) -> Item {
     key(CATALOG, &format!("alias#{plugin}#{alias}"))
+}
+
+fn route_key(intent: &str) -> Item {
+    key(CATALOG, &format!("route#{intent}"))
 }
 
 fn key(pk: &str, sk: &str) -> Item {
@@ -128,6 +137,27 @@ fn stored_alias(item: &Item) -> Result<StoredAlias, StoreError> {
         name: f.text("alias")?,
         target: f.text("target")?,
         previous: f.optional_text("previous")?,
+        revision: f.number("revision")?,
+        updated_by: f.text("updated_by")?,
+        updated_at: f.text("updated_at")?,
+    })
+}
+
+fn route(item: &Item) -> Result<Route, StoreError> {
+    let f = Fields {
+        item,
+        what: "a registry route item",
+    };
+    let intent = f.text("intent")?;
+    let target = format!("{}@{}", f.text("plugin")?, f.text("alias")?)
+        .parse()
+        .map_err(|e: StoreError| StoreError::Corrupt {
+            what: format!("the route of intent `{intent}`"),
+            reason: e.to_string(),
+        })?;
+    Ok(Route {
+        intent,
+        target,
         revision: f.number("revision")?,
         updated_by: f.text("updated_by")?,
         updated_at: f.text("updated_at")?,
@@ -324,6 +354,23 @@ impl DynamoRegistry {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
+    fn delete(
+        &self,
+        key: Item,
+        condition: &str,
+        values: Item,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .condition_expression(condition)
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
     fn update(
         &self,
         key: Item,
@@ -433,6 +480,28 @@ impl DynamoRegistry {
         .into())
     }
 
+    /// The history of one subject (a plugin, or the intent table), oldest first.
+    async fn history_of(&self, subject: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let items = self.query(&history_partition(subject)).await?;
+        items
+            .iter()
+            .map(|item| {
+                let f = Fields {
+                    item,
+                    what: "a registry history item",
+                };
+                Ok(HistoryEntry {
+                    subject: subject.to_owned(),
+                    at: f.text("at")?,
+                    actor: f.text("actor")?,
+                    action: f.text("action")?,
+                    from: f.optional_text("from")?,
+                    to: f.optional_text("to")?,
+                })
+            })
+            .collect()
+    }
+
     async fn version_item(&self, name: &PluginName, version: &Version) -> Result<Item, StoreError> {
         self.get(version_key(name.as_str(), &version.to_string()))
             .await?
@@ -440,8 +509,8 @@ impl DynamoRegistry {
     }
 }
 
-fn history_of(plugin: &PluginName) -> String {
-    format!("history#{plugin}")
+fn history_partition(subject: &str) -> String {
+    format!("history#{subject}")
 }
 
 #[async_trait]
@@ -454,7 +523,7 @@ impl Registry for DynamoRegistry {
             Item::new(),
         )?;
         let change = Change {
-            partition: history_of(&record.name),
+            partition: history_partition(record.name.as_str()),
             actor: &record.published_by,
             action: "publish".to_owned(),
             from: None,
@@ -527,6 +596,11 @@ impl Registry for DynamoRegistry {
                         Ok(alias) => snapshot.aliases.push(alias),
                         Err(error) => tracing::error!(%error, "skipping a corrupt alias"),
                     }
+                } else if sk.starts_with("route#") {
+                    match route(item) {
+                        Ok(route) => snapshot.routes.push(route),
+                        Err(error) => tracing::error!(%error, "skipping a corrupt route"),
+                    }
                 } else if sk == TRUST {
                     let text = Fields {
                         item,
@@ -540,6 +614,7 @@ impl Registry for DynamoRegistry {
                         })?);
                 }
             }
+            snapshot.routes.sort_by(|a, b| a.intent.cmp(&b.intent));
             snapshot.versions.sort_by(|a, b| {
                 (&a.record.name, &a.record.version).cmp(&(&b.record.name, &b.record.version))
             });
@@ -589,7 +664,7 @@ impl Registry for DynamoRegistry {
             )?
         };
         let history = Change {
-            partition: history_of(&alias.plugin),
+            partition: history_partition(alias.plugin.as_str()),
             actor: &alias.updated_by,
             action: format!("alias {}", alias.name),
             from: current.map(|a| a.target.to_string()),
@@ -627,7 +702,7 @@ impl Registry for DynamoRegistry {
                 HashMap::from([(":new".to_owned(), s(&new)), (":old".to_owned(), s(&old))]),
             )?;
             let change = Change {
-                partition: history_of(name),
+                partition: history_partition(name.as_str()),
                 actor,
                 action: format!("labels {version}"),
                 from: Some(old),
@@ -658,7 +733,7 @@ impl Registry for DynamoRegistry {
             HashMap::from([(":yes".to_owned(), AttributeValue::Bool(true))]),
         )?;
         let change = Change {
-            partition: history_of(name),
+            partition: history_partition(name.as_str()),
             actor,
             action: "revoke".to_owned(),
             from: Some(version.to_string()),
@@ -672,24 +747,66 @@ impl Registry for DynamoRegistry {
     }
 
     async fn history(&self, name: &PluginName) -> Result<Vec<HistoryEntry>, StoreError> {
-        let items = self.query(&history_of(name)).await?;
-        items
-            .iter()
-            .map(|item| {
-                let f = Fields {
-                    item,
-                    what: "a registry history item",
-                };
-                Ok(HistoryEntry {
-                    plugin: name.clone(),
-                    at: f.text("at")?,
-                    actor: f.text("actor")?,
-                    action: f.text("action")?,
-                    from: f.optional_text("from")?,
-                    to: f.optional_text("to")?,
-                })
-            })
-            .collect()
+        self.history_of(name.as_str()).await
+    }
+
+    async fn change_route(&self, change: &RouteChange) -> Result<Option<Route>, StoreError> {
+        check_intent(&change.intent)?;
+        let conflict =
+            |now: u64| refusal::route_moved(&change.intent, now, change.expected_revision);
+        let key = route_key(&change.intent);
+        let current = match self.get(key.clone()).await? {
+            Some(item) => Some(route(&item)?),
+            None => None,
+        };
+        let revision = current.as_ref().map_or(0, |r| r.revision);
+        if revision != change.expected_revision {
+            return Err(conflict(revision));
+        }
+        let expected = HashMap::from([(":expected".to_owned(), n(revision))]);
+        let applied = change.applied(revision);
+        let write = match (&applied, revision) {
+            (None, 0) => return Err(refusal::no_route(&change.intent)),
+            (None, _) => self.delete(key, "revision = :expected", expected)?,
+            (Some(route), _) => {
+                let mut item = key;
+                item.extend([
+                    ("intent".to_owned(), s(&route.intent)),
+                    ("plugin".to_owned(), s(route.target.plugin.as_str())),
+                    ("alias".to_owned(), s(&route.target.alias)),
+                    ("revision".to_owned(), n(route.revision)),
+                    ("updated_by".to_owned(), s(&route.updated_by)),
+                    ("updated_at".to_owned(), s(&route.updated_at)),
+                ]);
+                if revision == 0 {
+                    self.put(item, "attribute_not_exists(pk)", Item::new())?
+                } else {
+                    self.put(item, "revision = :expected", expected)?
+                }
+            }
+        };
+        let history = Change {
+            partition: history_partition(ROUTES_SUBJECT),
+            actor: &change.actor,
+            action: change.history_action(),
+            from: current.map(|r| r.target.to_string()),
+            to: change.target.as_ref().map(ToString::to_string),
+        };
+        match self.write(write, history).await {
+            Ok(()) => Ok(applied),
+            Err(Refused::Error(error)) => Err(error),
+            Err(Refused::Condition(item)) => {
+                let now = item
+                    .as_ref()
+                    .and_then(|i| route(i).ok())
+                    .map_or(0, |r| r.revision);
+                Err(conflict(now))
+            }
+        }
+    }
+
+    async fn route_history(&self) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.history_of(ROUTES_SUBJECT).await
     }
 
     async fn put_trust_list(&self, serial: u64, envelope: &Envelope) -> Result<(), StoreError> {

@@ -258,7 +258,7 @@ async fn plugins(State(state): State<AxonState>) -> Json<serde_json::Value> {
 }
 
 async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+    service_kit::health("axon")
 }
 
 async fn ready(State(state): State<AxonState>) -> Result<Json<serde_json::Value>, ApiError> {

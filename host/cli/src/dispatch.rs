@@ -9,17 +9,18 @@ use orbit::client::OrbitClient;
 
 #[derive(Args)]
 pub(crate) struct DispatchArgs {
-    /// The plugin to run.
-    plugin: String,
+    /// The plugin to run. Without it, Orbit's intent table routes
+    /// `--intent` (`agentctl route list`).
+    plugin: Option<String>,
     /// The input: JSON text, or `@path` to read it from a file.
     #[arg(long, default_value = "{}")]
     input: String,
     /// Pin a plugin version (default: whatever alias `live`, or `--alias`,
     /// points at).
-    #[arg(long)]
+    #[arg(long, requires = "plugin")]
     version: Option<String>,
     /// The alias to resolve (default `live`).
-    #[arg(long, conflicts_with = "version")]
+    #[arg(long, conflicts_with = "version", requires = "plugin")]
     alias: Option<String>,
     /// What you want done, in your words.
     #[arg(long, default_value = "cli")]
@@ -75,11 +76,13 @@ pub(crate) async fn run(data_dir: &Path, args: DispatchArgs) -> anyhow::Result<(
     let input: serde_json::Value =
         serde_json::from_str(&input_text).context("--input is not valid JSON")?;
     let mut body = serde_json::json!({
-        "plugin": args.plugin,
         "intent": args.intent,
         "input": input,
         "context": args.context.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     });
+    if let Some(plugin) = args.plugin {
+        body["plugin"] = serde_json::Value::String(plugin);
+    }
     if let Some(alias) = args.alias {
         body["alias"] = serde_json::Value::String(alias);
     }

@@ -14,6 +14,7 @@ mod dispatch;
 mod keys;
 mod plugin;
 mod policy;
+mod route;
 mod up;
 
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ enum Command {
     Keys(keys::KeysCommand),
     /// Publish, sign, trust, label, alias, roll back and revoke plugins.
     Plugin(plugin::PluginArgs),
+    /// Route intents to plugins, for requests that name no plugin.
+    Route(route::RouteArgs),
     /// Validate, test, diff, store, activate and roll back policy sets.
     Policy(policy::PolicyArgs),
     /// Check the audit trail of governance decisions.
@@ -72,6 +75,7 @@ async fn main() -> ExitCode {
         Command::Dispatch(args) => dispatch::run(&cli.data_dir, args).await,
         Command::Keys(command) => keys::run(&cli.data_dir, command),
         Command::Plugin(command) => plugin::run(&cli.data_dir, command).await,
+        Command::Route(command) => route::run(&cli.data_dir, command).await,
         Command::Policy(command) => policy::run(&cli.data_dir, command).await,
         Command::Audit(command) => audit::run(&cli.data_dir, command),
     };

@@ -139,7 +139,7 @@ pub(crate) enum AliasCommand {
 }
 
 /// Who operator changes are recorded as.
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())

@@ -373,37 +373,13 @@ async fn signal_under_load(
     dir: &std::path::Path,
     signal: &str,
 ) -> (Vec<(String, bool)>, Vec<(String, bool)>) {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
     const INTENT: &str = "under-a-signal";
     let data_dir = dir.join("state");
-    let mut up = Command::new(env!("CARGO_BIN_EXE_agentctl"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args([
-            "up",
-            "--axon-listen",
-            "127.0.0.1:0",
-            "--orbit-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
-    let orbit_url = loop {
-        let line = lines.next().expect("`up` ended before it was up").unwrap();
-        if let Some(rest) = line.trim().strip_prefix("orbit  ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep reading stdout, so `up` never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    let (mut up, orbit_url) = start_up(&data_dir);
     let (access_key_id, secret_access_key) =
         auth::credentials::read_profile(&data_dir.join("credentials"), "agent-runtime").unwrap();
     let client = orbit::client::OrbitClient::new(
@@ -483,6 +459,109 @@ async fn signal_under_load(
         .map(|record| (record.correlation_id, record.decision.allowed))
         .collect();
     (seen, recorded)
+}
+
+/// Starts `agentctl up` (serving until a signal) on `data_dir`, on free
+/// ports; returns it and Orbit's URL once it is up.
+fn start_up(data_dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut up = Command::new(env!("CARGO_BIN_EXE_agentctl"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "up",
+            "--axon-listen",
+            "127.0.0.1:0",
+            "--orbit-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let orbit_url = loop {
+        let line = lines.next().expect("`up` ended before it was up").unwrap();
+        if let Some(rest) = line.trim().strip_prefix("orbit  ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep reading stdout, so `up` never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (up, orbit_url)
+}
+
+/// The earlier system's documented Python client (botocore's `SigV4Auth`,
+/// service `execute-api`, credentials found by `boto3.Session()`), run as
+/// its document gives it against the stack `agentctl up` brings up: the
+/// intent it dispatches is routed by the stack's seeded intent table.
+#[test]
+fn the_earlier_systems_python_client_works_as_written_against_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("state");
+    let (mut up, orbit_url) = start_up(&data_dir);
+    let python = std::env::var("AGENT_RUNTIME_PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/earlier_client.py"
+        ))
+        .arg(&orbit_url)
+        .env("AWS_SHARED_CREDENTIALS_FILE", data_dir.join("credentials"))
+        .env("AWS_PROFILE", "agent-runtime")
+        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .output();
+    let stopped = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success() && up.wait().unwrap().success());
+    let output = output.unwrap_or_else(|e| {
+        panic!("cannot run `{python}` ({e}); ./scripts/test.sh sets up a Python with boto3")
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let [health, routed, unrouted] = &lines[..] else {
+        panic!("three answers expected: {stdout}");
+    };
+    let is_time =
+        |v: &serde_json::Value| humantime::parse_rfc3339(v.as_str().unwrap_or_default()).is_ok();
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["service"], "orbit", "{health}");
+    assert!(
+        health["version"].is_string() && is_time(&health["timestamp"]),
+        "{health}"
+    );
+
+    assert_eq!(routed["status"], "success", "{routed}");
+    assert_eq!(
+        routed["message"], "`echo` 1.0.0 answered intent `call_reasoning`",
+        "{routed}"
+    );
+    assert!(
+        routed["correlation_id"].is_string() && is_time(&routed["timestamp"]),
+        "{routed}"
+    );
+    let governance = &routed["governance"];
+    assert_eq!(governance["allowed"], true, "{routed}");
+    assert!(governance["reason"].is_string(), "{routed}");
+    assert!(governance["decision_time_ms"].is_u64(), "{routed}");
+
+    assert_eq!(unrouted["error"]["code"], "PLUGIN_NOT_FOUND", "{unrouted}");
+    assert!(unrouted["correlation_id"].is_string(), "{unrouted}");
 }
 
 fn audit_verify(path: &std::path::Path) -> std::process::Output {

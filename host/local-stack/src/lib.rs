@@ -9,8 +9,9 @@
 //! key and a trust list naming it (`<data>/trust/`), and the example plugins
 //! (compiled by the build) published through the signed path into
 //! `<data>/plugins/`, labelled `approved` (`triage` also `experimental`) and
-//! aliased `live` the first time they are published.
-//! [`LocalStack::start`] then runs Axon and Orbit on loopback.
+//! aliased `live` the first time they are published, and the intent table's
+//! [`SEED_ROUTES`] set once (the earlier system's `call_reasoning` reaches
+//! `echo`). [`LocalStack::start`] then runs Axon and Orbit on loopback.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ pub async fn prepare(data_dir: &Path) -> anyhow::Result<Prepared> {
             .await
             .context("setting up the local trust list")?;
     publish_examples(&source, &trust.publisher).await?;
+    seed_routes(&**source.registry()).await?;
     Ok(Prepared {
         dev_key,
         orbit_key,
@@ -137,6 +139,26 @@ fn ensure_key(
 
 /// Who the local stack's own operator actions are recorded as.
 pub const ACTOR: &str = "agentctl-up";
+
+/// The routes the local stack starts with: the earlier system's clients
+/// dispatch `{"intent": "call_reasoning", "context": {...}}` with no plugin.
+pub const SEED_ROUTES: &[(&str, &str)] = &[("call_reasoning", "echo@live")];
+
+/// Sets each of [`SEED_ROUTES`] whose intent has never been routed: a route
+/// an operator changed or removed stays as they left it.
+async fn seed_routes(registry: &dyn plugin_store::Registry) -> anyhow::Result<()> {
+    let history = registry.route_history().await?;
+    for (intent, target) in SEED_ROUTES {
+        let action = format!("route {intent}");
+        if history.iter().any(|h| h.action == action) {
+            continue;
+        }
+        admin::set_route(registry, intent, target.parse()?, ACTOR)
+            .await
+            .with_context(|| format!("routing intent `{intent}`"))?;
+    }
+    Ok(())
+}
 
 /// Operator labels the local stack gives each example when first published.
 fn example_labels(name: &str) -> BTreeSet<String> {

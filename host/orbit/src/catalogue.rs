@@ -2,7 +2,8 @@
 //! memory and refreshed, so a dispatch resolves its alias and version without
 //! a store call.
 //!
-//! A request names a version (pinned) or an alias (default `live`); a
+//! A request names a plugin, or an intent the intent table routes to a
+//! plugin's alias. It names a version (pinned) or an alias (default `live`); a
 //! weighted alias picks its canary by a stable hash of the routing key. The
 //! resolved version must have verified under the trust list and not be
 //! revoked: otherwise the caller hears exactly why (`PLUGIN_UNTRUSTED`,
@@ -12,16 +13,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use plugin_store::{
-    Catalog, CatalogVersion, PluginName, StoreError, VerifiedManifest, VerifyError, Version,
-    Watcher,
+    Catalog, CatalogVersion, PluginName, RouteTarget, StoreError, VerifiedManifest, VerifyError,
+    Version, Watcher,
 };
 
 /// A miss refreshes from the store at most this often (unknown names must not
 /// turn into a flood of store reads).
 const MISS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The alias a request without `version` or `alias` goes to.
-pub const DEFAULT_ALIAS: &str = "live";
+pub use plugin_store::DEFAULT_ALIAS;
 
 pub struct Catalogue {
     watcher: Arc<Watcher>,
@@ -48,6 +48,10 @@ pub enum ResolveError {
     UnknownAlias { name: String, alias: String },
     #[error("{0}")]
     NotServable(VerifyError),
+    #[error(
+        "no plugin is routed for intent `{0}`: name a `plugin`, or ask an operator to run `agentctl route set {0} <plugin>`"
+    )]
+    NoRoute(String),
     #[error("the plugin registry is unavailable: {0}")]
     Unavailable(StoreError),
 }
@@ -123,6 +127,24 @@ impl Catalogue {
         })
     }
 
+    /// Where the intent table sends `intent`.
+    pub async fn route(&self, intent: &str) -> Result<RouteTarget, ResolveError> {
+        let find = |catalog: &Catalog| {
+            catalog
+                .routes
+                .get(intent)
+                .cloned()
+                .ok_or_else(|| ResolveError::NoRoute(intent.to_owned()))
+        };
+        match find(&self.current()) {
+            Err(miss) if self.miss_refresh_due() => {
+                self.refresh().await.map_err(ResolveError::Unavailable)?;
+                find(&self.current()).map_err(|_| miss)
+            }
+            other => other,
+        }
+    }
+
     /// The version `selector` picks for `routing_key`.
     pub async fn resolve(
         &self,
@@ -136,18 +158,7 @@ impl Catalogue {
                 | ResolveError::UnknownVersion { .. }
                 | ResolveError::UnknownAlias { .. }),
             ) => {
-                let due = {
-                    let mut last = self
-                        .last_miss_refresh
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    let due = last.elapsed() >= MISS_REFRESH_INTERVAL;
-                    if due {
-                        *last = Instant::now();
-                    }
-                    due
-                };
-                if !due {
+                if !self.miss_refresh_due() {
                     return Err(miss);
                 }
                 self.refresh().await.map_err(ResolveError::Unavailable)?;
@@ -155,5 +166,19 @@ impl Catalogue {
             }
             other => other,
         }
+    }
+
+    /// Whether a miss may refresh from the store now (at most once per
+    /// [`MISS_REFRESH_INTERVAL`]); claims the slot if so.
+    fn miss_refresh_due(&self) -> bool {
+        let mut last = self
+            .last_miss_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let due = last.elapsed() >= MISS_REFRESH_INTERVAL;
+        if due {
+            *last = Instant::now();
+        }
+        due
     }
 }

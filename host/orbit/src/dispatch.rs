@@ -1,7 +1,9 @@
 //! `POST /dispatch`: Think -> Govern -> Act.
 //!
-//! The caller is who signed the request (never anything in the body). The
-//! plugin version is resolved (a pinned `version`, or an `alias`, `live` by
+//! The caller is who signed the request (never anything in the body). A
+//! request that names no plugin goes where the intent table routes its
+//! intent (the earlier system's clients send only `intent` and `context`).
+//! The plugin version is resolved (a pinned `version`, or an `alias`, `live` by
 //! default, with its canary split by the routing key), governance decides on
 //! the verified version, and only on an allow is the request signed again by
 //! Orbit and sent to Axon with the digest that was governed.
@@ -40,6 +42,8 @@ struct GovernanceSummary<'a> {
     policy_version: u64,
     policy_set: &'a str,
     decision_time_us: u64,
+    /// The earlier system's field: whole milliseconds, rounded.
+    decision_time_ms: u64,
 }
 
 impl<'a> From<&'a Decision> for GovernanceSummary<'a> {
@@ -52,6 +56,7 @@ impl<'a> From<&'a Decision> for GovernanceSummary<'a> {
             policy_version: d.policy_version,
             policy_set: &d.policy_set,
             decision_time_us: d.decision_time_us,
+            decision_time_ms: d.decision_time_us.saturating_add(500) / 1000,
         }
     }
 }
@@ -59,6 +64,8 @@ impl<'a> From<&'a Decision> for GovernanceSummary<'a> {
 #[derive(Serialize)]
 struct DispatchReply<'a> {
     status: &'static str,
+    /// A line for people (the earlier system's `message`).
+    message: String,
     output: &'a RawValue,
     confidence: Option<f64>,
     notes: &'a [String],
@@ -125,10 +132,30 @@ pub async fn dispatch(
     ApiJson(body): ApiJson<DispatchBody>,
 ) -> Result<Response, ApiError> {
     let invalid = |message: String| ApiError::new(ErrorCode::InvalidRequest, message);
-    let name: PluginName = body
-        .plugin
-        .parse()
-        .map_err(|e| invalid(format!("`plugin`: {e}")))?;
+    service_kit::reasoning::check_fields("", &body.intent, &body.context)?;
+    // The plugin named, or the one the intent table routes the intent to.
+    let (name, routed_alias) = match &body.plugin {
+        Some(plugin) => (
+            plugin
+                .parse::<PluginName>()
+                .map_err(|e| invalid(format!("`plugin`: {e}")))?,
+            None,
+        ),
+        None if body.version.is_some() || body.alias.is_some() => {
+            return Err(invalid(
+                "`version` and `alias` choose among a plugin's versions: name the `plugin` too"
+                    .into(),
+            ));
+        }
+        None => {
+            let target = state
+                .catalogue()
+                .route(&body.intent)
+                .await
+                .map_err(resolve_error)?;
+            (target.plugin, Some(target.alias))
+        }
+    };
     let version: Option<Version> = body
         .version
         .as_deref()
@@ -140,8 +167,8 @@ pub async fn dispatch(
             ))
         })?;
 
-    service_kit::reasoning::check_fields("", &body.intent, &body.context)?;
-    let selector = match (&version, &body.alias) {
+    let alias = body.alias.as_deref().or(routed_alias.as_deref());
+    let selector = match (&version, alias) {
         (Some(_), Some(_)) => {
             return Err(invalid(
                 "give `version` or `alias`, not both: a pinned version has no alias".into(),
@@ -170,7 +197,7 @@ pub async fn dispatch(
         Some(schema) => Some(
             state
                 .inputs()
-                .check(&manifest.digest, schema, &body.input)?,
+                .check(&manifest.digest, schema, body.input())?,
         ),
         None => None,
     };
@@ -225,6 +252,8 @@ pub async fn dispatch(
             ),
         )
         .with_detail("status", status)
+        // The earlier system's denial carries the reason as text.
+        .with_detail("reason", decision.explain())
         .with_detail("plugin", &plugin_ref)
         .with_detail("governance", GovernanceSummary::from(&decision));
         match code {
@@ -242,7 +271,7 @@ pub async fn dispatch(
         digest: manifest.digest.to_string(),
         request: AxonRequest {
             intent: &body.intent,
-            input: &body.input,
+            input: body.input(),
             context: &body.context,
         },
     })
@@ -258,6 +287,10 @@ pub async fn dispatch(
         .await?;
     let reply = DispatchReply {
         status: "success",
+        message: format!(
+            "`{}` {} answered intent `{}`",
+            answer.plugin.name, answer.plugin.version, body.intent
+        ),
         output: &answer.output,
         confidence: answer.confidence,
         notes: &answer.notes,

@@ -123,7 +123,7 @@ pub fn router(state: OrbitState) -> Router {
 }
 
 async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+    service_kit::health("orbit")
 }
 
 async fn ready(State(state): State<OrbitState>) -> Result<Json<serde_json::Value>, ApiError> {

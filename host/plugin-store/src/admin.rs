@@ -11,7 +11,10 @@ use semver::Version;
 
 use crate::error::StoreError;
 use crate::manifest::PluginName;
-use crate::registry::{Alias, AliasMove, AliasTarget, Registry, check_alias_name, check_label};
+use crate::registry::{
+    Alias, AliasMove, AliasTarget, Registry, Route, RouteChange, RouteTarget, check_alias_name,
+    check_intent, check_label,
+};
 use crate::signing::{KeyPair, SignatureError, decode_public, encode_public};
 use crate::trust::{TrustList, TrustedKey};
 
@@ -251,6 +254,82 @@ pub async fn rollback_alias(
             actor: actor.to_owned(),
         })
         .await
+}
+
+/// Routes `intent` to `target`, whose plugin must have that alias (so a typo
+/// is caught here, not by the first caller). Returns the route as stored.
+pub async fn set_route(
+    registry: &dyn Registry,
+    intent: &str,
+    target: RouteTarget,
+    actor: &str,
+) -> Result<Route, StoreError> {
+    check_intent(intent)?;
+    for _ in 0..RETRIES {
+        let snapshot = registry.snapshot().await?;
+        if !snapshot
+            .aliases
+            .iter()
+            .any(|a| a.plugin == target.plugin && a.name == target.alias)
+        {
+            return Err(StoreError::Invalid(format!(
+                "plugin `{}` has no alias `{}`: publish it and `agentctl plugin alias set {} {} <version>` first",
+                target.plugin, target.alias, target.plugin, target.alias
+            )));
+        }
+        let change = RouteChange {
+            intent: intent.to_owned(),
+            target: Some(target.clone()),
+            expected_revision: route_revision(&snapshot, intent),
+            actor: actor.to_owned(),
+        };
+        match registry.change_route(&change).await {
+            Err(StoreError::Conflict(_)) => continue,
+            Ok(Some(route)) => return Ok(route),
+            Ok(None) => {
+                return Err(StoreError::Backend(format!(
+                    "the route of `{intent}` was not stored"
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "the route of `{intent}` keeps changing under this change; try again"
+    )))
+}
+
+/// Removes the route of `intent`; requests that name it and no plugin are
+/// refused from then on.
+pub async fn remove_route(
+    registry: &dyn Registry,
+    intent: &str,
+    actor: &str,
+) -> Result<(), StoreError> {
+    for _ in 0..RETRIES {
+        let snapshot = registry.snapshot().await?;
+        let change = RouteChange {
+            intent: intent.to_owned(),
+            target: None,
+            expected_revision: route_revision(&snapshot, intent),
+            actor: actor.to_owned(),
+        };
+        match registry.change_route(&change).await {
+            Err(StoreError::Conflict(_)) => continue,
+            result => return result.map(drop),
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "the route of `{intent}` keeps changing under this change; try again"
+    )))
+}
+
+fn route_revision(snapshot: &crate::registry::Snapshot, intent: &str) -> u64 {
+    snapshot
+        .routes
+        .iter()
+        .find(|r| r.intent == intent)
+        .map_or(0, |r| r.revision)
 }
 
 /// Replaces a version's operator labels.

@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::StoreError;
 use crate::manifest::PluginName;
-use crate::registry::{Alias, Registry, VersionRecord};
+use crate::registry::{Alias, Registry, RouteTarget, VersionRecord};
 use crate::source::{VerifyError, verify_entry};
 use crate::trust::{Installed, Trust, VerifiedManifest};
 
@@ -76,6 +76,8 @@ pub struct Catalog {
     pub generation: u64,
     pub trust_serial: Option<u64>,
     pub plugins: BTreeMap<PluginName, CatalogPlugin>,
+    /// The intent table: where a request that names no plugin goes.
+    pub routes: BTreeMap<String, RouteTarget>,
     /// The earliest end of validity of a key some version verified under.
     valid_until: Option<SystemTime>,
 }
@@ -199,6 +201,11 @@ impl Watcher {
                 .aliases
                 .insert(alias.name.clone(), alias);
         }
+        catalog.routes = snapshot
+            .routes
+            .into_iter()
+            .map(|r| (r.intent, r.target))
+            .collect();
         let catalog = Arc::new(catalog);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = catalog.clone();
         *self.built_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());

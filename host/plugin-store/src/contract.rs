@@ -18,7 +18,9 @@ use semver::Version;
 
 use crate::error::StoreError;
 use crate::manifest::{Digest, PluginName};
-use crate::registry::{AliasMove, AliasTarget, Canary, Registered, Registry, VersionRecord};
+use crate::registry::{
+    AliasMove, AliasTarget, Canary, Registered, Registry, RouteChange, RouteTarget, VersionRecord,
+};
 use crate::signing::KeyPair;
 use crate::source::BlobStore;
 
@@ -51,7 +53,119 @@ where
     concurrent_publishers_of_one_version_cannot_both_win(&open).await;
     alias_moves_are_compare_and_set_and_none_is_lost(&open).await;
     labels_revocations_and_history(open().await).await;
+    routes_are_compare_and_set_with_history(&open).await;
     trust_lists_only_move_forward(open().await).await;
+}
+
+fn route(intent: &str, target: Option<&str>, expected_revision: u64, actor: &str) -> RouteChange {
+    RouteChange {
+        intent: intent.into(),
+        target: target.map(|t| t.parse().unwrap_or_else(|e| panic!("{e}"))),
+        expected_revision,
+        actor: actor.into(),
+    }
+}
+
+async fn routes_are_compare_and_set_with_history<F, Fut>(open: &F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Registry>>,
+{
+    let registry = open().await;
+    let intent = "contract_route";
+    let set = registry
+        .change_route(&route(intent, Some("alpha"), 0, "ops"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("a set route is returned"));
+    assert_eq!(set.revision, 1);
+    assert_eq!(set.target.to_string(), "alpha@live");
+    // From a stale revision: refused, nothing changes.
+    let stale = registry
+        .change_route(&route(intent, Some("beta@canary"), 0, "ops"))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    let listed = |snapshot: crate::registry::Snapshot| {
+        snapshot
+            .routes
+            .into_iter()
+            .find(|r| r.intent == intent)
+            .map(|r| (r.target, r.revision))
+    };
+    let snapshot = registry.snapshot().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        listed(snapshot),
+        Some((
+            RouteTarget {
+                plugin: name("alpha"),
+                alias: "live".into()
+            },
+            1
+        ))
+    );
+
+    // Writers race from the same revision: exactly one wins each round.
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS {
+        let registry = open().await;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let snapshot = registry.snapshot().await.unwrap_or_else(|e| panic!("{e}"));
+                let revision = snapshot
+                    .routes
+                    .iter()
+                    .find(|r| r.intent == intent)
+                    .map_or(0, |r| r.revision);
+                let target = format!("writer-{i}@live");
+                match registry
+                    .change_route(&route(intent, Some(&target), revision, "ops"))
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(StoreError::Conflict(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let revision = WRITERS as u64 + 1;
+    let snapshot = registry.snapshot().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed(snapshot).map(|(_, r)| r), Some(revision));
+
+    // Removed: gone from the snapshot; removing it again is not found.
+    let removed = registry
+        .change_route(&route(intent, None, revision, "ops"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(removed, None);
+    let snapshot = registry.snapshot().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed(snapshot), None);
+    let again = registry.change_route(&route(intent, None, 0, "ops")).await;
+    assert!(matches!(again, Err(StoreError::NotFound(_))), "{again:?}");
+    let bad = registry
+        .change_route(&route("not an intent", Some("alpha"), 0, "ops"))
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+
+    // Every change recorded once, chained from where the one before ended.
+    let history = registry
+        .route_history()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let changes: Vec<_> = history
+        .iter()
+        .filter(|h| h.action == format!("route {intent}"))
+        .collect();
+    assert_eq!(changes.len(), WRITERS + 2, "{history:?}");
+    assert_eq!(changes[0].from, None);
+    assert_eq!(changes[0].to.as_deref(), Some("alpha@live"));
+    for pair in changes.windows(2) {
+        assert_eq!(pair[1].from, pair[0].to, "{history:?}");
+    }
+    assert_eq!(changes.last().and_then(|h| h.to.as_ref()), None);
 }
 
 async fn versions_are_immutable(registry: Arc<dyn Registry>) {

@@ -34,8 +34,8 @@ pub use manifest::{
     Digest, MANIFEST_TYPE, PluginManifest, PluginName, PluginRef, PublishSpec, RequestedLimits,
 };
 pub use registry::{
-    Alias, AliasMove, AliasTarget, Canary, HistoryEntry, Registered, Registry, Snapshot,
-    VersionEntry, VersionRecord,
+    Alias, AliasMove, AliasTarget, Canary, DEFAULT_ALIAS, HistoryEntry, Registered, Registry,
+    Route, RouteTarget, Snapshot, VersionEntry, VersionRecord,
 };
 pub use semver::Version;
 pub use signing::{Envelope, KeyId, KeyPair};

@@ -155,13 +155,89 @@ impl AliasMove {
     }
 }
 
+/// Where an intent goes when a request names no plugin: an alias of a
+/// plugin (`live` unless said otherwise). Written `plugin@alias`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteTarget {
+    pub plugin: PluginName,
+    pub alias: String,
+}
+
+impl std::fmt::Display for RouteTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.plugin, self.alias)
+    }
+}
+
+impl std::str::FromStr for RouteTarget {
+    type Err = StoreError;
+
+    /// `plugin` (alias `live`) or `plugin@alias`.
+    fn from_str(text: &str) -> Result<Self, StoreError> {
+        let (plugin, alias) = text.split_once('@').unwrap_or((text, DEFAULT_ALIAS));
+        check_alias_name(alias)?;
+        Ok(Self {
+            plugin: plugin.parse()?,
+            alias: alias.to_owned(),
+        })
+    }
+}
+
+/// The alias a request, or a route, that names none goes to.
+pub const DEFAULT_ALIAS: &str = "live";
+
+/// An entry of the intent table: requests that name this intent and no
+/// plugin go to `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub intent: String,
+    pub target: RouteTarget,
+    /// Bumped by every change; a change names the revision it read.
+    pub revision: u64,
+    pub updated_by: String,
+    pub updated_at: String,
+}
+
+/// A change of one route, conditional on the revision the writer read (0:
+/// the intent must have no route). `target: None` removes the route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteChange {
+    pub intent: String,
+    pub target: Option<RouteTarget>,
+    pub expected_revision: u64,
+    pub actor: String,
+}
+
+impl RouteChange {
+    /// The route this change makes of the one at `revision`, as of now;
+    /// `None` for a removal.
+    pub fn applied(&self, revision: u64) -> Option<Route> {
+        self.target.as_ref().map(|target| Route {
+            intent: self.intent.clone(),
+            target: target.clone(),
+            revision: revision + 1,
+            updated_by: self.actor.clone(),
+            updated_at: timestamp_now(),
+        })
+    }
+
+    /// The action its history entry records.
+    pub fn history_action(&self) -> String {
+        format!("route {}", self.intent)
+    }
+}
+
+/// The history subject of the intent table: no plugin name starts with `#`.
+pub const ROUTES_SUBJECT: &str = "#routes";
+
 /// One recorded change: who, when, what, from, to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryEntry {
-    pub plugin: PluginName,
+    /// The plugin changed, or [`ROUTES_SUBJECT`] for the intent table.
+    pub subject: String,
     pub at: String,
     pub actor: String,
-    /// `publish`, `alias <name>`, `labels <version>`, `revoke`.
+    /// `publish`, `alias <name>`, `labels <version>`, `revoke`, `route <intent>`.
     pub action: String,
     pub from: Option<String>,
     pub to: Option<String>,
@@ -173,6 +249,7 @@ pub struct Snapshot {
     pub generation: u64,
     pub versions: Vec<VersionEntry>,
     pub aliases: Vec<Alias>,
+    pub routes: Vec<Route>,
     pub trust_list: Option<Envelope>,
 }
 
@@ -324,6 +401,18 @@ pub mod refusal {
         ))
     }
 
+    /// No route for an intent.
+    pub fn no_route(intent: &str) -> StoreError {
+        StoreError::NotFound(format!("a route for intent `{intent}`"))
+    }
+
+    /// A route changed since the writer read revision `expected`.
+    pub fn route_moved(intent: &str, now: u64, expected: u64) -> StoreError {
+        StoreError::Conflict(format!(
+            "the route of intent `{intent}` changed meanwhile (revision {now}, expected {expected}); read it again"
+        ))
+    }
+
     /// The stored trust list is not older than `serial`.
     pub fn trust_not_newer(serial: u64) -> StoreError {
         StoreError::Conflict(format!(
@@ -355,6 +444,23 @@ pub fn check_alias_name(name: &str) -> Result<(), StoreError> {
     } else {
         Err(StoreError::Invalid(format!(
             "alias `{name}` is invalid: use 1 to 64 lowercase letters, digits or `-`"
+        )))
+    }
+}
+
+/// An intent the intent table can route: 1 to 128 letters, digits, `_`,
+/// `-`, `.` or `:` (the earlier system's intents are `call_reasoning` and the
+/// like).
+pub fn check_intent(intent: &str) -> Result<(), StoreError> {
+    let valid = (1..=128).contains(&intent.len())
+        && intent
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "intent `{intent}` cannot be routed: use 1 to 128 letters, digits, `_`, `-`, `.` or `:`"
         )))
     }
 }
@@ -420,6 +526,16 @@ pub trait Registry: Send + Sync {
 
     /// The recorded changes of a plugin, oldest first.
     async fn history(&self, name: &PluginName) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Sets or (`target: None`) removes the route of an intent if its
+    /// revision is still the one the writer read, recording the change in
+    /// the intent table's history in the same write. Another writer first:
+    /// [`StoreError::Conflict`]. Returns the route as stored (`None` once
+    /// removed).
+    async fn change_route(&self, change: &RouteChange) -> Result<Option<Route>, StoreError>;
+
+    /// The recorded changes of the intent table, oldest first.
+    async fn route_history(&self) -> Result<Vec<HistoryEntry>, StoreError>;
 
     /// Installs a signed trust list if `serial` is newer than the stored one
     /// (checked and written atomically); an older or equal serial is

@@ -16,8 +16,9 @@ use semver::Version;
 use crate::error::StoreError;
 use crate::manifest::PluginName;
 use crate::registry::{
-    Alias, AliasMove, AliasTarget, HistoryEntry, Registered, Registry, Snapshot, StoredAlias,
-    StoredVersion, VersionEntry, VersionRecord, corrupt, refusal, timestamp_now, to_json,
+    Alias, AliasMove, AliasTarget, HistoryEntry, ROUTES_SUBJECT, Registered, Registry, Route,
+    RouteChange, Snapshot, StoredAlias, StoredVersion, VersionEntry, VersionRecord, corrupt,
+    refusal, timestamp_now, to_json,
 };
 use crate::signing::Envelope;
 
@@ -45,6 +46,14 @@ CREATE TABLE IF NOT EXISTS aliases (
     updated_by TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (plugin, name)
+);
+CREATE TABLE IF NOT EXISTS routes (
+    intent TEXT PRIMARY KEY,
+    plugin TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -142,12 +151,38 @@ impl SqliteRegistry {
         })
         .await
     }
+
+    /// The history of one subject (a plugin, or the intent table), oldest first.
+    async fn history_of(&self, subject: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let subject = subject.to_owned();
+        self.with(move |conn, path| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT at, actor, action, from_value, to_value FROM history WHERE plugin = ?1 ORDER BY seq",
+                )
+                .map_err(db_error(path))?;
+            let rows = stmt
+                .query_map(params![subject], |r| {
+                    Ok(HistoryEntry {
+                        subject: subject.clone(),
+                        at: r.get(0)?,
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        from: r.get(3)?,
+                        to: r.get(4)?,
+                    })
+                })
+                .map_err(db_error(path))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error(path))
+        })
+        .await
+    }
 }
 
 fn record_history(
     tx: &rusqlite::Transaction<'_>,
     path: &Path,
-    plugin: &PluginName,
+    subject: &str,
     actor: &str,
     action: &str,
     from: Option<String>,
@@ -155,7 +190,7 @@ fn record_history(
 ) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO history (plugin, at, actor, action, from_value, to_value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![plugin.as_str(), timestamp_now(), actor, action, from, to],
+        params![subject, timestamp_now(), actor, action, from, to],
     )
     .map_err(db_error(path))?;
     Ok(())
@@ -175,6 +210,26 @@ fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVersion> {
         labels: row.get(6)?,
         revoked: row.get(7)?,
     })
+}
+
+const ROUTE_COLUMNS: &str = "intent, plugin, alias, revision, updated_by, updated_at";
+
+/// A route row; a target that does not parse is [`StoreError::Corrupt`].
+fn route_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Route, StoreError>> {
+    let intent: String = row.get(0)?;
+    let (plugin, alias): (String, String) = (row.get(1)?, row.get(2)?);
+    let revision = u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0);
+    let (updated_by, updated_at) = (row.get(4)?, row.get(5)?);
+    Ok(format!("{plugin}@{alias}")
+        .parse()
+        .map_err(|e| corrupt(format!("the route of intent `{intent}`"), e))
+        .map(|target| Route {
+            intent,
+            target,
+            revision,
+            updated_by,
+            updated_at,
+        }))
 }
 
 const ALIAS_COLUMNS: &str = "plugin, name, target, previous, revision, updated_by, updated_at";
@@ -214,7 +269,7 @@ impl Registry for SqliteRegistry {
                 record_history(
                     tx,
                     path,
-                    &record.name,
+                    record.name.as_str(),
                     &record.published_by,
                     "publish",
                     None,
@@ -302,6 +357,19 @@ impl Registry for SqliteRegistry {
                 }
             }
             drop(stmt);
+            let mut routes = Vec::new();
+            let mut stmt = tx
+                .prepare(&format!(
+                    "SELECT {ROUTE_COLUMNS} FROM routes ORDER BY intent"
+                ))
+                .map_err(db_error(path))?;
+            for row in stmt.query_map([], route_row).map_err(db_error(path))? {
+                match row.map_err(db_error(path))? {
+                    Ok(route) => routes.push(route),
+                    Err(error) => tracing::error!(%error, "skipping a corrupt route"),
+                }
+            }
+            drop(stmt);
             let trust_list = tx
                 .query_row("SELECT envelope FROM trust WHERE id = 1", [], |r| {
                     r.get::<_, String>(0)
@@ -319,6 +387,7 @@ impl Registry for SqliteRegistry {
                 generation: u64::try_from(generation).unwrap_or(0),
                 versions,
                 aliases,
+                routes,
                 trust_list,
             })
         })
@@ -375,7 +444,7 @@ impl Registry for SqliteRegistry {
             record_history(
                 tx,
                 path,
-                &alias.plugin,
+                alias.plugin.as_str(),
                 &alias.updated_by,
                 &format!("alias {}", alias.name),
                 from,
@@ -418,7 +487,7 @@ impl Registry for SqliteRegistry {
             record_history(
                 tx,
                 path,
-                &name,
+                name.as_str(),
                 &actor,
                 &format!("labels {version}"),
                 Some(old),
@@ -454,7 +523,7 @@ impl Registry for SqliteRegistry {
             record_history(
                 tx,
                 path,
-                &name,
+                name.as_str(),
                 &actor,
                 "revoke",
                 Some(version.to_string()),
@@ -465,28 +534,74 @@ impl Registry for SqliteRegistry {
     }
 
     async fn history(&self, name: &PluginName) -> Result<Vec<HistoryEntry>, StoreError> {
-        let name = name.clone();
-        self.with(move |conn, path| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT at, actor, action, from_value, to_value FROM history WHERE plugin = ?1 ORDER BY seq",
+        self.history_of(name.as_str()).await
+    }
+
+    async fn change_route(&self, change: &RouteChange) -> Result<Option<Route>, StoreError> {
+        crate::registry::check_intent(&change.intent)?;
+        let change = change.clone();
+        self.write(move |tx, path| {
+            let current: Option<(i64, String, String)> = tx
+                .query_row(
+                    "SELECT revision, plugin, alias FROM routes WHERE intent = ?1",
+                    params![change.intent],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
+                .optional()
                 .map_err(db_error(path))?;
-            let rows = stmt
-                .query_map(params![name.as_str()], |r| {
-                    Ok(HistoryEntry {
-                        plugin: name.clone(),
-                        at: r.get(0)?,
-                        actor: r.get(1)?,
-                        action: r.get(2)?,
-                        from: r.get(3)?,
-                        to: r.get(4)?,
-                    })
-                })
-                .map_err(db_error(path))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(db_error(path))
+            let revision = current
+                .as_ref()
+                .map_or(0, |(r, _, _)| u64::try_from(*r).unwrap_or(0));
+            if revision != change.expected_revision {
+                return Err(refusal::route_moved(
+                    &change.intent,
+                    revision,
+                    change.expected_revision,
+                ));
+            }
+            if current.is_none() && change.target.is_none() {
+                return Err(refusal::no_route(&change.intent));
+            }
+            let route = change.applied(revision);
+            match &route {
+                Some(route) => tx.execute(
+                    &format!(
+                        "INSERT INTO routes ({ROUTE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (intent) DO UPDATE SET plugin = excluded.plugin,
+                         alias = excluded.alias, revision = excluded.revision,
+                         updated_by = excluded.updated_by, updated_at = excluded.updated_at"
+                    ),
+                    params![
+                        route.intent,
+                        route.target.plugin.as_str(),
+                        route.target.alias,
+                        i64::try_from(route.revision).unwrap_or(i64::MAX),
+                        route.updated_by,
+                        route.updated_at,
+                    ],
+                ),
+                None => tx.execute(
+                    "DELETE FROM routes WHERE intent = ?1",
+                    params![change.intent],
+                ),
+            }
+            .map_err(db_error(path))?;
+            record_history(
+                tx,
+                path,
+                ROUTES_SUBJECT,
+                &change.actor,
+                &change.history_action(),
+                current.map(|(_, plugin, alias)| format!("{plugin}@{alias}")),
+                change.target.as_ref().map(ToString::to_string),
+            )?;
+            Ok(route)
         })
         .await
+    }
+
+    async fn route_history(&self) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.history_of(ROUTES_SUBJECT).await
     }
 
     async fn put_trust_list(&self, serial: u64, envelope: &Envelope) -> Result<(), StoreError> {

@@ -1,5 +1,6 @@
 //! Correlation ids: accepted from `X-Correlation-ID` or generated, echoed on the
-//! response, attached to every log line of the request, and available to
+//! response (with a new `X-Request-ID` naming this one request), attached to
+//! every log line of the request, and available to
 //! handlers and to [`ApiError`](crate::ApiError) through a task-local.
 
 use std::fmt;
@@ -16,6 +17,10 @@ use crate::error::{ApiError, Enveloped, ErrorCode, envelope_for_status};
 
 /// The header that carries the correlation id, in both directions.
 pub const HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// The header that names this one request on the response: unlike the
+/// correlation id, which a caller chooses and may reuse, it is always new.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 const MAX_LEN: usize = 128;
 
@@ -106,7 +111,8 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
         ),
     };
     request.extensions_mut().insert(id.clone());
-    let span = tracing::info_span!("request", correlation_id = %id, method = %method, path = %path);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("request", correlation_id = %id, request_id = %request_id, method = %method, path = %path);
 
     let run = async move {
         let mut response = match rejected {
@@ -129,6 +135,9 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
     let mut response = CURRENT.scope(id.clone(), run.instrument(span)).await;
     if let Some(value) = id.header_value() {
         response.headers_mut().insert(HEADER, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
 }

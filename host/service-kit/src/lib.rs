@@ -35,6 +35,18 @@ pub fn with_common_layers(router: Router, http_metrics: metrics::HttpMetrics) ->
         .layer(axum::middleware::from_fn(correlation::layer))
 }
 
+/// `GET /health` of `service`: the process serves. The body is the one the
+/// earlier system's load balancers and clients read (`status: "healthy"`),
+/// with the version of this build.
+pub fn health(service: &'static str) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "status": "healthy",
+        "service": service,
+        "timestamp": timestamp(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
 /// The current time as RFC 3339 UTC with milliseconds, as used in responses.
 pub fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()

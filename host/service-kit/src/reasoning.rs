@@ -15,7 +15,9 @@ use crate::error::{ApiError, ErrorCode};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatchBody {
-    pub plugin: String,
+    /// The plugin to run; without it, the intent table routes `intent`.
+    #[serde(default)]
+    pub plugin: Option<String>,
     /// Pins a version; governed like any dispatch.
     #[serde(default)]
     pub version: Option<String>,
@@ -23,9 +25,19 @@ pub struct DispatchBody {
     #[serde(default)]
     pub alias: Option<String>,
     pub intent: String,
-    pub input: Box<RawValue>,
+    /// Absent: `null` (the earlier system's requests carry only `intent`
+    /// and `context`).
+    #[serde(default)]
+    pub input: Option<Box<RawValue>>,
     #[serde(default)]
     pub context: BTreeMap<String, String>,
+}
+
+impl DispatchBody {
+    /// The input, `null` when absent.
+    pub fn input(&self) -> &RawValue {
+        self.input.as_deref().unwrap_or(RawValue::NULL)
+    }
 }
 
 /// `POST /v1/reason` body.

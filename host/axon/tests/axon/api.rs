@@ -220,7 +220,8 @@ async fn unknown_routes_methods_and_bad_correlation_ids_use_the_envelope() {
 #[tokio::test]
 async fn health_ready_plugins_and_metrics() {
     let axon = TestAxon::start().await;
-    assert_eq!(axon.get("/health").await.body["status"], "ok");
+    assert_eq!(axon.get("/health").await.body["status"], "healthy");
+    assert_eq!(axon.get("/health").await.body["service"], "axon");
     let ready = axon.get("/ready").await;
     assert_eq!(
         (ready.status, ready.body["status"].as_str()),

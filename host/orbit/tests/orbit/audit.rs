@@ -97,10 +97,15 @@ async fn a_record_says_who_asked_for_what_and_what_decided() {
     );
     assert_eq!(record.intent, "classify");
     assert!(!record.decision.allowed);
+    // The reply's governance is the recorded decision, plus the earlier
+    // system's rounded `decision_time_ms`.
+    let mut answered = reply.body["governance"].clone();
+    let ms = answered.as_object_mut().unwrap().remove("decision_time_ms");
     assert_eq!(
-        serde_json::to_value(&record.decision).unwrap(),
-        reply.body["governance"]
+        ms,
+        Some(json!((record.decision.decision_time_us + 500) / 1000))
     );
+    assert_eq!(serde_json::to_value(&record.decision).unwrap(), answered);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 
 mod audit;
 mod dispatch;
+mod earlier_clients;
 mod front_door;
 mod resilience;
 mod sigv4;
