@@ -212,20 +212,28 @@ async fn schema_of(
     store: Option<&Arc<dyn PolicyStore>>,
     registry: impl AsyncFnOnce() -> anyhow::Result<PolicySchema>,
 ) -> anyhow::Result<PolicySchema> {
-    let version = match set {
-        SetRef::Path(_) => return registry().await,
-        SetRef::Version(version) => *version,
-        SetRef::Active => {
-            let store = store.context("no policy store open")?;
-            store
-                .head()
-                .await?
-                .context("the policy store has no active set yet")?
-                .version
-        }
-    };
+    if let SetRef::Path(_) = set {
+        return registry().await;
+    }
+    let version = stored_version(set, store).await?;
     let store = store.context("no policy store open")?;
     Ok(PolicySchema::of_stored(&store.get(version).await?.schema)?)
+}
+
+/// The stored version `set` names (the active one for `active`).
+async fn stored_version(set: &SetRef, store: Option<&Arc<dyn PolicyStore>>) -> anyhow::Result<u64> {
+    match set {
+        SetRef::Path(path) => bail!("`{}` is a directory, not a stored version", path.display()),
+        SetRef::Version(version) => Ok(*version),
+        SetRef::Active => {
+            let store = store.context("no policy store open")?;
+            let head = store
+                .head()
+                .await?
+                .context("the policy store has no active set yet")?;
+            Ok(head.version)
+        }
+    }
 }
 
 /// The documents of `set`, reading the store only when it names a version.
@@ -233,18 +241,10 @@ async fn documents(
     set: &SetRef,
     store: Option<&Arc<dyn PolicyStore>>,
 ) -> anyhow::Result<Vec<PolicyDocument>> {
-    let version = match set {
-        SetRef::Path(path) => return Ok(governance::read_policies(path)?),
-        SetRef::Version(version) => *version,
-        SetRef::Active => {
-            let store = store.context("no policy store open")?;
-            store
-                .head()
-                .await?
-                .context("the policy store has no active set yet")?
-                .version
-        }
-    };
+    if let SetRef::Path(path) = set {
+        return Ok(governance::read_policies(path)?);
+    }
+    let version = stored_version(set, store).await?;
     let store = store.context("no policy store open")?;
     let stored = store.get(version).await?;
     stored.check_hash()?;
