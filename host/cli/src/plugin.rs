@@ -487,6 +487,12 @@ async fn describe(data_dir: &Path, source: &PluginSource, which: &str) -> anyhow
                 .unwrap_or_default()
         );
     }
+    for route in snapshot.routes.iter().filter(|r| r.target.plugin == name) {
+        println!(
+            "route {} -> {} (revision {}, by {} at {})",
+            route.intent, route.target, route.revision, route.updated_by, route.updated_at
+        );
+    }
     if !found {
         bail!("no plugin `{which}` is published");
     }

@@ -562,6 +562,31 @@ fn the_earlier_systems_python_client_works_as_written_against_up() {
 
     assert_eq!(unrouted["error"]["code"], "PLUGIN_NOT_FOUND", "{unrouted}");
     assert!(unrouted["correlation_id"].is_string(), "{unrouted}");
+
+    // The seeded route, as an operator sees it.
+    let agentctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentctl"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = agentctl(&["route", "list"]);
+    assert!(listed.starts_with("call_reasoning "), "{listed}");
+    assert!(listed.contains("echo@live"), "{listed}");
+    let described = agentctl(&["plugin", "describe", "echo"]);
+    assert!(
+        described.contains("route call_reasoning -> echo@live (revision 1"),
+        "{described}"
+    );
+    let history = agentctl(&["route", "history"]);
+    assert!(
+        history.contains("route call_reasoning") && history.contains("- -> echo@live"),
+        "{history}"
+    );
 }
 
 fn audit_verify(path: &std::path::Path) -> std::process::Output {
