@@ -359,6 +359,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn routes_are_seeded_once_and_a_removed_one_stays_removed() {
+        use plugin_store::registry::AliasMove;
+        use plugin_store::{AliasTarget, Registry as _, SqliteRegistry, Version, VersionRecord};
+
+        let dir = tempfile::tempdir().unwrap();
+        let registry = SqliteRegistry::open(&dir.path().join("registry.db"))
+            .await
+            .unwrap();
+        let key = plugin_store::KeyPair::generate().unwrap();
+        let echo = VersionRecord {
+            name: "echo".parse().unwrap(),
+            version: Version::new(1, 0, 0),
+            digest: plugin_store::Digest::of(b"echo"),
+            envelope: key.sign("application/test", b"echo"),
+            published_at: "2026-01-01T00:00:00Z".into(),
+            published_by: "test".into(),
+        };
+        registry.register(&echo).await.unwrap();
+        registry
+            .move_alias(&AliasMove {
+                plugin: echo.name.clone(),
+                name: "live".into(),
+                target: AliasTarget {
+                    version: echo.version.clone(),
+                    canary: None,
+                },
+                previous: None,
+                expected_revision: 0,
+                actor: "test".into(),
+            })
+            .await
+            .unwrap();
+        let routes = async || {
+            let snapshot = registry.snapshot().await.unwrap();
+            snapshot
+                .routes
+                .iter()
+                .map(|r| format!("{} {}", r.intent, r.target))
+                .collect::<Vec<_>>()
+        };
+
+        super::seed_routes(&registry).await.unwrap();
+        assert_eq!(routes().await, ["call_reasoning echo@live"]);
+        // The operator removes it; `agentctl up` again, twice, leaves it so.
+        plugin_store::admin::remove_route(&registry, "call_reasoning", "operator")
+            .await
+            .unwrap();
+        super::seed_routes(&registry).await.unwrap();
+        super::seed_routes(&registry).await.unwrap();
+        assert!(routes().await.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_policy_directory_from_before_the_store_is_imported_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let legacy = dir.path().join("policies");
