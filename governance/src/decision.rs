@@ -66,7 +66,7 @@ pub struct DiscoveryRequest<'a> {
 }
 
 /// Why a decision came out as it did: a stable code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A permit matched and no forbid did.

@@ -7,14 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use auth::middleware::{SigV4, require_sigv4};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use plugin_store::{Digest, PluginName, PluginRef, Version};
 use serde::Serialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
 use service_kit::metrics::{HttpMetrics, MetricsEndpoint};
 use service_kit::reasoning::ReasonBody;
 use service_kit::{ApiError, ApiJson, CorrelationId, ErrorCode};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::plugins::{LoadError, PluginHost};
 use crate::sandbox::{Invocation, RunError, RunStats};
@@ -84,32 +87,89 @@ impl WeakAxonState {
 pub fn router(state: AxonState) -> Router {
     let http_metrics = state.inner.http_metrics.clone();
     let max_body = state.inner.max_body_bytes;
-    let mut api = Router::new()
-        .route("/v1/reason", post(reason))
-        .route("/v1/plugins", get(plugins));
+    let mut api = signed_routes();
     if let Some(sigv4) = &state.inner.auth {
         api = api.route_layer(axum::middleware::from_fn_with_state(
             sigv4.clone(),
             require_sigv4,
         ));
     }
-    let router = api
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+    let (router, document) = OpenApiRouter::with_openapi(AxonApi::openapi())
+        .merge(api)
+        .merge(open_routes())
+        .split_for_parts();
+    let router = router
+        .route(
+            "/openapi.json",
+            service_kit::openapi::route(&finish(document)),
+        )
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state);
     service_kit::with_common_layers(router, http_metrics)
 }
 
+/// Axon's OpenAPI document, as `GET /openapi.json` serves it.
+pub fn openapi() -> Value {
+    let (_, document) = OpenApiRouter::<AxonState>::with_openapi(AxonApi::openapi())
+        .merge(signed_routes())
+        .merge(open_routes())
+        .split_for_parts();
+    finish(document)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Axon",
+        description = "The sandbox host of agent-runtime: runs one plugin version per request in a fresh WebAssembly sandbox. Only Orbit calls it (SigV4 with Orbit's key), with the digest governance approved. Errors share one envelope with a stable `error.code`; docs/api.md is the readable version of this document."
+    ),
+    tags(
+        (name = "reason", description = "Signed by Orbit."),
+        (name = "service", description = "Unsigned: for load balancers, scrapers and tools."),
+    )
+)]
+struct AxonApi;
+
+/// The routes behind SigV4 (Orbit's key).
+fn signed_routes() -> OpenApiRouter<AxonState> {
+    OpenApiRouter::new()
+        .routes(routes!(reason))
+        .routes(routes!(plugins))
+}
+
+/// The routes anyone may call.
+fn open_routes() -> OpenApiRouter<AxonState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+}
+
+fn finish(document: utoipa::openapi::OpenApi) -> Value {
+    service_kit::openapi::finish(
+        document,
+        service_kit::reasoning::schema_rules(),
+        &format!(
+            "{} Only the principals `--trusted-callers` names may sign (Orbit's). Each request must also sign an `{}` header with a value of its own: a signature is accepted once, within 30 s.",
+            service_kit::openapi::SIGV4_DESCRIPTION,
+            auth::REQUEST_ID_HEADER,
+        ),
+    )
+}
+
 /// `POST /v1/reason` success body.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ReasonReply<'a> {
+    /// What the plugin answered: any JSON.
+    #[schema(value_type = serde_json::Value)]
     output: &'a RawValue,
     confidence: Option<f64>,
+    #[schema(value_type = Vec<String>)]
     notes: &'a [String],
     plugin: PluginRef,
+    #[schema(value_type = String)]
     correlation_id: &'a str,
+    /// RFC 3339, UTC.
     timestamp: String,
     stats: RunStats,
 }
@@ -118,6 +178,35 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, message)
 }
 
+service_kit::error_responses!(ReasonErrors: EVERY, SIGNED, [
+    PluginNotFound,
+    PluginRevoked,
+    PluginUntrusted,
+    PluginDigestMismatch,
+    PluginInvalidInput,
+    PluginError,
+    PluginTrapped,
+    PluginMemoryLimit,
+    PluginResourceLimit,
+    PluginOutputLimit,
+    PluginTimeout,
+    Overloaded,
+    ServiceUnavailable,
+]);
+
+/// `POST /v1/reason`: run exactly this version (and digest) of a plugin.
+#[utoipa::path(
+    post,
+    path = "/v1/reason",
+    tag = "reason",
+    operation_id = "reason",
+    security(("sigv4" = [])),
+    request_body(content = ReasonBody),
+    responses(
+        (status = 200, description = "The plugin answered.", body = ReasonReply),
+        ReasonErrors,
+    ),
+)]
 async fn reason(
     State(state): State<AxonState>,
     correlation_id: CorrelationId,
@@ -200,13 +289,15 @@ pub fn run_error(plugin: &PluginName, error: RunError) -> ApiError {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PluginEntry {
     name: String,
     version: String,
+    #[schema(value_type = String)]
     digest: Digest,
     /// `ready` (verified and loaded), `verified` (not loaded yet), or why it
     /// is not served: `revoked`, `untrusted`.
+    #[schema(value_type = String)]
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     publisher: Option<String>,
@@ -217,8 +308,32 @@ struct PluginEntry {
     reason: Option<String>,
 }
 
-/// Every registered version as this Axon sees it (from its registry view).
-async fn plugins(State(state): State<AxonState>) -> Json<serde_json::Value> {
+/// `GET /v1/plugins` body.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PluginList {
+    plugins: Vec<PluginEntry>,
+    /// The registry generation this view is of.
+    registry_generation: u64,
+    /// The serial of the trust list in force (none without a trust list).
+    trust_serial: Option<u64>,
+}
+
+service_kit::error_responses!(PluginsErrors: EVERY, SIGNED, []);
+
+/// `GET /v1/plugins`: every registered version as this Axon sees it (from
+/// its registry view).
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "reason",
+    operation_id = "plugins",
+    security(("sigv4" = [])),
+    responses(
+        (status = 200, description = "Every registered version and whether it is served.", body = PluginList),
+        PluginsErrors,
+    ),
+)]
+async fn plugins(State(state): State<AxonState>) -> Json<PluginList> {
     let host = state.plugins();
     let catalog = host.watcher().current();
     let mut entries = Vec::new();
@@ -252,21 +367,58 @@ async fn plugins(State(state): State<AxonState>) -> Json<serde_json::Value> {
             });
         }
     }
-    Json(
-        serde_json::json!({ "plugins": entries, "registry_generation": catalog.generation, "trust_serial": catalog.trust_serial }),
-    )
+    Json(PluginList {
+        plugins: entries,
+        registry_generation: catalog.generation,
+        trust_serial: catalog.trust_serial,
+    })
 }
 
-async fn health() -> Json<serde_json::Value> {
+service_kit::error_responses!(OpenErrors: EVERY, []);
+
+/// `GET /health`: the process serves.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    operation_id = "health",
+    responses(
+        (status = 200, description = "Axon serves.", body = service_kit::Health),
+        OpenErrors,
+    ),
+)]
+async fn health() -> Json<service_kit::Health> {
     service_kit::health("axon")
 }
 
-async fn ready(State(state): State<AxonState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// `GET /ready` body.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Ready {
+    #[schema(value_type = String, example = "ready")]
+    status: &'static str,
+    /// Sandboxes running a request now.
+    instances_in_flight: usize,
+}
+
+service_kit::error_responses!(ReadyErrors: EVERY, [ServiceUnavailable]);
+
+/// `GET /ready`: the plugins in force are loaded.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "service",
+    operation_id = "ready",
+    responses(
+        (status = 200, description = "Axon can serve requests.", body = Ready),
+        ReadyErrors,
+    ),
+)]
+async fn ready(State(state): State<AxonState>) -> Result<Json<Ready>, ApiError> {
     if state.inner.ready.load(Ordering::Acquire) {
-        Ok(Json(serde_json::json!({
-            "status": "ready",
-            "instances_in_flight": state.plugins().sandbox().in_flight(),
-        })))
+        Ok(Json(Ready {
+            status: "ready",
+            instances_in_flight: state.plugins().sandbox().in_flight(),
+        }))
     } else {
         Err(ApiError::new(
             ErrorCode::ServiceUnavailable,
@@ -276,6 +428,17 @@ async fn ready(State(state): State<AxonState>) -> Result<Json<serde_json::Value>
     }
 }
 
+/// `GET /metrics`: Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "The metrics, in the OpenMetrics text format.", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+        OpenErrors,
+    ),
+)]
 async fn metrics(State(state): State<AxonState>) -> Response {
     state.inner.metrics.response()
 }

@@ -464,6 +464,12 @@ async fn signal_under_load(
 /// Starts `agentctl up` (serving until a signal) on `data_dir`, on free
 /// ports; returns it and Orbit's URL once it is up.
 fn start_up(data_dir: &std::path::Path) -> (std::process::Child, String) {
+    let (up, orbit_url, _) = start_up_with_axon(data_dir);
+    (up, orbit_url)
+}
+
+/// [`start_up`], with Axon's URL too.
+fn start_up_with_axon(data_dir: &std::path::Path) -> (std::process::Child, String, String) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
@@ -482,15 +488,79 @@ fn start_up(data_dir: &std::path::Path) -> (std::process::Child, String) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
-    let orbit_url = loop {
+    let mut url_of = |service: &str| loop {
         let line = lines.next().expect("`up` ended before it was up").unwrap();
-        if let Some(rest) = line.trim().strip_prefix("orbit  ") {
+        if let Some(rest) = line.trim().strip_prefix(service) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
+    let orbit_url = url_of("orbit  ");
+    let axon_url = url_of("axon   ");
     // Keep reading stdout, so `up` never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    (up, orbit_url)
+    (up, orbit_url, axon_url)
+}
+
+/// Schemathesis reads each service's `GET /openapi.json` and tests every
+/// operation with every check (server errors; status code, content type,
+/// header and body conformance; bad data refused and good data accepted;
+/// missing and ignored auth; unsupported methods), signing with botocore:
+/// Orbit as `dev`, Axon as `orbit` (the only principal it accepts). The
+/// examples are bounded and the seed fixed, so a run is short and repeats.
+#[test]
+fn schemathesis_finds_no_failure_in_either_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("state");
+    let (mut up, orbit_url, axon_url) = start_up_with_axon(&data_dir);
+    let keyring = auth::LocalKeyring::open(&data_dir.join("keys.json")).unwrap();
+    let python = std::env::var("AGENT_RUNTIME_PYTHON").unwrap_or_else(|_| "python3".into());
+    let tests_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
+    let runs: Vec<_> = [(&orbit_url, "dev"), (&axon_url, "orbit")]
+        .into_iter()
+        .map(|(url, principal)| {
+            let key = keyring.newest_key_of(principal).unwrap();
+            let output = Command::new(&python)
+                .args(["-m", "schemathesis.cli", "--config-file"])
+                .arg(format!("{tests_dir}/schemathesis.toml"))
+                .args(["run", &format!("{url}/openapi.json")])
+                .args(["--checks", "all", "--max-examples", "50", "--seed", "1"])
+                .args(["--generation-database", "none", "--no-color"])
+                .args(["--report-dir"])
+                .arg(dir.path().join(format!("report-{principal}")))
+                // Schemathesis keeps state in its working directory.
+                .current_dir(dir.path())
+                .env("PYTHONPATH", tests_dir)
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .env("SCHEMATHESIS_HOOKS", "schemathesis_sigv4")
+                .env("SIGV4_ACCESS_KEY_ID", &key.access_key_id)
+                .env("SIGV4_SECRET_ACCESS_KEY", &key.secret_access_key)
+                .output();
+            (url, output)
+        })
+        .collect();
+    let stopped = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success() && up.wait().unwrap().success());
+    for (url, output) in runs {
+        let output = output.unwrap_or_else(|e| {
+            panic!(
+                "cannot run `{python}` ({e}); ./scripts/test.sh sets up a Python with schemathesis"
+            )
+        });
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "schemathesis against {url}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // Cases were generated and sent, and none failed a check.
+        assert!(
+            stdout.contains(" passed") && !stdout.contains(" failed"),
+            "{stdout}"
+        );
+    }
 }
 
 /// The earlier system's documented Python client (botocore's `SigV4Auth`,

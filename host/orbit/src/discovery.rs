@@ -6,7 +6,7 @@
 //! does, an alias if every version it routes to does. A plugin the caller
 //! may not dispatch is absent, exactly as one that does not exist.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
@@ -15,8 +15,8 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use governance::{DiscoveryRequest, PluginInfo};
-use plugin_store::{CatalogVersion, VerifiedManifest, Version};
-use serde_json::json;
+use plugin_store::{AliasTarget, CatalogVersion, VerifiedManifest, Version};
+use serde::Serialize;
 
 use crate::dispatch::principal_of;
 use crate::server::OrbitState;
@@ -33,12 +33,48 @@ pub(crate) fn plugin_info(entry: &CatalogVersion, verified: &VerifiedManifest) -
     }
 }
 
+/// `GET /v1/plugins` body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PluginList {
+    plugins: Vec<VisiblePlugin>,
+}
+
+/// A plugin the caller may dispatch, with the versions and aliases it may.
+#[derive(Serialize, utoipa::ToSchema)]
+struct VisiblePlugin {
+    #[schema(example = "keywords")]
+    name: String,
+    /// Oldest first.
+    versions: Vec<String>,
+    /// Each alias whose every target the caller may dispatch.
+    aliases: BTreeMap<String, AliasTarget>,
+    /// The newest visible version's description.
+    description: String,
+    publisher: String,
+    labels: BTreeSet<String>,
+    tags: BTreeSet<String>,
+}
+
+service_kit::error_responses!(PluginsErrors: EVERY, SIGNED, [RateLimitExceeded]);
+
+/// `GET /v1/plugins`: what the caller could dispatch.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "dispatch",
+    operation_id = "plugins",
+    security(("sigv4" = [])),
+    responses(
+        (status = 200, description = "The plugins the caller may dispatch; one it may not is absent, as one that does not exist.", body = PluginList),
+        PluginsErrors,
+    ),
+)]
 pub(crate) async fn plugins(
     State(state): State<OrbitState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     caller: Authenticated,
-) -> Json<serde_json::Value> {
+) -> Json<PluginList> {
     let catalog = state.catalogue().current();
     let servable: Vec<_> = catalog
         .plugins
@@ -71,7 +107,7 @@ pub(crate) async fn plugins(
         .map(|((name, entry, _), _)| (name.as_str(), &entry.record.version))
         .collect();
 
-    let plugins: Vec<serde_json::Value> = catalog
+    let plugins = catalog
         .plugins
         .iter()
         .filter_map(|(name, plugin)| {
@@ -83,25 +119,31 @@ pub(crate) async fn plugins(
                 .collect();
             let (newest, manifest) = versions.last()?;
             let is_shown = |version: &Version| shown.contains(&(name.as_str(), version));
-            let aliases: serde_json::Map<String, serde_json::Value> = plugin
+            let aliases = plugin
                 .aliases
                 .values()
                 .filter(|a| {
                     is_shown(&a.target.version)
-                        && a.target.canary.as_ref().is_none_or(|c| is_shown(&c.version))
+                        && a.target
+                            .canary
+                            .as_ref()
+                            .is_none_or(|c| is_shown(&c.version))
                 })
-                .map(|a| (a.name.clone(), json!(a.target)))
+                .map(|a| (a.name.clone(), a.target.clone()))
                 .collect();
-            Some(json!({
-                "name": name,
-                "versions": versions.iter().map(|(v, _)| v.record.version.to_string()).collect::<Vec<_>>(),
-                "aliases": aliases,
-                "description": manifest.manifest.description,
-                "publisher": manifest.publisher,
-                "labels": newest.labels,
-                "tags": manifest.manifest.tags,
-            }))
+            Some(VisiblePlugin {
+                name: name.to_string(),
+                versions: versions
+                    .iter()
+                    .map(|(v, _)| v.record.version.to_string())
+                    .collect(),
+                aliases,
+                description: manifest.manifest.description.clone(),
+                publisher: manifest.publisher.clone(),
+                labels: newest.labels.clone(),
+                tags: manifest.manifest.tags.clone(),
+            })
         })
         .collect();
-    Json(json!({ "plugins": plugins }))
+    Json(PluginList { plugins })
 }

@@ -31,15 +31,21 @@ use crate::server::OrbitState;
 /// longest Axon allows by default (Axon enforces the real one).
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The governance part of a response.
-#[derive(Debug, Serialize)]
-struct GovernanceSummary<'a> {
+/// The governance part of a response: the decision and what made it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct GovernanceSummary<'a> {
     allowed: bool,
     reason: Outcome,
+    /// The ids of the policies that decided.
+    #[schema(value_type = Vec<String>)]
     policies: &'a [String],
+    /// Policies that failed to evaluate (a deny); absent when none did.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    #[schema(value_type = Vec<String>, required = false)]
     errors: &'a [String],
+    /// The version of the policy set that decided.
     policy_version: u64,
+    #[schema(value_type = String)]
     policy_set: &'a str,
     decision_time_us: u64,
     /// The earlier system's field: whole milliseconds, rounded.
@@ -61,16 +67,27 @@ impl<'a> From<&'a Decision> for GovernanceSummary<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct DispatchReply<'a> {
+/// A dispatch's answer: the plugin's, and the decision that allowed it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct DispatchReply<'a> {
+    /// Always `success`.
+    #[schema(value_type = String, example = "success")]
     status: &'static str,
     /// A line for people (the earlier system's `message`).
     message: String,
+    /// What the plugin answered: any JSON.
+    #[schema(value_type = serde_json::Value)]
     output: &'a RawValue,
+    /// The plugin's confidence in its answer, when it gave one.
     confidence: Option<f64>,
+    #[schema(value_type = Vec<String>)]
     notes: &'a [String],
+    /// The version that answered.
+    #[schema(value_type = PluginRef)]
     plugin: &'a PluginRef,
+    #[schema(value_type = String)]
     correlation_id: &'a str,
+    /// RFC 3339, UTC.
     timestamp: String,
     governance: GovernanceSummary<'a>,
 }
@@ -123,6 +140,53 @@ fn resolve_error(error: ResolveError) -> ApiError {
     ApiError::new(code, error.to_string())
 }
 
+service_kit::error_responses!(DispatchErrors: EVERY, SIGNED, [
+    InvalidInput,
+    RateLimitExceeded,
+    GovernanceDenied,
+    GovernanceStale,
+    GovernanceUnavailable,
+    PluginNotFound,
+    PluginRevoked,
+    PluginUntrusted,
+    PluginDigestMismatch,
+    PluginInvalidInput,
+    PluginError,
+    PluginTrapped,
+    PluginMemoryLimit,
+    PluginResourceLimit,
+    PluginOutputLimit,
+    PluginTimeout,
+    Overloaded,
+    ServiceUnavailable,
+]);
+
+/// `POST /dispatch`: run a plugin (named, or routed by `intent`) after governance allows it.
+#[utoipa::path(
+    post,
+    path = "/dispatch",
+    tag = "dispatch",
+    operation_id = "dispatch",
+    security(("sigv4" = [])),
+    request_body(content = DispatchBody),
+    responses(
+        (status = 200, description = "The plugin answered.", body = DispatchReply, example = json!({
+            "status": "success",
+            "message": "`keywords` 1.0.0 answered intent `extract`",
+            "output": {"keywords": ["fox", "saw"]},
+            "confidence": null,
+            "notes": [],
+            "plugin": {"name": "keywords", "version": "1.0.0", "digest": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
+            "correlation_id": "5f0c6c1e-2f51-4a53-9d0a-8a8f5d3c2b1a",
+            "timestamp": "2026-12-04T09:00:00.000Z",
+            "governance": {
+                "allowed": true, "reason": "allowed", "policies": ["developers-may-dispatch-approved"],
+                "policy_version": 1, "policy_set": "default", "decision_time_us": 42, "decision_time_ms": 0
+            }
+        })),
+        DispatchErrors,
+    ),
+)]
 pub async fn dispatch(
     State(state): State<OrbitState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

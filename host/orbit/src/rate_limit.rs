@@ -21,6 +21,24 @@ const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
+/// The headers every response of a limited route carries, for the
+/// OpenAPI document. Not `required`: a request refused before routing (a
+/// malformed `X-Correlation-ID`) is answered without them.
+pub(crate) fn response_headers() -> serde_json::Value {
+    let header = |description: &str| {
+        serde_json::json!({
+            "required": false,
+            "description": description,
+            "schema": { "type": "integer", "minimum": 0 },
+        })
+    };
+    serde_json::json!({
+        "X-RateLimit-Limit": header("The burst the tighter limit (the principal's, once signed; else the address's) allows."),
+        "X-RateLimit-Remaining": header("Requests left in that burst now."),
+        "X-RateLimit-Reset": header("Seconds until the burst is full again."),
+    })
+}
+
 /// A rate: `per_second` sustained, bursts up to `burst`.
 #[derive(Debug, Clone, Copy)]
 pub struct Rate {

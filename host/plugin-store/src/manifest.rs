@@ -192,10 +192,14 @@ impl PublishSpec {
 }
 
 /// Which plugin version answered a request: how responses name it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginRef {
+    #[schema(example = "echo")]
     pub name: String,
+    #[schema(example = "1.0.0")]
     pub version: String,
+    /// The module that ran (`sha256:` and 64 hex digits).
+    #[schema(value_type = String, pattern = "^sha256:[0-9a-f]{64}$")]
     pub digest: Digest,
 }
 

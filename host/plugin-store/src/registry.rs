@@ -68,16 +68,18 @@ pub enum Registered {
 }
 
 /// Where an alias sends traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AliasTarget {
+    #[schema(value_type = String)]
     pub version: Version,
     /// A second version taking `weight` percent of routing keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Canary {
+    #[schema(value_type = String)]
     pub version: Version,
     /// 1 to 99.
     pub weight: u8,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::correlation;
 
 /// Stable error codes, shared by every service. Each has one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     /// The request is malformed: bad JSON, a missing or invalid field.
@@ -225,20 +225,28 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 /// The wire form of an error, for clients that parse it (Orbit parses Axon's).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Some errors add members next to `error`: a denial its `status`,
+/// `reason`, `plugin` and `governance`; `INVALID_INPUT` the `path` of the
+/// part of the input that breaks the plugin's schema.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorEnvelope {
     pub error: ErrorBody,
+    /// The request's correlation id: it finds the request in the logs.
     pub correlation_id: String,
+    /// When the error was answered (RFC 3339, UTC).
     pub timestamp: String,
     /// Members some errors add (see [`ApiError::with_detail`]).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The `error` member of [`ErrorEnvelope`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// Stable: clients branch on it.
     pub code: ErrorCode,
+    /// For people: what went wrong and what to fix.
     pub message: String,
 }
 

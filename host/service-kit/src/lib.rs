@@ -9,6 +9,7 @@ pub mod error;
 pub mod front_door;
 pub mod json;
 pub mod metrics;
+pub mod openapi;
 pub mod reasoning;
 pub mod reply;
 pub mod telemetry;
@@ -35,16 +36,29 @@ pub fn with_common_layers(router: Router, http_metrics: metrics::HttpMetrics) ->
         .layer(axum::middleware::from_fn(correlation::layer))
 }
 
-/// `GET /health` of `service`: the process serves. The body is the one the
-/// earlier system's load balancers and clients read (`status: "healthy"`),
-/// with the version of this build.
-pub fn health(service: &'static str) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "status": "healthy",
-        "service": service,
-        "timestamp": timestamp(),
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+/// `GET /health`: the process serves. The body is the one the earlier
+/// system's load balancers and clients read, with the version of this build.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `healthy`: a process that cannot answer does not answer.
+    #[schema(value_type = String, example = "healthy")]
+    pub status: &'static str,
+    #[schema(value_type = String, example = "orbit")]
+    pub service: &'static str,
+    /// RFC 3339, UTC.
+    pub timestamp: String,
+    #[schema(value_type = String, example = "0.1.0")]
+    pub version: &'static str,
+}
+
+/// The [`Health`] of `service`.
+pub fn health(service: &'static str) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "healthy",
+        service,
+        timestamp: timestamp(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 /// The current time as RFC 3339 UTC with milliseconds, as used in responses.

@@ -8,27 +8,49 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 use crate::error::{ApiError, ErrorCode};
 
+/// A plugin name: 1 to 64 lowercase letters, digits or `-`, starting with a letter.
+pub const PLUGIN_PATTERN: &str = "^[a-z][a-z0-9-]{0,63}$";
+/// An alias name: 1 to 64 lowercase letters, digits or `-`.
+pub const ALIAS_PATTERN: &str = "^[a-z0-9-]{1,64}$";
+/// A semantic version (each number at most 16 digits, as `semver` reads it).
+pub const VERSION_PATTERN: &str = "^(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})\\.(0|[1-9][0-9]{0,15})(-(0|[1-9][0-9]{0,15}|[0-9]*[A-Za-z-][0-9A-Za-z-]*)(\\.(0|[1-9][0-9]{0,15}|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*)?(\\+[0-9A-Za-z-]+(\\.[0-9A-Za-z-]+)*)?$";
+/// A module digest.
+pub const DIGEST_PATTERN: &str = "^sha256:[0-9a-f]{64}$";
+
 /// `POST /dispatch` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(
+    // The earlier system's request: the intent table picks the plugin.
+    json!({"intent": "call_reasoning", "context": {"user_id": "user123", "session_id": "session456"}}),
+    // A named plugin at its `live` alias.
+    json!({"plugin": "keywords", "intent": "extract", "input": {"text": "the fox saw the other fox", "top": 2}}),
+))]
 pub struct DispatchBody {
     /// The plugin to run; without it, the intent table routes `intent`.
     #[serde(default)]
     pub plugin: Option<String>,
-    /// Pins a version; governed like any dispatch.
+    /// Pins a version; governed like any dispatch. Only with `plugin`.
     #[serde(default)]
     pub version: Option<String>,
-    /// The alias to resolve (default `live`); not with `version`.
+    /// The alias to resolve (default `live`, or the one the intent table
+    /// names). Only with `plugin`, and not with `version`.
     #[serde(default)]
     pub alias: Option<String>,
+    /// What the caller wants done; routes the request when no `plugin` is named.
+    #[schema(max_length = 256)]
     pub intent: String,
     /// Absent: `null` (the earlier system's requests carry only `intent`
-    /// and `context`).
+    /// and `context`). A plugin with an input schema gets only input that
+    /// fits it.
     #[serde(default)]
+    #[schema(value_type = Value)]
     pub input: Option<Box<RawValue>>,
+    /// Caller facts as strings; `session_id` keeps a caller on one side of a canary.
     #[serde(default)]
     pub context: BTreeMap<String, String>,
 }
@@ -41,7 +63,7 @@ impl DispatchBody {
 }
 
 /// `POST /v1/reason` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     pub plugin: String,
@@ -52,23 +74,79 @@ pub struct ReasonBody {
 }
 
 /// The `request` member: what the plugin sees.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestBody {
+    #[schema(max_length = 256)]
     pub intent: String,
+    #[schema(value_type = Value)]
     pub input: Box<RawValue>,
     #[serde(default)]
     pub context: BTreeMap<String, String>,
 }
 
-/// Longest intent, in bytes.
-pub const MAX_INTENT_BYTES: usize = 256;
+/// Longest intent, in characters.
+pub const MAX_INTENT_CHARS: usize = 256;
 /// Most context entries per request.
 pub const MAX_CONTEXT_ENTRIES: usize = 64;
-/// Longest context key, in bytes.
-pub const MAX_CONTEXT_KEY_BYTES: usize = 128;
-/// Longest context value, in bytes.
-pub const MAX_CONTEXT_VALUE_BYTES: usize = 4096;
+/// Longest context key, in characters.
+pub const MAX_CONTEXT_KEY_CHARS: usize = 128;
+/// Longest context value, in characters.
+pub const MAX_CONTEXT_VALUE_CHARS: usize = 4096;
+
+/// What the bodies' schemas say that `utoipa` cannot derive, merged into
+/// the named schemas by [`crate::openapi::finish`]: the names' patterns,
+/// the `context` limits, and on `/dispatch` which fields go together.
+pub fn schema_rules() -> Vec<(&'static str, Value)> {
+    let context = json!({
+        "type": "object",
+        "maxProperties": MAX_CONTEXT_ENTRIES,
+        "propertyNames": { "minLength": 1, "maxLength": MAX_CONTEXT_KEY_CHARS },
+        "additionalProperties": { "type": "string", "maxLength": MAX_CONTEXT_VALUE_CHARS },
+        "description": "Caller facts as strings; `session_id` keeps a caller on one side of a canary.",
+    });
+    let pattern = |pattern: &str| json!({ "pattern": pattern });
+    vec![
+        (
+            "DispatchBody",
+            json!({
+                "properties": {
+                    "plugin": pattern(PLUGIN_PATTERN),
+                    "version": pattern(VERSION_PATTERN),
+                    "alias": pattern(ALIAS_PATTERN),
+                    "context": context,
+                },
+                // `version` and `alias` choose among a plugin's versions:
+                // each needs `plugin`, and they exclude each other (`null`
+                // is as absent).
+                "allOf": [
+                    { "not": {
+                        "required": ["version", "alias"],
+                        "properties": { "version": { "type": "string" }, "alias": { "type": "string" } },
+                    } },
+                    { "anyOf": [
+                        { "required": ["plugin"], "properties": { "plugin": { "type": "string" } } },
+                        { "properties": { "version": { "type": "null" }, "alias": { "type": "null" } } },
+                    ] },
+                ],
+            }),
+        ),
+        (
+            "ReasonBody",
+            json!({
+                "properties": {
+                    "plugin": pattern(PLUGIN_PATTERN),
+                    "version": pattern(VERSION_PATTERN),
+                    "digest": pattern(DIGEST_PATTERN),
+                },
+            }),
+        ),
+        (
+            "RequestBody",
+            json!({ "properties": { "context": context } }),
+        ),
+    ]
+}
 
 /// Checks `intent` and `context` against the limits. `prefix` is where the
 /// fields sit in the caller's body (`""` for Orbit, `"request."` for Axon).
@@ -78,9 +156,12 @@ pub fn check_fields(
     context: &BTreeMap<String, String>,
 ) -> Result<(), ApiError> {
     let invalid = |message: String| Err(ApiError::new(ErrorCode::InvalidRequest, message));
-    if intent.len() > MAX_INTENT_BYTES {
+    // Counted in characters, as JSON Schema's `maxLength` counts (the body
+    // limit bounds the bytes).
+    let chars = |s: &str| s.chars().count();
+    if chars(intent) > MAX_INTENT_CHARS {
         return invalid(format!(
-            "`{prefix}intent` is longer than {MAX_INTENT_BYTES} bytes"
+            "`{prefix}intent` is longer than {MAX_INTENT_CHARS} characters"
         ));
     }
     if context.len() > MAX_CONTEXT_ENTRIES {
@@ -90,14 +171,14 @@ pub fn check_fields(
         ));
     }
     for (key, value) in context {
-        if key.is_empty() || key.len() > MAX_CONTEXT_KEY_BYTES {
+        if key.is_empty() || chars(key) > MAX_CONTEXT_KEY_CHARS {
             return invalid(format!(
-                "`{prefix}context` keys must be 1 to {MAX_CONTEXT_KEY_BYTES} bytes"
+                "`{prefix}context` keys must be 1 to {MAX_CONTEXT_KEY_CHARS} characters"
             ));
         }
-        if value.len() > MAX_CONTEXT_VALUE_BYTES {
+        if chars(value) > MAX_CONTEXT_VALUE_CHARS {
             return invalid(format!(
-                "`{prefix}context.{key}` is longer than {MAX_CONTEXT_VALUE_BYTES} bytes"
+                "`{prefix}context.{key}` is longer than {MAX_CONTEXT_VALUE_CHARS} characters"
             ));
         }
     }
@@ -113,11 +194,16 @@ mod tests {
         let ok = BTreeMap::from([("k".to_owned(), "v".to_owned())]);
         assert!(check_fields("", "extract", &ok).is_ok());
         let err = check_fields("request.", &"x".repeat(300), &ok).unwrap_err();
-        assert_eq!(err.message(), "`request.intent` is longer than 256 bytes");
+        assert_eq!(
+            err.message(),
+            "`request.intent` is longer than 256 characters"
+        );
+        // Characters, not bytes: 256 four-byte characters fit.
+        assert!(check_fields("", &"😀".repeat(256), &ok).is_ok());
         let long = BTreeMap::from([("k".to_owned(), "v".repeat(5000))]);
         assert_eq!(
             check_fields("", "x", &long).unwrap_err().message(),
-            "`context.k` is longer than 4096 bytes"
+            "`context.k` is longer than 4096 characters"
         );
         let many: BTreeMap<String, String> =
             (0..65).map(|i| (i.to_string(), String::new())).collect();

@@ -143,7 +143,7 @@ pub struct Answer {
 }
 
 /// What one request cost.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RunStats {
     /// Everything the sandbox did for the request, in microseconds.
     pub duration_us: u64,
@@ -158,7 +158,7 @@ pub struct RunStats {
 }
 
 /// The phases of one request in the sandbox, in nanoseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Timing {
     /// A new Store: WASI context, limiter, captured stdio.
     pub setup: u64,

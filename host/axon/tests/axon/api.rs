@@ -152,7 +152,7 @@ async fn bad_requests_get_a_4xx_with_a_stable_code() {
                 .into_bytes(),
             StatusCode::BAD_REQUEST,
             "INVALID_REQUEST",
-            "`request.context.k` is longer than 4096 bytes",
+            "`request.context.k` is longer than 4096 characters",
         ),
         (
             json!({"plugin": "echo", "version": "1.0.0", "digest": digest, "request": {"intent": "x", "input": "x".repeat(2 << 20)}})
