@@ -28,6 +28,13 @@ pub(crate) struct DispatchArgs {
     /// Context entries, `key=value`, repeatable.
     #[arg(long = "context", value_parser = parse_pair)]
     context: Vec<(String, String)>,
+    #[command(flatten)]
+    orbit: OrbitArgs,
+}
+
+/// Which Orbit to call, and the keys to sign with.
+#[derive(Args)]
+pub(crate) struct OrbitArgs {
     /// Orbit's URL.
     #[arg(long, env = "ORBIT_URL", default_value = "http://127.0.0.1:8080")]
     orbit: String,
@@ -41,6 +48,17 @@ pub(crate) struct DispatchArgs {
     /// The signing region.
     #[arg(long, env = "AGENT_RUNTIME_REGION", default_value = auth::DEFAULT_REGION)]
     region: String,
+}
+
+impl OrbitArgs {
+    /// A client signing with the profile's keys.
+    pub(crate) fn client(&self, data_dir: &Path) -> anyhow::Result<OrbitClient> {
+        let credentials = self
+            .credentials
+            .clone()
+            .unwrap_or_else(|| data_dir.join("credentials"));
+        client_from_profile(&self.orbit, &credentials, &self.profile, &self.region)
+    }
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -89,10 +107,7 @@ pub(crate) async fn run(data_dir: &Path, args: DispatchArgs) -> anyhow::Result<(
     if let Some(version) = args.version {
         body["version"] = serde_json::Value::String(version);
     }
-    let credentials = args
-        .credentials
-        .unwrap_or_else(|| data_dir.join("credentials"));
-    let client = client_from_profile(&args.orbit, &credentials, &args.profile, &args.region)?;
+    let client = args.orbit.client(data_dir)?;
     let reply = client.dispatch(&body).await.map_err(anyhow::Error::msg)?;
     println!("{}", serde_json::to_string_pretty(&reply.body)?);
     if !reply.status.is_success() {

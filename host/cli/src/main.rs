@@ -12,6 +12,7 @@
 mod audit;
 mod dispatch;
 mod keys;
+mod mcp;
 mod plugin;
 mod policy;
 mod route;
@@ -53,6 +54,9 @@ enum Command {
     Up(up::UpArgs),
     /// Send a signed `/dispatch` to Orbit and print the answer.
     Dispatch(dispatch::DispatchArgs),
+    /// Serve MCP on stdio for a desktop agent, forwarding each message to
+    /// Orbit's `/mcp` signed with a profile's keys.
+    Mcp(mcp::McpArgs),
     /// Manage access keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -73,6 +77,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(&cli.data_dir, args).await,
         Command::Dispatch(args) => dispatch::run(&cli.data_dir, args).await,
+        Command::Mcp(args) => mcp::run(&cli.data_dir, args).await,
         Command::Keys(command) => keys::run(&cli.data_dir, command),
         Command::Plugin(command) => plugin::run(&cli.data_dir, command).await,
         Command::Route(command) => route::run(&cli.data_dir, command).await,

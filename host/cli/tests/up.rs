@@ -752,3 +752,179 @@ fn policy_replay_lists_exactly_the_decisions_a_candidate_would_change() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// Runs `agentctl --data-dir data_dir args`, which must succeed.
+fn agentctl_ok(data_dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentctl"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "agentctl {args:?}: {text}");
+    text
+}
+
+/// The official MCP Python SDK as an agent uses it, over Streamable HTTP
+/// (signing with botocore) and over stdio through `agentctl mcp`: it lists
+/// the plugins `dev` may run, with their input schemas, and a call is a
+/// governed dispatch: allowed, denied, refused for input that breaks the
+/// schema, each on record in the audit trail.
+#[test]
+fn the_mcp_sdk_lists_and_calls_plugins_over_http_and_through_agentctl_mcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("state");
+    let (mut up, orbit_url) = start_up(&data_dir);
+    // A plugin with an input schema, approved and live.
+    let manifest = dir.path().join("approve-expense.toml");
+    std::fs::write(
+        &manifest,
+        "name = \"approve-expense\"\nversion = \"1.0.0\"\ndescription = \"Approves an expense\"\n\
+         [input_schema]\ntype = \"object\"\nrequired = [\"amount\"]\n\
+         [input_schema.properties.amount]\ntype = \"integer\"\n",
+    )
+    .unwrap();
+    let module = plugin_artifacts::ECHO.path().to_str().unwrap();
+    let manifest = manifest.to_str().unwrap();
+    agentctl_ok(
+        &data_dir,
+        &[
+            "plugin",
+            "publish",
+            "--manifest",
+            manifest,
+            "--module",
+            module,
+        ],
+    );
+    agentctl_ok(
+        &data_dir,
+        &["plugin", "label", "approve-expense", "1.0.0", "approved"],
+    );
+    agentctl_ok(
+        &data_dir,
+        &["plugin", "alias", "set", "approve-expense", "live", "1.0.0"],
+    );
+    // Orbit reads a registry change within seconds; a dispatch naming the
+    // plugin makes it look at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !Command::new(env!("CARGO_BIN_EXE_agentctl"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["dispatch", "approve-expense", "--input", r#"{"amount": 1}"#])
+        .args(["--orbit", &orbit_url])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "approve-expense never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let keyring = auth::LocalKeyring::open(&data_dir.join("keys.json")).unwrap();
+    let dev = keyring.newest_key_of("dev").unwrap();
+
+    let python = std::env::var("AGENT_RUNTIME_PYTHON").unwrap_or_else(|_| "python3".into());
+    let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_client.py");
+    let agentctl = env!("CARGO_BIN_EXE_agentctl");
+    let data = data_dir.to_str().unwrap();
+    let mcp_url = format!("{orbit_url}/mcp");
+    let runs: Vec<_> = [
+        vec![client, "http", &mcp_url],
+        vec![client, "stdio", agentctl, data, &orbit_url],
+    ]
+    .into_iter()
+    .map(|args| {
+        let output = Command::new(&python)
+            .args(&args)
+            .env("SIGV4_ACCESS_KEY_ID", &dev.access_key_id)
+            .env("SIGV4_SECRET_ACCESS_KEY", &dev.secret_access_key)
+            .output();
+        (args[1], output)
+    })
+    .collect();
+    let stopped = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success() && up.wait().unwrap().success());
+
+    for (mode, output) in runs {
+        let output = output.unwrap_or_else(|e| {
+            panic!("cannot run `{python}` ({e}); ./scripts/test.sh sets up a Python with mcp")
+        });
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{mode}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let seen: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let tools = seen["tools"].as_object().unwrap();
+        assert!(
+            tools.contains_key("keywords") && tools.contains_key("echo"),
+            "{mode}: {seen}"
+        );
+        assert!(
+            !tools.contains_key("triage"),
+            "`dev` may not run triage: {seen}"
+        );
+        assert_eq!(
+            tools["approve-expense"]["required"],
+            serde_json::json!(["amount"])
+        );
+
+        let allowed = &seen["allowed"];
+        assert_eq!(allowed["is_error"], false, "{mode}: {allowed}");
+        assert_eq!(
+            allowed["structured"]["output"],
+            serde_json::json!({ "keywords": ["fox"] })
+        );
+        assert_eq!(allowed["structured"]["governance"]["allowed"], true);
+        let denied = &seen["denied"];
+        assert_eq!(denied["is_error"], true, "{mode}: {denied}");
+        assert_eq!(denied["structured"]["error"]["code"], "GOVERNANCE_DENIED");
+        assert!(
+            denied["text"][0]
+                .as_str()
+                .unwrap()
+                .contains("experimental-only-for-beta")
+        );
+        let invalid = &seen["invalid"];
+        assert_eq!(invalid["is_error"], true, "{mode}: {invalid}");
+        assert_eq!(invalid["structured"]["error"]["code"], "INVALID_INPUT");
+        assert_eq!(invalid["structured"]["path"], "/amount");
+        let fits = &seen["fits"];
+        assert_eq!(fits["is_error"], false, "{mode}: {fits}");
+        assert_eq!(
+            fits["structured"]["output"],
+            serde_json::json!({ "amount": 12 })
+        );
+    }
+
+    // Each call that was decided is on record, as a dispatch's would be
+    // (input that breaks the schema is refused before anything is decided).
+    let records: Vec<governance::AuditRecord> =
+        std::fs::read_to_string(data_dir.join("audit").join("decisions.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+    let count = |intent: &str, allowed: bool| {
+        records
+            .iter()
+            .filter(|r| r.intent == intent && r.decision.allowed == allowed)
+            .count()
+    };
+    assert_eq!(count("keywords", true), 2);
+    assert_eq!(count("triage", false), 2);
+    assert_eq!(count("approve-expense", true), 2);
+}

@@ -41,15 +41,15 @@ pub(crate) struct PluginList {
 
 /// A plugin the caller may dispatch, with the versions and aliases it may.
 #[derive(Serialize, utoipa::ToSchema)]
-struct VisiblePlugin {
+pub(crate) struct VisiblePlugin {
     #[schema(example = "keywords")]
-    name: String,
+    pub name: String,
     /// Oldest first.
     versions: Vec<String>,
     /// Each alias whose every target the caller may dispatch.
     aliases: BTreeMap<String, AliasTarget>,
     /// The newest visible version's description.
-    description: String,
+    pub description: String,
     publisher: String,
     labels: BTreeSet<String>,
     tags: BTreeSet<String>,
@@ -75,6 +75,28 @@ pub(crate) async fn plugins(
     headers: HeaderMap,
     caller: Authenticated,
 ) -> Json<PluginList> {
+    let plugins = visible(&state, peer, &headers, &caller)
+        .await
+        .into_iter()
+        .map(|listed| listed.plugin)
+        .collect();
+    Json(PluginList { plugins })
+}
+
+/// A plugin the caller may dispatch, with what its `live` alias runs when
+/// the caller may dispatch every version of it (else `None`).
+pub(crate) struct Listed {
+    pub plugin: VisiblePlugin,
+    pub live: Option<std::sync::Arc<VerifiedManifest>>,
+}
+
+/// The plugins `caller` may dispatch, by name.
+pub(crate) async fn visible(
+    state: &OrbitState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    caller: &Authenticated,
+) -> Vec<Listed> {
     let catalog = state.catalogue().current();
     let servable: Vec<_> = catalog
         .plugins
@@ -90,13 +112,13 @@ pub(crate) async fn plugins(
         .iter()
         .map(|(_, entry, verified)| plugin_info(entry, verified))
         .collect();
-    let principal = principal_of(&caller);
+    let principal = principal_of(caller);
     let visible = state
         .decider()
         .discover(&DiscoveryRequest {
             principal: &principal,
             plugins: &asked,
-            source_ip: state.limits().client_ip(peer, &headers),
+            source_ip: state.limits().client_ip(peer, headers),
             time: SystemTime::now(),
         })
         .await;
@@ -107,7 +129,7 @@ pub(crate) async fn plugins(
         .map(|((name, entry, _), _)| (name.as_str(), &entry.record.version))
         .collect();
 
-    let plugins = catalog
+    catalog
         .plugins
         .iter()
         .filter_map(|(name, plugin)| {
@@ -119,7 +141,7 @@ pub(crate) async fn plugins(
                 .collect();
             let (newest, manifest) = versions.last()?;
             let is_shown = |version: &Version| shown.contains(&(name.as_str(), version));
-            let aliases = plugin
+            let aliases: BTreeMap<String, AliasTarget> = plugin
                 .aliases
                 .values()
                 .filter(|a| {
@@ -131,7 +153,12 @@ pub(crate) async fn plugins(
                 })
                 .map(|a| (a.name.clone(), a.target.clone()))
                 .collect();
-            Some(VisiblePlugin {
+            let live = aliases
+                .get(plugin_store::DEFAULT_ALIAS)
+                .and_then(|target: &AliasTarget| plugin.versions.get(&target.version))
+                .and_then(|v| v.verified.as_ref().ok())
+                .cloned();
+            let plugin = VisiblePlugin {
                 name: name.to_string(),
                 versions: versions
                     .iter()
@@ -142,8 +169,8 @@ pub(crate) async fn plugins(
                 publisher: manifest.publisher.clone(),
                 labels: newest.labels.clone(),
                 tags: manifest.manifest.tags.clone(),
-            })
+            };
+            Some(Listed { plugin, live })
         })
-        .collect();
-    Json(PluginList { plugins })
+        .collect()
 }

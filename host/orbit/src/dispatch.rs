@@ -195,6 +195,69 @@ pub async fn dispatch(
     correlation_id: CorrelationId,
     ApiJson(body): ApiJson<DispatchBody>,
 ) -> Result<Response, ApiError> {
+    let caller = Caller {
+        identity: &caller,
+        peer,
+        headers: &headers,
+        correlation_id: &correlation_id,
+    };
+    let dispatched = run(&state, &caller, &body).await?;
+    Ok(Json(dispatched.reply(&body.intent, &correlation_id)).into_response())
+}
+
+/// Who asks, as the front door saw them.
+pub(crate) struct Caller<'a> {
+    pub identity: &'a Authenticated,
+    pub peer: SocketAddr,
+    pub headers: &'a HeaderMap,
+    pub correlation_id: &'a CorrelationId,
+}
+
+/// A governed dispatch that ran: the plugin's answer and the decision that
+/// allowed it.
+pub(crate) struct Dispatched {
+    answer: crate::axon_client::AxonAnswer,
+    decision: Decision,
+}
+
+impl Dispatched {
+    /// The reply body for a request with `intent`.
+    pub(crate) fn reply<'a>(
+        &'a self,
+        intent: &str,
+        correlation_id: &'a CorrelationId,
+    ) -> DispatchReply<'a> {
+        let answer = &self.answer;
+        DispatchReply {
+            status: "success",
+            message: format!(
+                "`{}` {} answered intent `{intent}`",
+                answer.plugin.name, answer.plugin.version
+            ),
+            output: &answer.output,
+            confidence: answer.confidence,
+            notes: &answer.notes,
+            plugin: &answer.plugin,
+            correlation_id: correlation_id.as_str(),
+            timestamp: service_kit::timestamp(),
+            governance: GovernanceSummary::from(&self.decision),
+        }
+    }
+}
+
+/// Think -> Govern -> Act for `body` from `caller`, every check and record
+/// included: what `POST /dispatch` and the MCP `tools/call` both run.
+pub(crate) async fn run(
+    state: &OrbitState,
+    caller: &Caller<'_>,
+    body: &DispatchBody,
+) -> Result<Dispatched, ApiError> {
+    let Caller {
+        identity: caller,
+        peer,
+        headers,
+        correlation_id,
+    } = *caller;
     let invalid = |message: String| ApiError::new(ErrorCode::InvalidRequest, message);
     service_kit::reasoning::check_fields("", &body.intent, &body.context)?;
     // The plugin named, or the one the intent table routes the intent to.
@@ -347,21 +410,7 @@ pub async fn dispatch(
     let _in_flight = state.in_flight().enter(&principal.id)?;
     let answer = state
         .axon()
-        .reason(&correlation_id, axon_body, deadline)
+        .reason(correlation_id, axon_body, deadline)
         .await?;
-    let reply = DispatchReply {
-        status: "success",
-        message: format!(
-            "`{}` {} answered intent `{}`",
-            answer.plugin.name, answer.plugin.version, body.intent
-        ),
-        output: &answer.output,
-        confidence: answer.confidence,
-        notes: &answer.notes,
-        plugin: &answer.plugin,
-        correlation_id: correlation_id.as_str(),
-        timestamp: service_kit::timestamp(),
-        governance: GovernanceSummary::from(&decision),
-    };
-    Ok(Json(reply).into_response())
+    Ok(Dispatched { answer, decision })
 }

@@ -20,6 +20,7 @@ pub mod discovery;
 pub mod dispatch;
 pub mod in_flight;
 pub mod input;
+pub mod mcp;
 pub mod metrics;
 pub mod rate_limit;
 pub mod server;

@@ -101,6 +101,10 @@ pub fn router(state: OrbitState) -> Router {
     // Outermost first when a request arrives: the address limit, SigV4, the
     // principal limit, then the handler.
     let signed = signed_routes()
+        .nest_service(
+            "/mcp",
+            crate::mcp::service(state.clone(), inner.max_body_bytes),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             inner.limits.clone(),
             rate_limit::per_principal,

@@ -254,21 +254,31 @@ pub struct ErrorBody {
 #[derive(Clone, Copy)]
 pub(crate) struct Enveloped;
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let envelope = ErrorEnvelope {
+impl ApiError {
+    /// The error as its envelope, for the request `correlation_id` names.
+    pub fn into_envelope(self, correlation_id: String) -> ErrorEnvelope {
+        ErrorEnvelope {
             error: ErrorBody {
                 code: self.code,
                 message: self.message,
             },
-            correlation_id: correlation::current()
-                .map(|id| id.to_string())
-                .unwrap_or_default(),
+            correlation_id,
             timestamp: crate::timestamp(),
             details: self.details,
-        };
-        let mut response = (self.code.status(), axum::Json(envelope)).into_response();
-        if let Some(secs) = self.retry_after_secs {
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, retry_after_secs) = (self.code, self.retry_after_secs);
+        let envelope = self.into_envelope(
+            correlation::current()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+        );
+        let mut response = (code.status(), axum::Json(envelope)).into_response();
+        if let Some(secs) = retry_after_secs {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
