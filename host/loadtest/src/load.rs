@@ -30,6 +30,22 @@ pub struct Target {
     pub path: &'static str,
     pub body: Bytes,
     pub key: SigningKey,
+    /// An MCP `tools/call`: a `200` counts only if the call succeeded (a
+    /// refused or failed call is a `200` with a tool error).
+    pub mcp: bool,
+}
+
+impl Target {
+    /// Whether a `2xx` body is a success.
+    fn succeeded(&self, body: &[u8]) -> bool {
+        if !self.mcp {
+            return true;
+        }
+        serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|reply| {
+            reply["result"].is_object()
+                && reply["result"]["isError"] != serde_json::Value::Bool(true)
+        })
+    }
 }
 
 /// What a run measured.
@@ -94,6 +110,9 @@ fn signed_request(target: &Target, url: &str, host: &str) -> anyhow::Result<Requ
     )
     .map_err(anyhow::Error::msg)?;
     let mut request = Request::post(target.path).header("host", host);
+    if target.mcp {
+        request = request.header("accept", "application/json, text/event-stream");
+    }
     for (name, value) in headers {
         request = request.header(name, value);
     }
@@ -163,7 +182,7 @@ async fn worker(target: Arc<Target>, pace: Pace, until: Instant) -> Run {
         }
         .await;
         match outcome {
-            Ok((status, _)) if status.is_success() => {
+            Ok((status, body)) if status.is_success() && target.succeeded(&body) => {
                 let micros = counted_from.elapsed().as_micros();
                 run.latencies_us
                     .push(u32::try_from(micros).unwrap_or(u32::MAX));

@@ -143,6 +143,8 @@ enum TargetKind {
     Full,
     /// `full` with decisions not recorded: what the audit record costs.
     FullUnaudited,
+    /// `full` through MCP: a `tools/call` to Orbit's `/mcp`.
+    Mcp,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -162,6 +164,7 @@ impl TargetKind {
             Self::Axon => "axon",
             Self::Full => "full",
             Self::FullUnaudited => "full-unaudited",
+            Self::Mcp => "mcp",
         }
     }
 
@@ -176,6 +179,7 @@ impl TargetKind {
             Self::FullUnaudited => {
                 "as full, with no audit record: a baseline, never a way to serve"
             }
+            Self::Mcp => "as full, as an MCP tools/call to Orbit's /mcp (JSON-RPC, stateless)",
         }
     }
 }
@@ -374,6 +378,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "intent": "bench",
         "input": plugin.input(),
     }))?;
+    // The tool runs the plugin's `live` alias, which `prepare` points at 1.0.0.
+    let tool_call = serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": { "name": plugin.name(), "arguments": plugin.input() },
+    }))?;
 
     println!(
         "plugin `{}`, {} connections, {} s warm-up, {} s closed loop, open loops at {:?} of saturation for {} s each",
@@ -393,14 +404,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 path: "/v1/reason",
                 body: reason_body.clone().into(),
                 key: prepared.orbit_key.clone(),
+                mcp: false,
             },
-            TargetKind::Full | TargetKind::FullUnaudited => {
+            TargetKind::Full | TargetKind::FullUnaudited | TargetKind::Mcp => {
                 let axon = servers.spawn("axon", dir.path(), plugin, None)?;
-                let orbit = if *kind == TargetKind::Full {
-                    "orbit"
-                } else {
+                let orbit = if *kind == TargetKind::FullUnaudited {
                     "orbit-unaudited"
+                } else {
+                    "orbit"
                 };
+                let mcp = *kind == TargetKind::Mcp;
                 Target {
                     addr: servers.spawn(
                         orbit,
@@ -408,9 +421,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                         plugin,
                         Some(&format!("http://{axon}")),
                     )?,
-                    path: "/dispatch",
-                    body: dispatch_body.clone().into(),
+                    path: if mcp { "/mcp" } else { "/dispatch" },
+                    body: if mcp { &tool_call } else { &dispatch_body }.clone().into(),
                     key: prepared.dev_key.clone(),
+                    mcp,
                 }
             }
         };

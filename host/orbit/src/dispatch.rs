@@ -330,13 +330,13 @@ pub(crate) async fn run(
     };
 
     // Govern.
-    let principal = principal_of(&caller);
+    let principal = principal_of(caller);
     let plugin = crate::discovery::plugin_info(&resolved.entry, &resolved.verified);
     let request = DecisionRequest {
         principal: &principal,
         plugin: &plugin,
         intent: &body.intent,
-        source_ip: state.limits().client_ip(peer, &headers),
+        source_ip: state.limits().client_ip(peer, headers),
         time: SystemTime::now(),
         input: input.as_ref(),
     };
