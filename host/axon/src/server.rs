@@ -179,6 +179,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 service_kit::error_responses!(ReasonErrors: EVERY, SIGNED, [
+    ReplayedRequest,
     PluginNotFound,
     PluginRevoked,
     PluginUntrusted,
@@ -318,7 +319,7 @@ struct PluginList {
     trust_serial: Option<u64>,
 }
 
-service_kit::error_responses!(PluginsErrors: EVERY, SIGNED, []);
+service_kit::error_responses!(PluginsErrors: EVERY, SIGNED, [ReplayedRequest]);
 
 /// `GET /v1/plugins`: every registered version as this Axon sees it (from
 /// its registry view).

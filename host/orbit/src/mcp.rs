@@ -12,7 +12,8 @@
 //! agent reads the code and the message.
 //!
 //! Stateless: each request stands alone (no MCP session to pin a caller to
-//! one Orbit), and answers are plain JSON.
+//! one Orbit), and answers are plain JSON. rmcp's own error responses (a
+//! missing `Accept`, a malformed message) keep their JSON-RPC bodies.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use service_kit::reasoning::DispatchBody;
-use service_kit::{ApiError, CorrelationId, ErrorCode};
+use service_kit::{ApiError, CorrelationId};
 
 use crate::dispatch::{Caller, run};
 use crate::server::OrbitState;
@@ -40,7 +41,15 @@ use crate::server::OrbitState;
 pub(crate) fn service(
     state: OrbitState,
     max_body_bytes: usize,
-) -> StreamableHttpService<Tools, NeverSessionManager> {
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ Sync
++ 'static {
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
@@ -48,11 +57,16 @@ pub(crate) fn service(
         // Every request is signed, `Host` included, and a browser holds no
         // keys: DNS rebinding gains nothing, so any host name may serve.
         .disable_allowed_hosts();
-    StreamableHttpService::new(
+    let mcp: StreamableHttpService<Tools, NeverSessionManager> = StreamableHttpService::new(
         move || Ok(Tools::new(state.clone())),
         Arc::new(NeverSessionManager::default()),
         config,
-    )
+    );
+    tower::ServiceBuilder::new()
+        .map_response(|response: axum::http::Response<_>| {
+            service_kit::error::keep_error_body(response.map(axum::body::Body::new))
+        })
+        .service(mcp)
 }
 
 /// The MCP handler: plugins as tools.
@@ -77,17 +91,25 @@ struct Request<'a> {
 
 impl<'a> Request<'a> {
     fn of(context: &'a RequestContext<RoleServer>) -> Result<Self, ErrorData> {
-        let missing = || ErrorData::internal_error("the request reached MCP unauthenticated", None);
-        let parts = context.extensions.get::<Parts>().ok_or_else(missing)?;
+        // Only a wiring fault gets here without these: the route sits
+        // behind SigV4, and Orbit serves with connection info.
+        let missing = |what: &str| {
+            tracing::error!("an MCP request reached Orbit's handler without {what}");
+            ErrorData::internal_error("internal error in Orbit's MCP handler", None)
+        };
+        let parts = context
+            .extensions
+            .get::<Parts>()
+            .ok_or_else(|| missing("its HTTP request"))?;
         let identity = parts
             .extensions
             .get::<Authenticated>()
-            .ok_or_else(missing)?;
+            .ok_or_else(|| missing("a verified signature"))?;
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0)
-            .ok_or_else(missing)?;
+            .ok_or_else(|| missing("the client address"))?;
         let correlation_id = parts
             .extensions
             .get::<CorrelationId>()
@@ -139,13 +161,15 @@ impl ServerHandler for Tools {
             .into_iter()
             .filter_map(|listed| {
                 let live = listed.live?;
-                let schema = match &live.manifest.input_schema {
+                // What `tools/call` runs: the `live` version.
+                let manifest = &live.manifest;
+                let schema = match &manifest.input_schema {
                     Some(Value::Object(schema)) => schema.clone(),
                     _ => any_object(),
                 };
                 Some(Tool::new(
                     listed.plugin.name,
-                    listed.plugin.description,
+                    manifest.description.clone(),
                     Arc::new(schema),
                 ))
             })
@@ -160,7 +184,21 @@ impl ServerHandler for Tools {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let request = Request::of(&context)?;
-        let input = call.arguments.map(Value::Object).unwrap_or(Value::Null);
+        // rmcp runs this on a task of its own: log and envelope under the
+        // HTTP request's correlation id.
+        let id = request.correlation_id.clone();
+        service_kit::correlation::within(id, self.call(call, &request)).await
+    }
+}
+
+impl Tools {
+    async fn call(
+        &self,
+        call: CallToolRequestParams,
+        request: &Request<'_>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        // Tools take an object; no arguments is the empty one.
+        let input = Value::Object(call.arguments.unwrap_or_default());
         let body = DispatchBody {
             plugin: Some(call.name.to_string()),
             version: None,
@@ -174,10 +212,10 @@ impl ServerHandler for Tools {
                 let reply = dispatched.reply(&body.intent, &request.correlation_id);
                 match serde_json::to_value(&reply) {
                     Ok(reply) => CallToolResult::structured(reply),
-                    Err(error) => tool_error(ApiError::internal(error), &request),
+                    Err(error) => tool_error(ApiError::internal(error)),
                 }
             }
-            Err(error) => tool_error(error, &request),
+            Err(error) => tool_error(error),
         };
         Ok(result.into())
     }
@@ -191,11 +229,16 @@ fn any_object() -> JsonObject {
 }
 
 /// A refusal or failure as a tool error: the envelope `POST /dispatch`
-/// would have answered, which the agent reads.
-fn tool_error(error: ApiError, request: &Request<'_>) -> CallToolResult {
-    if error.code() == ErrorCode::InternalError {
-        tracing::error!(correlation_id = %request.correlation_id, "an MCP tool call failed inside Orbit");
-    }
-    let envelope = error.into_envelope(request.correlation_id.to_string());
+/// would have answered (with `retry_after_secs` where it would have sent
+/// `Retry-After`), which the agent reads.
+fn tool_error(error: ApiError) -> CallToolResult {
+    let error = match error.retry_after_secs() {
+        Some(secs) => error.with_detail("retry_after_secs", secs),
+        None => error,
+    };
+    let correlation_id = service_kit::correlation::current()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    let envelope = error.into_envelope(correlation_id);
     CallToolResult::structured_error(serde_json::to_value(envelope).unwrap_or(Value::Null))
 }

@@ -79,6 +79,14 @@ pub fn current() -> Option<CorrelationId> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
+/// Runs `work` as part of the request `id` names, on a task the request
+/// handed it to (as an MCP tool call is): its log lines carry the id, and
+/// its errors are enveloped with it.
+pub async fn within<F: std::future::Future>(id: CorrelationId, work: F) -> F::Output {
+    let span = tracing::info_span!("request", correlation_id = %id);
+    CURRENT.scope(id, work.instrument(span)).await
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
     type Rejection = ApiError;
 

@@ -214,6 +214,11 @@ impl ApiError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// How long the client should wait before retrying, when it should.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_secs
+    }
 }
 
 impl fmt::Display for ApiError {
@@ -253,6 +258,14 @@ pub struct ErrorBody {
 /// Marks a response whose body is already an [`ErrorEnvelope`].
 #[derive(Clone, Copy)]
 pub(crate) struct Enveloped;
+
+/// Keeps an error response's body as the service wrote it, instead of the
+/// envelope the shared layers give bare errors: for a protocol with error
+/// bodies of its own (MCP's JSON-RPC errors say what to fix).
+pub fn keep_error_body(mut response: Response) -> Response {
+    response.extensions_mut().insert(Enveloped);
+    response
+}
 
 impl ApiError {
     /// The error as its envelope, for the request `correlation_id` names.

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use bytes::Bytes;
 use serde_json::{Value, json};
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::response::{Response as ApiResponse, ResponseBuilder};
 use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Ref, Type};
 use utoipa::openapi::{ContentBuilder, RefOr};
@@ -29,13 +30,13 @@ pub const SIGV4: &str = "sigv4";
 pub const EVERY: &[ErrorCode] = &[ErrorCode::InvalidRequest, ErrorCode::InternalError];
 
 /// What an operation behind SigV4 may answer before its handler runs (the
-/// body is read, within its limit, to check its hash).
+/// body is read, within its limit, to check its hash). A service that
+/// accepts each signature once adds `REPLAYED_REQUEST`.
 pub const SIGNED: &[ErrorCode] = &[
     ErrorCode::MissingAuthorization,
     ErrorCode::UnknownAccessKey,
     ErrorCode::InvalidSignature,
     ErrorCode::SignatureExpired,
-    ErrorCode::ReplayedRequest,
     ErrorCode::PayloadTooLarge,
 ];
 
@@ -67,13 +68,24 @@ pub fn error_responses(groups: &[&[ErrorCode]]) -> BTreeMap<String, RefOr<ApiRes
             let schema = AllOfBuilder::new()
                 .item(Ref::from_schema_name("ErrorEnvelope"))
                 .item(narrowed);
-            let response = ResponseBuilder::new()
+            let mut response = ResponseBuilder::new()
                 .description(format!("`error.code` is {}", names.join(" or ")))
                 .content(
                     "application/json",
                     ContentBuilder::new().schema(Some(schema)).build(),
-                )
-                .build();
+                );
+            if status == 429 || status == 503 {
+                response = response.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+                        .description(Some(
+                            "Seconds to wait before retrying, when a retry may succeed.",
+                        ))
+                        .build(),
+                );
+            }
+            let response = response.build();
             (status.to_string(), RefOr::T(response))
         })
         .collect()

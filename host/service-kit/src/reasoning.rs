@@ -42,7 +42,6 @@ pub struct DispatchBody {
     #[serde(default)]
     pub alias: Option<String>,
     /// What the caller wants done; routes the request when no `plugin` is named.
-    #[schema(max_length = 256)]
     pub intent: String,
     /// Absent: `null` (the earlier system's requests carry only `intent`
     /// and `context`). A plugin with an input schema gets only input that
@@ -77,7 +76,6 @@ pub struct ReasonBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestBody {
-    #[schema(max_length = 256)]
     pub intent: String,
     #[schema(value_type = Value)]
     pub input: Box<RawValue>,
@@ -106,6 +104,7 @@ pub fn schema_rules() -> Vec<(&'static str, Value)> {
         "description": "Caller facts as strings; `session_id` keeps a caller on one side of a canary.",
     });
     let pattern = |pattern: &str| json!({ "pattern": pattern });
+    let intent = json!({ "maxLength": MAX_INTENT_CHARS });
     vec![
         (
             "DispatchBody",
@@ -114,6 +113,7 @@ pub fn schema_rules() -> Vec<(&'static str, Value)> {
                     "plugin": pattern(PLUGIN_PATTERN),
                     "version": pattern(VERSION_PATTERN),
                     "alias": pattern(ALIAS_PATTERN),
+                    "intent": intent,
                     "context": context,
                 },
                 // `version` and `alias` choose among a plugin's versions:

@@ -7,6 +7,7 @@ mod audit;
 mod dispatch;
 mod earlier_clients;
 mod front_door;
+mod mcp;
 mod openapi;
 mod resilience;
 mod sigv4;
