@@ -178,22 +178,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, message)
 }
 
-service_kit::error_responses!(ReasonErrors: EVERY, SIGNED, [
-    ReplayedRequest,
-    PluginNotFound,
-    PluginRevoked,
-    PluginUntrusted,
-    PluginDigestMismatch,
-    PluginInvalidInput,
-    PluginError,
-    PluginTrapped,
-    PluginMemoryLimit,
-    PluginResourceLimit,
-    PluginOutputLimit,
-    PluginTimeout,
-    Overloaded,
-    ServiceUnavailable,
-]);
+service_kit::error_responses!(ReasonErrors: EVERY, SIGNED, PLUGIN_RUN, [ReplayedRequest]);
 
 /// `POST /v1/reason`: run exactly this version (and digest) of a plugin.
 #[utoipa::path(

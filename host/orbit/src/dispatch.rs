@@ -140,25 +140,12 @@ fn resolve_error(error: ResolveError) -> ApiError {
     ApiError::new(code, error.to_string())
 }
 
-service_kit::error_responses!(DispatchErrors: EVERY, SIGNED, [
+service_kit::error_responses!(DispatchErrors: EVERY, SIGNED, PLUGIN_RUN, [
     InvalidInput,
     RateLimitExceeded,
     GovernanceDenied,
     GovernanceStale,
     GovernanceUnavailable,
-    PluginNotFound,
-    PluginRevoked,
-    PluginUntrusted,
-    PluginDigestMismatch,
-    PluginInvalidInput,
-    PluginError,
-    PluginTrapped,
-    PluginMemoryLimit,
-    PluginResourceLimit,
-    PluginOutputLimit,
-    PluginTimeout,
-    Overloaded,
-    ServiceUnavailable,
 ]);
 
 /// `POST /dispatch`: run a plugin (named, or routed by `intent`) after governance allows it.

@@ -242,3 +242,29 @@ fn tool_error(error: ApiError) -> CallToolResult {
     let envelope = error.into_envelope(correlation_id);
     CallToolResult::structured_error(serde_json::to_value(envelope).unwrap_or(Value::Null))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use service_kit::ErrorCode;
+
+    #[test]
+    fn a_tool_error_carries_the_envelope_and_when_to_retry() {
+        let busy = ApiError::new(ErrorCode::Overloaded, "busy").retry_after(2);
+        let result = tool_error(busy);
+        assert_eq!(result.is_error, Some(true));
+        let content = result.structured_content.unwrap();
+        assert_eq!(content["error"]["code"], "OVERLOADED");
+        assert_eq!(content["error"]["message"], "busy");
+        assert_eq!(content["retry_after_secs"], 2);
+
+        let denied = tool_error(ApiError::new(ErrorCode::GovernanceDenied, "no"));
+        assert!(
+            denied
+                .structured_content
+                .unwrap()
+                .get("retry_after_secs")
+                .is_none()
+        );
+    }
+}

@@ -40,6 +40,25 @@ pub const SIGNED: &[ErrorCode] = &[
     ErrorCode::PayloadTooLarge,
 ];
 
+/// What running a plugin version may answer: Axon answers these, and Orbit
+/// passes them on (a version it cannot serve, a sandbox limit, a busy or
+/// unready host).
+pub const PLUGIN_RUN: &[ErrorCode] = &[
+    ErrorCode::PluginNotFound,
+    ErrorCode::PluginRevoked,
+    ErrorCode::PluginUntrusted,
+    ErrorCode::PluginDigestMismatch,
+    ErrorCode::PluginInvalidInput,
+    ErrorCode::PluginError,
+    ErrorCode::PluginTrapped,
+    ErrorCode::PluginMemoryLimit,
+    ErrorCode::PluginResourceLimit,
+    ErrorCode::PluginOutputLimit,
+    ErrorCode::PluginTimeout,
+    ErrorCode::Overloaded,
+    ErrorCode::ServiceUnavailable,
+];
+
 /// The error responses for `groups` of codes: one per status, whose body is
 /// the envelope with `error.code` one of the codes of that status.
 pub fn error_responses(groups: &[&[ErrorCode]]) -> BTreeMap<String, RefOr<ApiResponse>> {
@@ -93,7 +112,7 @@ pub fn error_responses(groups: &[&[ErrorCode]]) -> BTreeMap<String, RefOr<ApiRes
 
 /// Declares a type whose responses are the error responses of the groups
 /// of codes given (for `responses(...)` in `#[utoipa::path]`):
-/// `error_responses!(DispatchErrors: EVERY, SIGNED, [GovernanceDenied]);`
+/// `error_responses!(DispatchErrors: EVERY, SIGNED, PLUGIN_RUN, [GovernanceDenied]);`
 #[macro_export]
 macro_rules! error_responses {
     ($name:ident: $($group:ident,)* [$($code:ident),* $(,)?]) => {

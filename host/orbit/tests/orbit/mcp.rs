@@ -103,6 +103,14 @@ async fn the_tool_list_is_the_callers_own_and_mcps_own_errors_keep_their_bodies(
     );
     assert_eq!(result["cacheScope"], "private", "{result}");
 
+    // A method MCP does not know is a JSON-RPC error, as rmcp wrote it.
+    let unknown = json!({ "jsonrpc": "2.0", "id": 2, "method": "no/such" })
+        .to_string()
+        .into_bytes();
+    let reply = signed_mcp(&stack, unknown).await;
+    assert_eq!(reply.body["id"], 2, "{}", reply.body);
+    assert!(reply.body["error"]["code"].is_i64(), "{}", reply.body);
+
     // Without the `Accept` MCP requires, rmcp refuses; its answer reaches
     // the caller as rmcp wrote it (saying what to fix), not as a generic
     // envelope.
