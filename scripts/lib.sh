@@ -8,6 +8,18 @@ ensure_wasm_target() {
     fi
 }
 
+# Prints the free space here and warns below $1 GiB: a cold build with its
+# tests writes about 12 GiB, and a full disk fails in odd places (a venv's
+# ensurepip, a linker) rather than saying so.
+report_free_disk() {
+    local want_gib=$1 free_kib
+    free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+    echo "==> $((free_kib / 1024 / 1024)) GiB free on this disk" >&2
+    if [ "$free_kib" -lt $((want_gib * 1024 * 1024)) ]; then
+        echo "warning: under ${want_gib} GiB free; the build may run out of space" >&2
+    fi
+}
+
 # The host's own target triple (plugin unit tests run natively).
 host_target() {
     rustc -vV | sed -n 's/^host: //p'
