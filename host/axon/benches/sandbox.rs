@@ -86,7 +86,9 @@ fn prepare(sandbox: &Sandbox, artifact: Artifact) -> PreparedPlugin {
     let world = plugin_store::component::reasoning_world(&module).expect("a reasoning plugin");
     let manifest = PluginManifest::new(spec, &module, world, plugin_store::KeyId::from("bench"));
     let (component, _) = sandbox.compile(&manifest.digest, &module).expect("compile");
-    sandbox.prepare(&manifest, &component).expect("prepare")
+    sandbox
+        .prepare(&manifest, &component, None)
+        .expect("prepare")
 }
 
 fn fixture(pooling: bool) -> Fixture {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use service_kit::front_door::FrontDoor;
 
+use crate::inference::{InferenceConfig, InferenceLimits};
 use crate::sandbox::{LimitPolicy, Limits, LogLimits, SandboxConfig};
 
 const MIB: u64 = 1 << 20;
@@ -96,6 +97,24 @@ pub struct AxonConfig {
     /// Orbit (a few addresses), so by default this is the whole cap.
     #[arg(long, default_value_t = 4_096)]
     pub max_connections_per_client: usize,
+    /// libonnxruntime, to serve plugins with the `inference` capability
+    /// (e.g. the `onnxruntime` wheel's `capi/libonnxruntime.so.1.22.1`).
+    /// Without it such plugins are refused at load.
+    #[arg(long, env = "AXON_ONNXRUNTIME", requires = "models")]
+    pub onnxruntime: Option<PathBuf>,
+    /// The model directory: `<name>/<version>/model.onnx` and its signed
+    /// `manifest.json` (a DSSE envelope a trusted publisher key signed).
+    #[arg(long, env = "AXON_MODELS", requires = "onnxruntime")]
+    pub models: Option<PathBuf>,
+    /// Input bytes one inference call may pass, in KiB.
+    #[arg(long, default_value_t = 4096)]
+    pub max_inference_input_kib: u32,
+    /// Inference calls one request may make.
+    #[arg(long, default_value_t = 16)]
+    pub max_inference_calls: u32,
+    /// Inference calls of one model at once, host-wide.
+    #[arg(long, default_value_t = 4)]
+    pub max_inference_concurrency: u32,
 }
 
 impl AxonConfig {
@@ -125,7 +144,25 @@ impl AxonConfig {
             body_read_timeout_ms: 30_000,
             max_connections: 4_096,
             max_connections_per_client: 4_096,
+            onnxruntime: None,
+            models: None,
+            max_inference_input_kib: 4096,
+            max_inference_calls: 16,
+            max_inference_concurrency: 4,
         }
+    }
+
+    /// Inference, if both the runtime and the model directory are given.
+    pub fn inference(&self) -> Option<InferenceConfig> {
+        Some(InferenceConfig {
+            onnxruntime: self.onnxruntime.clone()?,
+            models_dir: self.models.clone()?,
+            limits: InferenceLimits {
+                max_input_bytes: self.max_inference_input_kib as usize * 1024,
+                max_calls_per_request: self.max_inference_calls,
+                max_concurrent_per_model: self.max_inference_concurrency,
+            },
+        })
     }
 
     /// Where the keyring lives.
@@ -185,6 +222,7 @@ impl AxonConfig {
             },
             log_limits: LogLimits::default(),
             cache_dir: Some(self.data_dir.join("axon-cache")),
+            inference: self.inference(),
             ..SandboxConfig::default()
         }
     }

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod config;
+pub mod inference;
 pub mod metrics;
 pub mod plugins;
 pub mod sandbox;

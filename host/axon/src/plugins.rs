@@ -56,6 +56,10 @@ pub enum LoadError {
     },
     #[error("the plugin store is unavailable: {0}")]
     StoreUnavailable(String),
+    /// A model the version pins cannot be used (missing, untrusted,
+    /// changed): not remembered, so a fixed model directory takes effect.
+    #[error("{0}")]
+    Model(String),
 }
 
 impl From<VerifyError> for LoadError {
@@ -316,8 +320,23 @@ impl PluginHost {
                 })
             }
         };
+        let grant = {
+            let (sandbox, trust, manifest) = (
+                self.sandbox.clone(),
+                self.watcher.trust().clone(),
+                manifest.clone(),
+            );
+            tokio::task::spawn_blocking(move || sandbox.grant(&manifest, &trust))
+                .await
+                .map_err(|e| LoadError::StoreUnavailable(format!("loading models stopped: {e}")))?
+                .map_err(|e| {
+                    refused(LoadError::Model(format!(
+                        "plugin `{name}` version `{version}` cannot be loaded: {e}"
+                    )))
+                })?
+        };
         let prepared = compiled.and_then(|(component, origin)| {
-            let prepared = self.sandbox.prepare(&manifest, &component)?;
+            let prepared = self.sandbox.prepare(&manifest, &component, grant)?;
             Ok((prepared, origin))
         });
         match prepared {

@@ -248,7 +248,9 @@ fn load_error(error: LoadError) -> ApiError {
         LoadError::DigestMismatch(_) => {
             ApiError::new(ErrorCode::PluginDigestMismatch, error.to_string())
         }
-        LoadError::Unusable { .. } => ApiError::new(ErrorCode::PluginError, error.to_string()),
+        LoadError::Unusable { .. } | LoadError::Model(_) => {
+            ApiError::new(ErrorCode::PluginError, error.to_string())
+        }
         LoadError::StoreUnavailable(_) => {
             ApiError::new(ErrorCode::ServiceUnavailable, error.to_string()).retry_after(1)
         }

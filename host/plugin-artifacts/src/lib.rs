@@ -62,6 +62,13 @@ pub const ECHO: Artifact = artifact!("echo", "echo", "examples/echo");
 pub const KEYWORDS: Artifact = artifact!("keywords", "keywords", "examples/keywords");
 /// Rule-based triage of support messages, configured by plugin config.
 pub const TRIAGE: Artifact = artifact!("triage", "triage", "examples/triage");
+/// Intent and urgency of a support message, from the `support-intent`
+/// model through `wasi:nn` (see [`SUPPORT_INTENT_MODEL`]).
+pub const SUPPORT_INTENT: Artifact = artifact!(
+    "support-intent",
+    "support_intent",
+    "examples/support-intent"
+);
 
 /// Keeps a counter in a global: must read 1 on every request.
 pub const COUNTER: Artifact = artifact!("counter", "counter");
@@ -77,6 +84,8 @@ pub const MEMORY_BOMB: Artifact = artifact!("memory-bomb", "memory_bomb");
 pub const PANIC: Artifact = artifact!("panic", "panic");
 /// Holds host-side WASI resources (clock pollables) without bound.
 pub const RESOURCE_FLOOD: Artifact = artifact!("resource-flood", "resource_flood");
+/// Feeds the `support-intent` model huge batches, or calls it in a loop.
+pub const INFERENCE_ABUSE: Artifact = artifact!("inference-abuse", "inference_abuse");
 /// Spins, forever or for a count, or sleeps in the host.
 pub const SPIN_LOOP: Artifact = artifact!("spin-loop", "spin_loop");
 
@@ -100,7 +109,11 @@ mod tests {
 
     #[test]
     fn every_artifact_is_a_built_component() {
-        for artifact in EXAMPLES.iter().chain(HOSTILE) {
+        for artifact in EXAMPLES
+            .iter()
+            .chain(HOSTILE)
+            .chain([&SUPPORT_INTENT, &INFERENCE_ABUSE])
+        {
             let bytes = artifact.bytes().unwrap();
             assert!(bytes.starts_with(b"\0asm"), "{} is not wasm", artifact.name);
         }
@@ -208,6 +221,114 @@ impl PythonPlugin {
             .map_err(|e| format!("cannot move `{}` into place: {e}", out.display()))?;
         std::fs::read(&out).map_err(|e| format!("cannot read `{}`: {e}", out.display()))
     }
+}
+
+/// A model trained by a script in `plugins/` from data in the repository,
+/// trained when first asked for and cached (keyed by a hash of the script
+/// and its data) under the plugins' target directory.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainedModel {
+    pub name: &'static str,
+    /// Holds `train.py`, its data and `model.toml`.
+    dir: &'static str,
+}
+
+/// The support-intent classifier (`plugins/examples/support-intent/model`).
+pub const SUPPORT_INTENT_MODEL: TrainedModel = TrainedModel {
+    name: "support-intent",
+    dir: concat!(env!("PLUGIN_SOURCE_DIR"), "/examples/support-intent/model"),
+};
+
+impl TrainedModel {
+    /// Its `model.toml` text: what its publisher signs.
+    pub fn spec_text(&self) -> std::io::Result<String> {
+        std::fs::read_to_string(Path::new(self.dir).join("model.toml"))
+    }
+
+    /// The model's bytes (ONNX), trained unless cached.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        let mut hasher = sha2::Sha256::new();
+        for file in ["train.py", "messages.csv"] {
+            let path = Path::new(self.dir).join(file);
+            let text = std::fs::read(&path)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            hasher.update(&text);
+        }
+        let hash = hex(&hasher.finalize()[..8]);
+        let out_dir = Path::new(env!("PLUGIN_WASM_DIR")).join("models");
+        let out = out_dir.join(format!("{}-{hash}.onnx", self.name));
+        if let Ok(bytes) = std::fs::read(&out) {
+            return Ok(bytes);
+        }
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", out_dir.display()))?;
+        let partial = out.with_extension(format!(
+            "{}-{:?}.partial",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        python(&[
+            Path::new(self.dir).join("train.py").as_os_str(),
+            partial.as_os_str(),
+        ])?;
+        std::fs::rename(&partial, &out)
+            .map_err(|e| format!("cannot move `{}` into place: {e}", out.display()))?;
+        std::fs::read(&out).map_err(|e| format!("cannot read `{}`: {e}", out.display()))
+    }
+
+    /// Each text's output tensors as native ONNX Runtime computes them (the
+    /// `onnxruntime` Python package), one JSON object per line.
+    pub fn predict_natively(&self, model: &Path, texts: &[&str]) -> Result<String, String> {
+        let script = Path::new(self.dir).join("train.py");
+        let mut args = vec![script.as_os_str(), "--predict".as_ref(), model.as_os_str()];
+        args.extend(texts.iter().map(std::ffi::OsStr::new));
+        python(&args)
+    }
+}
+
+/// libonnxruntime from the `onnxruntime` package of the test Python (the
+/// library Axon loads for inference).
+pub fn onnxruntime_library() -> Result<std::path::PathBuf, String> {
+    let package = python(&[
+        "-c".as_ref(),
+        "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))".as_ref(),
+    ])?;
+    let capi = Path::new(package.trim()).join("capi");
+    let entries =
+        std::fs::read_dir(&capi).map_err(|e| format!("cannot list `{}`: {e}", capi.display()))?;
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
+        .ok_or_else(|| format!("no libonnxruntime.so* in `{}`", capi.display()))
+}
+
+/// Runs the test Python (`$AGENT_RUNTIME_PYTHON`, else `python3`) with
+/// `args`; its standard output, or why it failed.
+fn python(args: &[&std::ffi::OsStr]) -> Result<String, String> {
+    let python = std::env::var_os("AGENT_RUNTIME_PYTHON").unwrap_or_else(|| "python3".into());
+    let output = std::process::Command::new(&python)
+        .args(args)
+        .output()
+        .map_err(|e| {
+            format!(
+                "cannot run `{}`: {e}; run ./scripts/test.sh (it sets up the test Python)",
+                Path::new(&python).display()
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{} {:?}` failed: {}",
+            Path::new(&python).display(),
+            args,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    String::from_utf8(output.stdout).map_err(|e| format!("python printed non-UTF-8: {e}"))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -18,6 +18,8 @@ const HOST_INTERFACES: &[&str] = &[
 ];
 /// The contract versions this release serves.
 const SUPPORTED_MAJOR: u64 = 1;
+/// Imports that a capability grants, by prefix, and the capability.
+const CAPABILITY_IMPORTS: &[(&str, &str)] = &[("wasi:nn/", crate::INFERENCE)];
 
 /// The world `module` targets, e.g. `agent:reasoning/reasoning-plugin@1.0.0`,
 /// or why it is not a reasoning plugin.
@@ -31,28 +33,7 @@ pub fn reasoning_world(module: &[u8]) -> Result<String, String> {
     if !Parser::is_component(module) {
         return Err("the module is a core WebAssembly module, not a component; build it with `--target wasm32-wasip2` (or run `wasm-tools component new`)".into());
     }
-    let (mut imports, mut exports) = (Vec::new(), Vec::new());
-    let mut depth = 0usize;
-    for payload in Parser::new(0).parse_all(module) {
-        let payload = payload.map_err(|e| format!("the component does not parse: {e}"))?;
-        match payload {
-            Payload::Version { .. } => depth += 1,
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::ComponentImportSection(reader) if depth == 1 => {
-                for import in reader {
-                    let import = import.map_err(|e| format!("bad import section: {e}"))?;
-                    imports.push(import.name.name.to_owned());
-                }
-            }
-            Payload::ComponentExportSection(reader) if depth == 1 => {
-                for export in reader {
-                    let export = export.map_err(|e| format!("bad export section: {e}"))?;
-                    exports.push(export.name.name.to_owned());
-                }
-            }
-            _ => {}
-        }
-    }
+    let (imports, exports) = interface_names(module)?;
     let reasoner = exports
         .iter()
         .find_map(|name| split_version(name).filter(|(iface, _)| *iface == REASONER))
@@ -84,6 +65,60 @@ pub fn reasoning_world(module: &[u8]) -> Result<String, String> {
         }
     }
     Ok(format!("{PACKAGE}/reasoning-plugin@{version}"))
+}
+
+/// The capabilities `module`'s imports need (e.g. `inference` for
+/// `wasi:nn`), with the first import that needs each. Empty for a module
+/// that does not parse: [`reasoning_world`] says why.
+pub fn needed_capabilities(module: &[u8]) -> Vec<(&'static str, String)> {
+    needed_by(
+        interface_names(module)
+            .map(|(imports, _)| imports)
+            .unwrap_or_default()
+            .iter()
+            .map(String::as_str),
+    )
+}
+
+/// The capabilities `imports` (interface names) need, each with the first
+/// import that needs it.
+pub fn needed_by<'a>(imports: impl IntoIterator<Item = &'a str>) -> Vec<(&'static str, String)> {
+    let mut needed: Vec<(&'static str, String)> = Vec::new();
+    for import in imports {
+        for (prefix, capability) in CAPABILITY_IMPORTS {
+            if import.starts_with(prefix) && !needed.iter().any(|(c, _)| c == capability) {
+                needed.push((capability, import.to_owned()));
+            }
+        }
+    }
+    needed
+}
+
+/// The top-level import and export names of a component.
+fn interface_names(module: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(module) {
+        let payload = payload.map_err(|e| format!("the component does not parse: {e}"))?;
+        match payload {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 1 => {
+                for import in reader {
+                    let import = import.map_err(|e| format!("bad import section: {e}"))?;
+                    imports.push(import.name.name.to_owned());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 1 => {
+                for export in reader {
+                    let export = export.map_err(|e| format!("bad export section: {e}"))?;
+                    exports.push(export.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((imports, exports))
 }
 
 /// `ns:pkg/iface@1.2.3` as (`ns:pkg/iface`, `1.2.3`).

@@ -20,6 +20,7 @@ mod error;
 pub mod input;
 mod local;
 mod manifest;
+pub mod model;
 pub mod registry;
 pub mod signing;
 mod source;
@@ -31,7 +32,8 @@ pub use error::StoreError;
 pub use input::{InputSchema, InputViolation};
 pub use local::LocalBlobStore;
 pub use manifest::{
-    Digest, MANIFEST_TYPE, PluginManifest, PluginName, PluginRef, PublishSpec, RequestedLimits,
+    CAPABILITIES, Digest, GpuNeed, INFERENCE, InferenceNeed, MANIFEST_TYPE, PluginManifest,
+    PluginName, PluginRef, PublishSpec, RequestedLimits,
 };
 pub use registry::{
     Alias, AliasMove, AliasTarget, Canary, DEFAULT_ALIAS, HistoryEntry, Registered, Registry,
@@ -41,4 +43,4 @@ pub use semver::Version;
 pub use signing::{Envelope, KeyId, KeyPair};
 pub use source::{BlobStore, PluginSource, Progress, Published, VerifyError, verify_entry};
 pub use sqlite::SqliteRegistry;
-pub use trust::{Trust, TrustError, TrustList, TrustedKey, VerifiedManifest};
+pub use trust::{Trust, TrustError, TrustList, TrustedKey, VerifiedManifest, VerifiedModel};

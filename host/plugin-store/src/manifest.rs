@@ -138,6 +138,35 @@ pub struct RequestedLimits {
     pub max_concurrency: Option<u32>,
 }
 
+/// The capability to run host-owned models through `wasi:nn`.
+pub const INFERENCE: &str = "inference";
+/// Every capability this release knows.
+pub const CAPABILITIES: &[&str] = &[INFERENCE];
+
+/// Whether a plugin's inference needs a GPU: governance and routing read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuNeed {
+    /// CPU only (the default).
+    #[default]
+    None,
+    /// Faster on a GPU, correct on a CPU.
+    Preferred,
+    /// Cannot serve without a GPU.
+    Required,
+}
+
+/// What the `inference` capability asks for: the models a plugin loads by
+/// name, each pinned to one version, and its need for a GPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceNeed {
+    /// Model name to the exact version the plugin runs.
+    pub models: BTreeMap<PluginName, Version>,
+    #[serde(default)]
+    pub gpu: GpuNeed,
+}
+
 /// What a publisher says about a version: the format of a plugin's
 /// `plugin.toml`. Publishing adds the digest, size, world, key and time.
 ///
@@ -157,9 +186,12 @@ pub struct PublishSpec {
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: RequestedLimits,
-    /// Host capabilities the plugin will ask for. None exist yet.
+    /// Host capabilities the plugin asks for (see [`CAPABILITIES`]).
     #[serde(default)]
     pub capabilities: BTreeSet<String>,
+    /// The models and GPU the `inference` capability asks for (`[inference]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference: Option<InferenceNeed>,
     /// A JSON Schema for the input (`[input_schema]`, a TOML table): Orbit
     /// refuses input that breaks it, and policies see the input's typed
     /// fields (`context.input`, see governance/README.md).
@@ -178,10 +210,33 @@ impl PublishSpec {
             };
             StoreError::Invalid(format!("plugin manifest: {}{hint}", e.message().trim()))
         })?;
-        if let Some(capability) = spec.capabilities.iter().next() {
+        if let Some(capability) = spec
+            .capabilities
+            .iter()
+            .find(|c| !CAPABILITIES.contains(&c.as_str()))
+        {
             return Err(StoreError::Invalid(format!(
-                "plugin manifest: capability `{capability}` is unknown; this release offers none"
+                "plugin manifest: capability `{capability}` is unknown; this release offers {}",
+                CAPABILITIES.join(", ")
             )));
+        }
+        match (spec.capabilities.contains(INFERENCE), &spec.inference) {
+            (true, None) => {
+                return Err(StoreError::Invalid(
+                    "plugin manifest: the `inference` capability needs an `[inference]` table naming its models, e.g. `models = { support-intent = \"1.0.0\" }`".into(),
+                ));
+            }
+            (true, Some(need)) if need.models.is_empty() => {
+                return Err(StoreError::Invalid(
+                    "plugin manifest: `[inference]` names no models; list each model the plugin loads, with its version".into(),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(StoreError::Invalid(
+                    "plugin manifest: `[inference]` is set but `inference` is not in `capabilities`; add it there".into(),
+                ));
+            }
+            _ => {}
         }
         if let Some(schema) = &spec.input_schema {
             crate::input::InputSchema::compile(schema)
@@ -229,6 +284,9 @@ pub struct PluginManifest {
     pub limits: RequestedLimits,
     #[serde(default)]
     pub capabilities: BTreeSet<String>,
+    /// What the `inference` capability asks for, if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference: Option<InferenceNeed>,
     /// The input's JSON Schema, if the publisher declared one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<serde_json::Value>,
@@ -253,6 +311,7 @@ impl PluginManifest {
             config: spec.config,
             limits: spec.limits,
             capabilities: spec.capabilities,
+            inference: spec.inference,
             input_schema: spec.input_schema,
             key_id,
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -364,5 +423,41 @@ mod tests {
             err.to_string().contains("capability `network` is unknown"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn inference_needs_its_table_and_the_table_its_capability() {
+        let spec = PublishSpec::from_toml(
+            "name = \"x\"\nversion = \"1.0.0\"\ncapabilities = [\"inference\"]\n[inference]\nmodels = { support-intent = \"1.2.0\" }\ngpu = \"preferred\"",
+        )
+        .unwrap();
+        let need = spec.inference.unwrap();
+        assert_eq!(need.gpu, GpuNeed::Preferred);
+        assert_eq!(
+            need.models[&"support-intent".parse::<PluginName>().unwrap()],
+            Version::new(1, 2, 0)
+        );
+        for (toml, says) in [
+            (
+                "capabilities = [\"inference\"]",
+                "needs an `[inference]` table",
+            ),
+            (
+                "capabilities = [\"inference\"]\n[inference]\nmodels = {}",
+                "names no models",
+            ),
+            (
+                "[inference]\nmodels = { m = \"1.0.0\" }",
+                "`inference` is not in `capabilities`",
+            ),
+            (
+                "capabilities = [\"inference\"]\n[inference]\nmodels = { m = \"1.0.0\" }\ngpu = \"always\"",
+                "expected one of `none`, `preferred`, `required`",
+            ),
+        ] {
+            let err = PublishSpec::from_toml(&format!("name = \"x\"\nversion = \"1.0.0\"\n{toml}"))
+                .unwrap_err();
+            assert!(err.to_string().contains(says), "{toml}: {err}");
+        }
     }
 }

@@ -157,6 +157,14 @@ impl PluginSource {
         progress: Progress<'_>,
     ) -> Result<Published, StoreError> {
         let world = crate::component::reasoning_world(module).map_err(StoreError::Invalid)?;
+        if let Some((capability, import)) = crate::component::needed_capabilities(module)
+            .into_iter()
+            .find(|(capability, _)| !spec.capabilities.contains(*capability))
+        {
+            return Err(StoreError::Invalid(format!(
+                "the component imports `{import}`, which needs the `{capability}` capability: declare it in plugin.toml (`capabilities = [\"{capability}\"]`, with its `[{capability}]` table)"
+            )));
+        }
         let manifest = PluginManifest::new(spec, module, world, key.id().clone());
         let record = VersionRecord::signed(&manifest, key, actor);
         self.blobs

@@ -24,6 +24,7 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{MANIFEST_TYPE, PluginManifest, PluginName};
+use crate::model::{MODEL_MANIFEST_TYPE, ModelManifest};
 use crate::signing::{Envelope, KeyId, KeyPair, SignatureError, decode_public};
 
 /// The DSSE payload type of a trust list.
@@ -50,7 +51,7 @@ pub enum TrustError {
         not_before: String,
         not_after: String,
     },
-    #[error("key `{key}` may not sign plugin `{name}`")]
+    #[error("key `{key}` may not sign `{name}`")]
     NameNotAllowed { key: KeyId, name: String },
     #[error("{0}")]
     Signature(SignatureError),
@@ -233,6 +234,44 @@ impl Trust {
         version: &Version,
         now: SystemTime,
     ) -> Result<VerifiedManifest, TrustError> {
+        let (manifest, publisher, key_not_after) =
+            self.verify_signed::<PluginManifest>(envelope, MANIFEST_TYPE, name, version, now)?;
+        Ok(VerifiedManifest {
+            manifest,
+            publisher,
+            key_not_after,
+        })
+    }
+
+    /// Verifies the signed manifest of model `name` at `version`, at `now`,
+    /// under the same rules as a plugin's: the key's name patterns cover
+    /// model names too.
+    pub fn verify_model(
+        &self,
+        envelope: &Envelope,
+        name: &PluginName,
+        version: &Version,
+        now: SystemTime,
+    ) -> Result<VerifiedModel, TrustError> {
+        let (manifest, publisher, _) =
+            self.verify_signed::<ModelManifest>(envelope, MODEL_MANIFEST_TYPE, name, version, now)?;
+        Ok(VerifiedModel {
+            manifest,
+            publisher,
+        })
+    }
+
+    /// The payload of `envelope`, of `payload_type`, signed by a trusted,
+    /// unrevoked key valid at `now` and when the manifest was made, that may
+    /// sign `name`; with the key's publisher and the end of its validity.
+    fn verify_signed<M: SignedManifest>(
+        &self,
+        envelope: &Envelope,
+        payload_type: &str,
+        name: &PluginName,
+        version: &Version,
+        now: SystemTime,
+    ) -> Result<(M, String, SystemTime), TrustError> {
         let active = self.current().ok_or(TrustError::NoTrustList)?;
         let key = envelope
             .key_ids()
@@ -243,25 +282,26 @@ impl Trust {
             return Err(TrustError::KeyRevoked(id.clone()));
         }
         let payload = envelope
-            .verify(MANIFEST_TYPE, id, &key.public)
+            .verify(payload_type, id, &key.public)
             .map_err(TrustError::Signature)?;
-        let manifest: PluginManifest = serde_json::from_slice(&payload).map_err(|e| {
+        let manifest: M = serde_json::from_slice(&payload).map_err(|e| {
             TrustError::Signature(SignatureError::Malformed(format!(
                 "the manifest does not parse: {e}"
             )))
         })?;
-        if &manifest.name != name || &manifest.version != version {
+        let (signed_name, signed_version, key_id, created_at) = manifest.identity();
+        if signed_name != name || signed_version != version {
             return Err(TrustError::Mismatch {
                 registered: format!("{name}@{version}"),
-                found: format!("{}@{}", manifest.name, manifest.version),
+                found: format!("{signed_name}@{signed_version}"),
             });
         }
-        if &manifest.key_id != id {
+        if key_id != id {
             return Err(TrustError::Signature(SignatureError::Malformed(
                 "the manifest names another key than the one that signed it".into(),
             )));
         }
-        let created = humantime::parse_rfc3339_weak(&manifest.created_at).map_err(|_| {
+        let created = humantime::parse_rfc3339_weak(created_at).map_err(|_| {
             TrustError::Signature(SignatureError::Malformed(
                 "the manifest's `created_at` is not RFC 3339".into(),
             ))
@@ -282,12 +322,34 @@ impl Trust {
                 name: name.to_string(),
             });
         }
-        Ok(VerifiedManifest {
-            manifest,
-            publisher: key.entry.publisher.clone(),
-            key_not_after: key.not_after,
-        })
+        Ok((manifest, key.entry.publisher.clone(), key.not_after))
     }
+}
+
+/// A manifest a publisher signs: what [`Trust`] checks of it.
+trait SignedManifest: serde::de::DeserializeOwned {
+    /// Name, version, signing key and creation time (RFC 3339).
+    fn identity(&self) -> (&PluginName, &Version, &KeyId, &str);
+}
+
+impl SignedManifest for PluginManifest {
+    fn identity(&self) -> (&PluginName, &Version, &KeyId, &str) {
+        (&self.name, &self.version, &self.key_id, &self.created_at)
+    }
+}
+
+impl SignedManifest for ModelManifest {
+    fn identity(&self) -> (&PluginName, &Version, &KeyId, &str) {
+        (&self.name, &self.version, &self.key_id, &self.created_at)
+    }
+}
+
+/// A model manifest whose signature verified, with who vouches for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedModel {
+    pub manifest: ModelManifest,
+    /// The publisher of the key that signed, from the trust list.
+    pub publisher: String,
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub mod bindings {
     });
 }
 
+#[cfg(feature = "inference")]
+pub mod inference;
+
 use bindings::exports::agent::reasoning::reasoner as wit;
 
 /// What a plugin implements: one function from request to response.
@@ -147,6 +150,17 @@ impl Error {
         Self::Failed(message.into())
     }
 }
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidInput(message) => write!(f, "invalid input: {message}"),
+            Self::Failed(message) => write!(f, "failed: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// Structured logging into the host's log. The host keeps a bounded number of
 /// records per request and counts the rest as dropped; logging never fails.

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use plugin_store::{Digest, PluginManifest};
+use plugin_store::{Digest, INFERENCE, PluginManifest, Trust};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
@@ -40,6 +40,7 @@ use wasmtime::{
 pub use limits::{LimitPolicy, Limits};
 pub use state::LogLimits;
 
+use crate::inference::{Grant, Inference, InferenceConfig, Outcome};
 use bindings::{ReasonRequest, ReasoningError, ReasoningPluginPre};
 use cache::ArtifactCache;
 use capture::Capture;
@@ -71,6 +72,8 @@ pub struct SandboxConfig {
     /// How often the epoch advances: a running plugin yields to other
     /// requests at least this often. Default 1 ms.
     pub epoch_tick: Duration,
+    /// Inference for plugins granted it; `None` (the default) serves none.
+    pub inference: Option<InferenceConfig>,
 }
 
 impl Default for SandboxConfig {
@@ -83,6 +86,7 @@ impl Default for SandboxConfig {
             log_limits: LogLimits::default(),
             cache_dir: None,
             epoch_tick: Duration::from_millis(1),
+            inference: None,
         }
     }
 }
@@ -96,6 +100,8 @@ pub enum PrepareError {
     Link(String),
     #[error("{0}")]
     Limits(String),
+    #[error("{0}")]
+    Capability(String),
 }
 
 /// Why one request did not produce an answer.
@@ -155,6 +161,8 @@ pub struct RunStats {
     pub logs_dropped: u32,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// Inference calls the plugin made (through `wasi:nn`).
+    pub inference_calls: u32,
 }
 
 /// The phases of one request in the sandbox, in nanoseconds.
@@ -181,6 +189,8 @@ pub struct PreparedPlugin {
     version_slots: Semaphore,
     /// Shared by every prepared version of the plugin.
     plugin_slots: Arc<PluginSlots>,
+    /// The models it may use, if granted inference.
+    grant: Option<Grant>,
 }
 
 /// Instances of one plugin at once, whatever the version: as many as the
@@ -201,6 +211,9 @@ impl PreparedPlugin {
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<RequestState>,
+    /// `linker` plus `wasi:nn`, for plugins granted inference.
+    inference_linker: Option<Linker<RequestState>>,
+    inference: Option<Inference>,
     cache: Option<ArtifactCache>,
     slots: Semaphore,
     /// Per plugin name; entries die with the last version prepared.
@@ -254,6 +267,15 @@ impl Sandbox {
             |state| state,
         )
         .map_err(|e| anyhow::anyhow!("cannot link the plugin contract: {e}"))?;
+        let (inference, inference_linker) = match &config.inference {
+            Some(inference) => {
+                let mut with_nn = linker.clone();
+                wasmtime_wasi_nn::wit::add_to_linker(&mut with_nn, RequestState::nn)
+                    .map_err(|e| anyhow::anyhow!("cannot link wasi:nn: {e}"))?;
+                (Some(Inference::start(inference)?), Some(with_nn))
+            }
+            None => (None, None),
+        };
 
         let cache = match &config.cache_dir {
             Some(dir) => Some(ArtifactCache::open(dir, &engine).map_err(|e| {
@@ -265,6 +287,8 @@ impl Sandbox {
         Ok(Self {
             engine,
             linker,
+            inference_linker,
+            inference,
             cache,
             slots: Semaphore::new(config.pool_size as usize),
             plugin_slots: Mutex::default(),
@@ -296,18 +320,59 @@ impl Sandbox {
         Ok((component, false))
     }
 
-    /// Links a compiled component and resolves its limits.
+    /// The models a version's manifest pins, loaded and verified under
+    /// `trust`, if it declares inference. Blocking: call it off the async
+    /// workers.
+    pub fn grant(
+        &self,
+        manifest: &PluginManifest,
+        trust: &Trust,
+    ) -> Result<Option<Grant>, PrepareError> {
+        if !manifest.capabilities.contains(INFERENCE) {
+            return Ok(None);
+        }
+        let need = manifest.inference.as_ref().ok_or_else(|| {
+            PrepareError::Capability("it declares `inference` but names no models".into())
+        })?;
+        let inference = self.inference.as_ref().ok_or_else(|| {
+            PrepareError::Capability(
+                "it needs the `inference` capability, which this Axon does not serve (start it with `--onnxruntime` and `--models`)".into(),
+            )
+        })?;
+        inference
+            .grant(need, trust)
+            .map(Some)
+            .map_err(PrepareError::Capability)
+    }
+
+    /// Links a compiled component and resolves its limits. A component
+    /// that imports what its manifest's capabilities do not grant is
+    /// refused here, at load, with the capability it lacks.
     pub fn prepare(
         &self,
         manifest: &PluginManifest,
         component: &Component,
+        grant: Option<Grant>,
     ) -> Result<PreparedPlugin, PrepareError> {
         let limits = self
             .limits
             .resolve(&manifest.limits)
             .map_err(PrepareError::Limits)?;
-        let pre = self
-            .linker
+        let component_type = component.component_type();
+        let imports = component_type.imports(&self.engine).map(|(name, _)| name);
+        let undeclared = plugin_store::component::needed_by(imports)
+            .into_iter()
+            .find(|(capability, _)| !manifest.capabilities.contains(*capability));
+        if let Some((capability, import)) = undeclared {
+            return Err(PrepareError::Capability(format!(
+                "it imports `{import}` but its manifest does not declare the `{capability}` capability"
+            )));
+        }
+        let linker = match (&grant, &self.inference_linker) {
+            (Some(_), Some(with_nn)) => with_nn,
+            _ => &self.linker,
+        };
+        let pre = linker
             .instantiate_pre(component)
             .map_err(|e| PrepareError::Link(format!("{e:#}")))?;
         let pre = ReasoningPluginPre::new(pre).map_err(|e| {
@@ -329,6 +394,7 @@ impl Sandbox {
             random_seed: u64::from_le_bytes(seed),
             version_slots: Semaphore::new(limits.max_concurrency as usize),
             plugin_slots: self.plugin_slots(manifest.name.as_str(), limits.max_concurrency),
+            grant,
         })
     }
 
@@ -389,7 +455,7 @@ impl Sandbox {
             plugin: plugin.name.clone(),
             correlation_id: invocation.correlation_id.clone(),
         };
-        let state = RequestState::new(
+        let mut state = RequestState::new(
             identity,
             plugin.config.clone(),
             plugin.random_seed,
@@ -398,6 +464,11 @@ impl Sandbox {
             stdout.clone(),
             stderr.clone(),
         );
+        let budget = plugin.grant.as_ref().map(|grant| {
+            let (nn, budget) = grant.for_request();
+            state.nn = Some(nn);
+            budget
+        });
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         // Yield to other requests at every tick; the deadline is the timeout below.
@@ -452,8 +523,16 @@ impl Sandbox {
             logs_dropped,
             stdout_bytes,
             stderr_bytes,
+            inference_calls: budget.as_ref().map_or(0, |b| b.calls()),
         };
 
+        // A bound broken in inference decides, whatever the plugin made of
+        // the error it was given.
+        match budget.map(|b| b.outcome()) {
+            Some(Outcome::LimitBroken(message)) => return Err(RunError::ResourceLimit(message)),
+            Some(Outcome::Busy(_)) => return Err(RunError::Overloaded { scope: "inference" }),
+            _ => {}
+        }
         match outcome {
             Err(_elapsed) => Err(RunError::Timeout {
                 deadline: plugin.limits.deadline,

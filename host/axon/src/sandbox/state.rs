@@ -18,6 +18,8 @@ use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
 
+use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
+
 use super::bindings::{config, log, types};
 use super::capture::Capture;
 
@@ -65,6 +67,8 @@ pub(crate) struct RequestState {
     log_limits: LogLimits,
     pub(crate) log_records: u32,
     pub(crate) logs_dropped: u32,
+    /// The granted models, for plugins with inference.
+    pub(crate) nn: Option<WasiNnCtx>,
 }
 
 impl RequestState {
@@ -105,7 +109,16 @@ impl RequestState {
             log_limits,
             log_records: 0,
             logs_dropped: 0,
+            nn: None,
         }
+    }
+}
+
+impl RequestState {
+    /// The `wasi:nn` view: the granted models, or none.
+    pub(crate) fn nn(&mut self) -> WasiNnView<'_> {
+        let ctx = self.nn.get_or_insert_with(crate::inference::no_models);
+        WasiNnView::new(&mut self.table, ctx)
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod api;
 mod hostile;
+mod inference;
 mod isolation;
 mod loading;
 mod supply_chain;

@@ -222,7 +222,7 @@ async fn keys_are_held_to_their_names_windows_and_revocation() {
         "not-acme",
         "1.0.0",
         "PLUGIN_UNTRUSTED",
-        "may not sign plugin `not-acme`",
+        "may not sign `not-acme`",
     )
     .await;
     assert_refused(

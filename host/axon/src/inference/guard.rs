@@ -1,0 +1,239 @@
+//! The bounds on every inference call, wrapped around the backend's graph
+//! and execution context. wasi-nn's ONNX backend trusts its caller (a
+//! tensor whose bytes do not match its shape panics the host; a dynamic
+//! dimension takes any size); here every input is checked against the
+//! model's signed manifest first.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use wasmtime_wasi_nn::backend::{
+    BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
+};
+use wasmtime_wasi_nn::wit::TensorType;
+use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
+
+use super::{InferenceLimits, LoadedModel};
+
+/// What one request's inference came to, for the host to report.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Outcome {
+    /// Every call stayed within its bounds (or none was made).
+    #[default]
+    WithinBounds,
+    /// A call broke a bound: the request fails with the limit code.
+    LimitBroken(String),
+    /// A model was at its limit of calls at once: retry later.
+    Busy(String),
+}
+
+/// One request's calls: counted, and the first bound broken remembered.
+pub struct CallBudget {
+    limits: InferenceLimits,
+    calls: AtomicU32,
+    outcome: Mutex<Outcome>,
+}
+
+impl CallBudget {
+    pub(super) fn new(limits: InferenceLimits) -> Self {
+        Self {
+            limits,
+            calls: AtomicU32::new(0),
+            outcome: Mutex::default(),
+        }
+    }
+
+    /// Calls the request made (refused ones included).
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// How the request's inference went.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records `outcome` if it is the first problem, and gives the plugin
+    /// the same message as an error.
+    fn refuse(&self, outcome: Outcome) -> BackendError {
+        let message = match &outcome {
+            Outcome::LimitBroken(m) | Outcome::Busy(m) => m.clone(),
+            Outcome::WithinBounds => String::new(),
+        };
+        let mut first = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        if *first == Outcome::WithinBounds {
+            *first = outcome;
+        }
+        error(message)
+    }
+}
+
+fn error(message: String) -> BackendError {
+    BackendError::BackendAccess(wasmtime::format_err!("{message}"))
+}
+
+/// `model`'s graph, as one request may use it.
+pub(super) fn graph(model: Arc<LoadedModel>, budget: Arc<CallBudget>) -> Graph {
+    let guarded: Box<dyn BackendGraph> = Box::new(GuardedGraph { model, budget });
+    Graph::from(guarded)
+}
+
+struct GuardedGraph {
+    model: Arc<LoadedModel>,
+    budget: Arc<CallBudget>,
+}
+
+impl BackendGraph for GuardedGraph {
+    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
+        let inner = self.model.graph.init_execution_context()?;
+        let guarded: Box<dyn BackendExecutionContext> = Box::new(GuardedContext {
+            inner,
+            model: self.model.clone(),
+            budget: self.budget.clone(),
+        });
+        Ok(ExecutionContext::from(guarded))
+    }
+}
+
+struct GuardedContext {
+    inner: ExecutionContext,
+    model: Arc<LoadedModel>,
+    budget: Arc<CallBudget>,
+}
+
+impl GuardedContext {
+    /// Checks one input against the model's manifest and the byte bound.
+    fn check(&self, id: &Id, tensor: &Tensor) -> Result<(), BackendError> {
+        let manifest = &self.model.manifest;
+        let spec = match id {
+            Id::Name(name) => manifest.inputs.iter().find(|s| &s.name == name),
+            Id::Index(i) => manifest.inputs.get(*i as usize),
+        }
+        .ok_or_else(|| {
+            let names: Vec<&str> = manifest.inputs.iter().map(|s| s.name.as_str()).collect();
+            error(format!(
+                "model `{}` has no input {id:?}; its inputs are {}",
+                manifest.name,
+                names.join(", ")
+            ))
+        })?;
+        if tensor.ty != TensorType::Fp32 {
+            return Err(error(format!(
+                "input `{}` of model `{}` takes 32-bit floats, not {:?}",
+                spec.name, manifest.name, tensor.ty
+            )));
+        }
+        let shape_error = || {
+            error(format!(
+                "input `{}` of model `{}` has shape {:?} (-1: up to {}); the tensor has {:?}",
+                spec.name, manifest.name, spec.shape, manifest.max_batch, tensor.dimensions
+            ))
+        };
+        if spec.shape.len() != tensor.dimensions.len() {
+            return Err(shape_error());
+        }
+        let mut elements: u64 = 1;
+        for (&want, &got) in spec.shape.iter().zip(&tensor.dimensions) {
+            if want == -1 && got > manifest.max_batch {
+                return Err(self.budget.refuse(Outcome::LimitBroken(format!(
+                    "passed a batch of {got} to model `{}`, which takes at most {}",
+                    manifest.name, manifest.max_batch
+                ))));
+            }
+            if got == 0 || (want != -1 && i64::from(got) != want) {
+                return Err(shape_error());
+            }
+            elements = elements.saturating_mul(u64::from(got));
+        }
+        if elements.saturating_mul(4) != tensor.data.len() as u64 {
+            return Err(error(format!(
+                "input `{}` has {} bytes; its shape {:?} of 32-bit floats needs {}",
+                spec.name,
+                tensor.data.len(),
+                tensor.dimensions,
+                elements.saturating_mul(4)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counts the call against the request and takes one of the model's
+    /// slots, or refuses.
+    fn start_call(&self, input_bytes: usize) -> Result<Slot, BackendError> {
+        let limits = &self.budget.limits;
+        let calls = self.budget.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if calls > limits.max_calls_per_request {
+            return Err(self.budget.refuse(Outcome::LimitBroken(format!(
+                "made more than {} inference calls in one request",
+                limits.max_calls_per_request
+            ))));
+        }
+        if input_bytes > limits.max_input_bytes {
+            return Err(self.budget.refuse(Outcome::LimitBroken(format!(
+                "passed {input_bytes} bytes of input to one inference call; the limit is {}",
+                limits.max_input_bytes
+            ))));
+        }
+        let in_flight = &self.model.in_flight;
+        if in_flight.fetch_add(1, Ordering::AcqRel) >= limits.max_concurrent_per_model {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.budget.refuse(Outcome::Busy(format!(
+                "model `{}` is running {} calls already; retry shortly",
+                self.model.manifest.name, limits.max_concurrent_per_model
+            ))));
+        }
+        Ok(Slot(self.model.clone()))
+    }
+}
+
+/// One of a model's calls at once; given back when dropped.
+struct Slot(Arc<LoadedModel>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl BackendExecutionContext for GuardedContext {
+    fn set_input(&mut self, id: Id, tensor: &Tensor) -> Result<(), BackendError> {
+        self.check(&id, tensor)?;
+        self.inner.set_input(id, tensor)
+    }
+
+    fn compute(
+        &mut self,
+        inputs: Option<Vec<NamedTensor>>,
+    ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+        let mut input_bytes = 0;
+        for input in inputs.iter().flatten() {
+            self.check(&Id::Name(input.name.clone()), &input.tensor)?;
+            input_bytes += input.tensor.data.len();
+        }
+        let _slot = self.start_call(input_bytes)?;
+        let inner = &mut self.inner;
+        blocking(move || match inputs {
+            Some(inputs) => inner.compute_with_io(inputs).map(Some),
+            None => inner.compute().map(|()| None),
+        })
+    }
+
+    fn get_output(&mut self, id: Id) -> Result<Tensor, BackendError> {
+        self.inner.get_output(id)
+    }
+}
+
+/// Runs `work` (native inference) telling tokio that this worker thread is
+/// busy, so that other requests move to another worker meanwhile.
+fn blocking<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}

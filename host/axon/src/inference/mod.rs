@@ -1,0 +1,230 @@
+//! Inference for plugins granted the `inference` capability: host-owned
+//! ONNX models run through `wasi:nn` (wasmtime-wasi-nn's ONNX backend on
+//! `ort`), with libonnxruntime loaded at start-up from the path the operator
+//! gives (`--onnxruntime`), never downloaded.
+//!
+//! - A model is read from the model directory (`<dir>/<name>/<version>/`:
+//!   `model.onnx` and `manifest.json`, its signed manifest), verified under
+//!   the trust list, digest-checked, loaded once and shared by every plugin
+//!   version that pins it.
+//! - A plugin sees only the models its signed manifest pins, by name; it
+//!   cannot load weights of its own (there is no backend for `load`).
+//! - Every call is checked against the model's declared inputs and bounded
+//!   ([`guard`]): bytes per call, calls per request, calls at once per model.
+//!   A request that breaks a bound fails with its limit code whatever the
+//!   plugin does with the error it sees.
+
+mod guard;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use plugin_store::model::{ModelFormat, ModelManifest};
+use plugin_store::{Digest, Envelope, InferenceNeed, PluginName, Trust, Version};
+use wasmtime_wasi_nn::backend::BackendInner;
+use wasmtime_wasi_nn::backend::onnx::OnnxBackend;
+use wasmtime_wasi_nn::wit::{ExecutionTarget, WasiNnCtx};
+use wasmtime_wasi_nn::{Graph, GraphRegistry};
+
+pub use guard::{CallBudget, Outcome};
+
+/// Where the runtime and the models are, and the bounds on every call.
+#[derive(Debug, Clone)]
+pub struct InferenceConfig {
+    /// libonnxruntime (e.g. from the `onnxruntime` wheel's `capi/`).
+    pub onnxruntime: PathBuf,
+    /// The model directory: `<name>/<version>/{model.onnx,manifest.json}`.
+    pub models_dir: PathBuf,
+    pub limits: InferenceLimits,
+}
+
+/// Bounds on inference, per call, per request and per model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InferenceLimits {
+    /// Input bytes one call may pass, all tensors together.
+    pub max_input_bytes: usize,
+    /// Calls one request may make.
+    pub max_calls_per_request: u32,
+    /// Calls of one model running at once, host-wide; more are refused
+    /// (503, retry) rather than queued behind a blocked thread.
+    pub max_concurrent_per_model: u32,
+}
+
+impl Default for InferenceLimits {
+    /// 4 MiB per call, 16 calls per request, 4 calls of a model at once.
+    fn default() -> Self {
+        Self {
+            max_input_bytes: 4 << 20,
+            max_calls_per_request: 16,
+            max_concurrent_per_model: 4,
+        }
+    }
+}
+
+/// A model loaded and verified: shared by every plugin that pins it.
+pub struct LoadedModel {
+    pub manifest: ModelManifest,
+    graph: Graph,
+    /// Calls running now, host-wide.
+    in_flight: std::sync::atomic::AtomicU32,
+}
+
+/// The runtime, once per process, and the models loaded so far.
+pub struct Inference {
+    models_dir: PathBuf,
+    limits: InferenceLimits,
+    models: Mutex<HashMap<(PluginName, Version), Arc<LoadedModel>>>,
+}
+
+impl Inference {
+    /// Loads libonnxruntime from `config.onnxruntime`. Fails with what to do
+    /// when the file is missing or is not a usable ONNX Runtime.
+    pub fn start(config: &InferenceConfig) -> anyhow::Result<Self> {
+        let path = &config.onnxruntime;
+        if !path.is_file() {
+            anyhow::bail!(
+                "ONNX Runtime library `{}` does not exist: install the `onnxruntime` wheel (scripts/requirements-test.txt has it) and pass its `capi/libonnxruntime.so.*`",
+                path.display()
+            );
+        }
+        let shown = path.display().to_string();
+        // `ort` panics when the library does not load or is too old: keep
+        // that a start-up error.
+        let committed =
+            std::panic::catch_unwind(|| ort::init_from(shown.clone()).with_name("axon").commit())
+                .map_err(|_| {
+                anyhow::anyhow!(
+                    "`{shown}` is not a usable ONNX Runtime (version 1.22 or later is needed)"
+                )
+            })?;
+        committed.map_err(|e| anyhow::anyhow!("cannot start ONNX Runtime from `{shown}`: {e}"))?;
+        Ok(Self {
+            models_dir: config.models_dir.clone(),
+            limits: config.limits,
+            models: Mutex::default(),
+        })
+    }
+
+    /// The models `need` pins, each loaded once and verified under `trust`:
+    /// what one plugin version may use. Blocking (reads and loads models).
+    pub fn grant(&self, need: &InferenceNeed, trust: &Trust) -> Result<Grant, String> {
+        let mut models = HashMap::new();
+        for (name, version) in &need.models {
+            models.insert(name.to_string(), self.model(name, version, trust)?);
+        }
+        Ok(Grant {
+            models: Arc::new(models),
+            limits: self.limits,
+        })
+    }
+
+    fn model(
+        &self,
+        name: &PluginName,
+        version: &Version,
+        trust: &Trust,
+    ) -> Result<Arc<LoadedModel>, String> {
+        let key = (name.clone(), version.clone());
+        if let Some(model) = self.loaded().get(&key) {
+            return Ok(model.clone());
+        }
+        let model = Arc::new(load_model(&self.models_dir, name, version, trust)?);
+        tracing::info!(model = %name, %version, digest = %model.manifest.digest, "model loaded");
+        Ok(self.loaded().entry(key).or_insert(model).clone())
+    }
+
+    fn loaded(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(PluginName, Version), Arc<LoadedModel>>> {
+        self.models.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Reads, verifies and loads `name@version` from `dir`.
+fn load_model(
+    dir: &Path,
+    name: &PluginName,
+    version: &Version,
+    trust: &Trust,
+) -> Result<LoadedModel, String> {
+    let at = dir.join(name.as_str()).join(version.to_string());
+    let read = |file: &str| {
+        std::fs::read(at.join(file)).map_err(|e| {
+            format!(
+                "model `{name}@{version}`: cannot read `{}`: {e}",
+                at.join(file).display()
+            )
+        })
+    };
+    let envelope = String::from_utf8(read("manifest.json")?)
+        .map_err(|_| format!("model `{name}@{version}`: manifest.json is not UTF-8"))
+        .and_then(|text| {
+            Envelope::from_json(&text).map_err(|e| format!("model `{name}@{version}`: {e}"))
+        })?;
+    let manifest = trust
+        .verify_model(&envelope, name, version, SystemTime::now())
+        .map_err(|e| format!("model `{name}@{version}` is not trusted: {e}"))?
+        .manifest;
+    let bytes = read("model.onnx")?;
+    let digest = Digest::of(&bytes);
+    if digest != manifest.digest || bytes.len() as u64 != manifest.size {
+        return Err(format!(
+            "model `{name}@{version}`: model.onnx has digest {digest} ({} bytes), its signed manifest says {} ({} bytes): the file was changed or replaced",
+            bytes.len(),
+            manifest.digest,
+            manifest.size
+        ));
+    }
+    let ModelFormat::Onnx = manifest.format;
+    let graph = OnnxBackend::default()
+        .load(&[&bytes], ExecutionTarget::Cpu)
+        .map_err(|e| format!("model `{name}@{version}` does not load in ONNX Runtime: {e:#}"))?;
+    Ok(LoadedModel {
+        manifest,
+        graph,
+        in_flight: Default::default(),
+    })
+}
+
+/// The models one plugin version may use, and the bounds on using them.
+#[derive(Clone)]
+pub struct Grant {
+    models: Arc<HashMap<String, Arc<LoadedModel>>>,
+    limits: InferenceLimits,
+}
+
+impl Grant {
+    /// The `wasi:nn` context of one request, and the budget it draws on.
+    pub fn for_request(&self) -> (WasiNnCtx, Arc<CallBudget>) {
+        let budget = Arc::new(CallBudget::new(self.limits));
+        let graphs = self
+            .models
+            .iter()
+            .map(|(name, model)| (name.clone(), guard::graph(model.clone(), budget.clone())))
+            .collect();
+        // No backends: `load` (weights from the plugin) finds none and fails;
+        // `load-by-name` finds only the granted models.
+        let ctx = WasiNnCtx::new([], GrantedGraphs(graphs).into());
+        (ctx, budget)
+    }
+}
+
+/// The per-request registry `load-by-name` reads.
+struct GrantedGraphs(HashMap<String, Graph>);
+
+impl GraphRegistry for GrantedGraphs {
+    fn get(&self, name: &str) -> Option<&Graph> {
+        self.0.get(name)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Graph> {
+        self.0.get_mut(name)
+    }
+}
+
+/// An empty context, for a Store that links no models.
+pub fn no_models() -> WasiNnCtx {
+    WasiNnCtx::new([], GrantedGraphs(HashMap::new()).into())
+}

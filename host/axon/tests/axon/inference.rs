@@ -1,0 +1,245 @@
+//! Inference through `wasi:nn`: the capability gates the import, models are
+//! verified before they load, the sandbox computes what native ONNX Runtime
+//! computes, and every bound holds against a hostile plugin.
+
+use std::path::Path;
+
+use plugin_artifacts::{INFERENCE_ABUSE, SUPPORT_INTENT, SUPPORT_INTENT_MODEL};
+use plugin_store::model::{ModelManifest, ModelSpec};
+use plugin_store::{KeyPair, PluginManifest, PublishSpec, VersionRecord};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::support::TestAxon;
+
+/// Axon with inference on, its model directory empty.
+async fn axon_with_inference() -> (TestAxon, TempDir) {
+    let models = tempfile::tempdir().unwrap();
+    let library = plugin_artifacts::onnxruntime_library().unwrap();
+    let dir = models.path().to_owned();
+    let axon = TestAxon::start_with(move |config| {
+        config.onnxruntime = Some(library);
+        config.models = Some(dir);
+    })
+    .await;
+    (axon, models)
+}
+
+/// Writes the support-intent model into `dir`, signed by `key`, with
+/// `tamper` applied to the bytes after signing. Returns the model file.
+fn place_model(dir: &Path, key: &KeyPair, tamper: impl FnOnce(&mut Vec<u8>)) -> std::path::PathBuf {
+    let mut bytes = SUPPORT_INTENT_MODEL.bytes().unwrap();
+    let spec = ModelSpec::from_toml(&SUPPORT_INTENT_MODEL.spec_text().unwrap()).unwrap();
+    let at = dir.join(spec.name.as_str()).join(spec.version.to_string());
+    let manifest = ModelManifest::new(spec, &bytes, key.id().clone());
+    std::fs::create_dir_all(&at).unwrap();
+    std::fs::write(at.join("manifest.json"), manifest.sign(key).to_json()).unwrap();
+    tamper(&mut bytes);
+    std::fs::write(at.join("model.onnx"), bytes).unwrap();
+    at.join("model.onnx")
+}
+
+fn support_intent_spec() -> PublishSpec {
+    PublishSpec::from_toml(&SUPPORT_INTENT.manifest_text().unwrap().unwrap()).unwrap()
+}
+
+/// The abuse plugin, granted the support-intent model.
+fn abuse_spec() -> PublishSpec {
+    PublishSpec::from_toml(
+        "name = \"inference-abuse\"\nversion = \"1.0.0\"\ncapabilities = [\"inference\"]\n[inference]\nmodels = { support-intent = \"1.0.0\" }\n[limits]\ndeadline_ms = 5000",
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_sandbox_computes_what_native_onnx_runtime_computes() {
+    let (axon, models) = axon_with_inference().await;
+    let model = place_model(models.path(), &axon.trust.publisher, |_| {});
+    axon.publish(&SUPPORT_INTENT.bytes().unwrap(), support_intent_spec())
+        .await;
+
+    let texts = [
+        "I was charged twice this month, please refund me",
+        "The app crashes on start and production is down, urgent",
+        "Please cancel my subscription before it renews",
+    ];
+    let native: Vec<Value> = SUPPORT_INTENT_MODEL
+        .predict_natively(&model, &texts)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let labels = |config: &str| -> Vec<String> {
+        serde_json::from_str(&support_intent_spec().config[config]).unwrap()
+    };
+    let (intents, urgencies) = (labels("intents"), labels("urgencies"));
+    let mut answers = Vec::new();
+    for (text, native) in texts.iter().zip(&native) {
+        let reply = axon
+            .reason("support-intent", json!({ "message": text }))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let output = &reply.body["output"];
+        for (head, names) in [("intent", &intents), ("urgency", &urgencies)] {
+            let expected = native[head].as_array().unwrap();
+            assert_eq!(expected.len(), names.len());
+            for (name, want) in names.iter().zip(expected) {
+                let got = output["scores"][head][name].as_f64().unwrap();
+                let want = want.as_f64().unwrap();
+                assert!(
+                    (got - want).abs() <= 1e-6,
+                    "{text}: {head} {name}: {got} vs native {want}"
+                );
+            }
+        }
+        assert_eq!(reply.body["stats"]["inference_calls"], 1, "{}", reply.body);
+        answers.push((output["intent"].clone(), output["urgency"].clone()));
+    }
+    assert_eq!(answers[0].0, "billing");
+    assert_eq!(answers[1].0, "technical");
+    assert_eq!(answers[1].1, "high");
+    assert_eq!(answers[2].0, "cancellation");
+    axon.stop().await;
+}
+
+#[tokio::test]
+async fn a_plugin_without_the_capability_cannot_link_wasi_nn() {
+    let (axon, models) = axon_with_inference().await;
+    place_model(models.path(), &axon.trust.publisher, |_| {});
+    let module = SUPPORT_INTENT.bytes().unwrap();
+
+    // Publishing refuses it, naming the import and what to declare.
+    let bare = PublishSpec::from_toml("name = \"support-intent\"\nversion = \"1.0.0\"").unwrap();
+    let err = axon
+        .source
+        .publish(&module, bare.clone(), &axon.trust.publisher, "test")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("imports `wasi:nn/"), "{err}");
+    assert!(err.contains("needs the `inference` capability"), "{err}");
+
+    // Registered behind publish's back, Axon refuses it at load, not at a call.
+    let manifest = PluginManifest::new(
+        bare,
+        &module,
+        "agent:reasoning/reasoning-plugin@1.0.0".into(),
+        axon.trust.publisher.id().clone(),
+    );
+    axon.register_raw(
+        &module,
+        VersionRecord::signed(&manifest, &axon.trust.publisher, "test"),
+    )
+    .await;
+    let reply = axon
+        .reason("support-intent", json!({ "message": "hello" }))
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+    assert!(
+        reply
+            .message()
+            .contains("does not declare the `inference` capability"),
+        "{}",
+        reply.message()
+    );
+    axon.stop().await;
+}
+
+#[tokio::test]
+async fn a_tampered_or_untrusted_model_is_refused() {
+    let (axon, models) = axon_with_inference().await;
+    place_model(models.path(), &axon.trust.publisher, |bytes| {
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+    });
+    axon.publish(&SUPPORT_INTENT.bytes().unwrap(), support_intent_spec())
+        .await;
+    let reply = axon
+        .reason("support-intent", json!({ "message": "hello" }))
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+    assert!(
+        reply.message().contains("changed or replaced"),
+        "{}",
+        reply.message()
+    );
+
+    // Signed by a key the trust list does not name: refused before it loads.
+    place_model(models.path(), &KeyPair::generate().unwrap(), |_| {});
+    let reply = axon
+        .reason("support-intent", json!({ "message": "hello" }))
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+    assert!(
+        reply.message().contains("is not trusted"),
+        "{}",
+        reply.message()
+    );
+
+    // Once the right file is in place, the same version loads.
+    place_model(models.path(), &axon.trust.publisher, |_| {});
+    let reply = axon
+        .reason("support-intent", json!({ "message": "refund please" }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    axon.stop().await;
+}
+
+// Multi-threaded, as Axon serves: inference runs in `block_in_place`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_inference_gets_its_limit_code_while_others_answer() {
+    let (axon, models) = axon_with_inference().await;
+    place_model(models.path(), &axon.trust.publisher, |_| {});
+    axon.publish(&SUPPORT_INTENT.bytes().unwrap(), support_intent_spec())
+        .await;
+    axon.publish(&INFERENCE_ABUSE.bytes().unwrap(), abuse_spec())
+        .await;
+
+    // A batch past the model's `max_batch`, even when the plugin ignores the error.
+    for keep_going in [false, true] {
+        let reply = axon
+            .reason(
+                "inference-abuse",
+                json!({ "rows": 65, "keep_going": keep_going }),
+            )
+            .await;
+        assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
+        assert!(
+            reply.message().contains("takes at most 64"),
+            "{}",
+            reply.message()
+        );
+    }
+    // Inference in a loop: the 17th call is refused and decides the request.
+    let reply = axon
+        .reason(
+            "inference-abuse",
+            json!({ "calls": 1000, "keep_going": true }),
+        )
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
+    assert!(
+        reply.message().contains("more than 16 inference calls"),
+        "{}",
+        reply.message()
+    );
+    // A model it was not granted is not there to load.
+    let reply = axon
+        .reason("inference-abuse", json!({ "model": "triage" }))
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+    assert!(reply.message().contains("NotFound"), "{}", reply.message());
+    // Within its bounds it answers, and so does everyone else.
+    let reply = axon
+        .reason("inference-abuse", json!({ "rows": 64, "calls": 16 }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["output"]["calls_done"], 16);
+    let reply = axon
+        .reason("support-intent", json!({ "message": "where is my parcel" }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = axon.reason("echo", json!("still here")).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    axon.stop().await;
+}
