@@ -37,6 +37,7 @@ fn record() -> AuditRecord {
         publisher: "agent-runtime".into(),
         tags: BTreeSet::from(["example".to_owned()]),
         labels: BTreeSet::from(["approved".to_owned()]),
+        needs: Default::default(),
     };
     let decision = Decision {
         allowed: true,

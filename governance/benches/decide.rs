@@ -76,6 +76,7 @@ fn run(bencher: Bencher, policies: usize, slice: bool) {
         publisher: "agent-runtime".into(),
         tags: BTreeSet::from(["example".to_owned()]),
         labels: BTreeSet::new(),
+        needs: Default::default(),
     };
     bencher.bench_local(|| {
         let decision = governance.decide_now(&DecisionRequest {

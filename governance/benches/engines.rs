@@ -114,6 +114,7 @@ fn plugin() -> PluginInfo {
         publisher: "agent-runtime".into(),
         tags: BTreeSet::from(["example".to_owned()]),
         labels: BTreeSet::new(),
+        needs: Default::default(),
     }
 }
 

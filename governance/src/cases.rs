@@ -21,7 +21,9 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use crate::decision::{Decision, DecisionRequest, PluginInfo, Principal, PrincipalKind};
+use crate::decision::{
+    Decision, DecisionRequest, PluginInfo, PluginNeeds, Principal, PrincipalKind,
+};
 use crate::engine::Governance;
 
 /// A file of cases.
@@ -78,6 +80,13 @@ pub struct CasePlugin {
     pub tags: BTreeSet<String>,
     #[serde(default)]
     pub labels: BTreeSet<String>,
+    #[serde(default)]
+    pub capabilities: BTreeSet<String>,
+    #[serde(default)]
+    pub models: BTreeSet<String>,
+    /// `none` (the default), `preferred` or `required`.
+    #[serde(default)]
+    pub gpu: Option<String>,
 }
 
 fn loopback() -> IpAddr {
@@ -178,6 +187,11 @@ impl Case {
             publisher: self.plugin.publisher.clone(),
             tags: self.plugin.tags.clone(),
             labels: self.plugin.labels.clone(),
+            needs: PluginNeeds {
+                capabilities: self.plugin.capabilities.clone(),
+                models: self.plugin.models.clone(),
+                gpu: self.plugin.gpu.clone().unwrap_or_else(|| "none".to_owned()),
+            },
         };
         let time = self
             .time

@@ -36,6 +36,39 @@ pub struct PluginInfo {
     pub tags: BTreeSet<String>,
     /// Operator labels from the registry (`approved`, `experimental`, ...).
     pub labels: BTreeSet<String>,
+    /// What the version needs from the host, from its signed manifest.
+    #[serde(default)]
+    pub needs: PluginNeeds,
+}
+
+/// What a plugin version needs from the host, as its signed manifest
+/// declares it: policies restrict capabilities, models and the GPU with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PluginNeeds {
+    /// Capabilities it declares (`inference`).
+    #[serde(default)]
+    pub capabilities: BTreeSet<String>,
+    /// The names of the models it runs.
+    #[serde(default)]
+    pub models: BTreeSet<String>,
+    /// `none`, `preferred` or `required`.
+    #[serde(default = "no_gpu")]
+    pub gpu: String,
+}
+
+impl Default for PluginNeeds {
+    /// Nothing: no capability, no model, no GPU.
+    fn default() -> Self {
+        Self {
+            capabilities: BTreeSet::new(),
+            models: BTreeSet::new(),
+            gpu: no_gpu(),
+        }
+    }
+}
+
+fn no_gpu() -> String {
+    "none".to_owned()
 }
 
 /// One `dispatch` question.

@@ -187,9 +187,19 @@ fn inputs_key(principal: &Principal, plugin: &PluginInfo) -> u64 {
         &plugin.publisher,
         &plugin.tags,
         &plugin.labels,
+        &plugin.needs,
     )
         .hash(&mut hasher);
     hasher.finish()
+}
+
+fn string_set(strings: &BTreeSet<String>) -> RestrictedExpression {
+    RestrictedExpression::new_set(
+        strings
+            .iter()
+            .cloned()
+            .map(RestrictedExpression::new_string),
+    )
 }
 
 fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
@@ -784,15 +794,15 @@ impl Governance {
                         .map(RestrictedExpression::new_string),
                 ),
             ),
+            ("labels".to_owned(), string_set(&plugin.labels)),
             (
-                "labels".to_owned(),
-                RestrictedExpression::new_set(
-                    plugin
-                        .labels
-                        .iter()
-                        .cloned()
-                        .map(RestrictedExpression::new_string),
-                ),
+                "capabilities".to_owned(),
+                string_set(&plugin.needs.capabilities),
+            ),
+            ("models".to_owned(), string_set(&plugin.needs.models)),
+            (
+                "gpu".to_owned(),
+                RestrictedExpression::new_string(plugin.needs.gpu.clone()),
             ),
         ]);
         entities.push(
@@ -985,6 +995,7 @@ mod tests {
                 publisher: "me".into(),
                 tags: BTreeSet::from(["x".to_owned()]),
                 labels: BTreeSet::from(["y".to_owned()]),
+                needs: Default::default(),
             };
             let request = DecisionRequest {
                 principal: &principal,

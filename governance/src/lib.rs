@@ -31,8 +31,8 @@ pub mod wire;
 
 pub use audit::{AuditLog, AuditRecord};
 pub use decision::{
-    Decision, DecisionRequest, DiscoveryRequest, Outcome, PluginInfo, Principal, PrincipalKind,
-    ShadowDecision,
+    Decision, DecisionRequest, DiscoveryRequest, Outcome, PluginInfo, PluginNeeds, Principal,
+    PrincipalKind, ShadowDecision,
 };
 pub use engine::{Decider, Governance, GovernanceConfig, PolicyStatus, RefreshOutcome};
 pub use inputs::{InputMismatch, InputType};

@@ -16,7 +16,7 @@ use governance::store::{
 };
 use governance::{
     Decider as _, Decision, DecisionRequest, DiscoveryRequest, Governance, GovernanceConfig,
-    GovernanceError, Outcome, PluginInfo, PolicyDocument, PolicySchema, PolicyStore,
+    GovernanceError, Outcome, PluginInfo, PluginNeeds, PolicyDocument, PolicySchema, PolicyStore,
     PolicyStoreError, Principal, PrincipalKind, RefreshOutcome, SqlitePolicyStore,
 };
 use proptest::prelude::*;
@@ -40,6 +40,7 @@ fn plugin(name: &str, labels: &[&str]) -> PluginInfo {
         publisher: "agent-runtime".into(),
         tags: set.clone(),
         labels: set,
+        needs: Default::default(),
     }
 }
 
@@ -179,6 +180,73 @@ fn pre_release_and_build_parts_of_the_version_are_visible_to_policy() {
     };
     let decision = decide(&governance, &who, &rc);
     assert_eq!(decision.policies, ["no-pre-releases"]);
+}
+
+#[test]
+fn policies_restrict_capabilities_models_and_the_gpu_with_their_reason() {
+    let governance = with_policies(
+        r#"@id("gpu-only-for-acme") forbid(principal, action, resource)
+             when { resource.gpu == "required" } unless { principal in AgentRuntime::Tenant::"acme" };
+           @id("triage-not-with-sentiment") forbid(principal, action, resource)
+             when { resource.name == "triage" && resource.models.contains("sentiment") };
+           @id("inference-for-developers") forbid(principal, action, resource)
+             when { resource.capabilities.contains("inference") }
+             unless { principal in AgentRuntime::Group::"developers" };
+           @id("all") permit(principal, action, resource);"#,
+    )
+    .unwrap();
+    let inference = |name: &str, model: &str, gpu: &str| PluginInfo {
+        needs: PluginNeeds {
+            capabilities: ["inference".to_owned()].into(),
+            models: [model.to_owned()].into(),
+            gpu: gpu.into(),
+        },
+        ..plugin(name, &[])
+    };
+    let acme = principal("ann", &["developers"], "acme");
+    let other = principal("bob", &["developers"], "globex");
+    let outsider = principal("eve", &[], "acme");
+
+    let gpu = inference("support-intent", "support-intent", "required");
+    assert!(decide(&governance, &acme, &gpu).allowed);
+    let denied = decide(&governance, &other, &gpu);
+    assert_eq!(
+        (denied.allowed, denied.reason, denied.policies),
+        (
+            false,
+            Outcome::ForbiddenByPolicy,
+            vec!["gpu-only-for-acme".to_owned()]
+        )
+    );
+    // Preferring a GPU is not requiring one.
+    assert!(
+        decide(
+            &governance,
+            &other,
+            &inference("support-intent", "support-intent", "preferred")
+        )
+        .allowed
+    );
+
+    let denied = decide(
+        &governance,
+        &acme,
+        &inference("triage", "sentiment", "none"),
+    );
+    assert_eq!(denied.policies, ["triage-not-with-sentiment"]);
+    assert!(
+        decide(
+            &governance,
+            &acme,
+            &inference("triage", "support-intent", "none")
+        )
+        .allowed
+    );
+
+    let denied = decide(&governance, &outsider, &inference("echo", "m", "none"));
+    assert_eq!(denied.policies, ["inference-for-developers"]);
+    // A plugin that needs nothing is untouched by all three.
+    assert!(decide(&governance, &outsider, &plugin("echo", &[])).allowed);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use aws_stores::DynamoPolicyStore;
 use aws_stores::testing::{LambdaApi, Moto};
 use governance::store::{Activate, ActivationKind, NewPolicySet};
 use governance::{
-    DecisionRequest, PluginInfo, PolicyDocument, PolicyStore, Principal, PrincipalKind,
+    DecisionRequest, PluginInfo, PluginNeeds, PolicyDocument, PolicyStore, Principal, PrincipalKind,
 };
 use rand::RngExt;
 use rand::rngs::StdRng;
@@ -230,6 +230,11 @@ impl Question {
             publisher: pick(rng, &["agent-runtime", "someone-else"]).to_owned(),
             tags: some_of(rng, &["nlp", "fast"]),
             labels: some_of(rng, &["approved", "experimental"]),
+            needs: PluginNeeds {
+                capabilities: some_of(rng, &["inference"]),
+                models: some_of(rng, &["support-intent", "sentiment"]),
+                gpu: pick(rng, &["none", "preferred", "required"]).to_owned(),
+            },
         };
         let addresses = [
             IpAddr::from([10, 1, 2, 3]),

@@ -128,6 +128,7 @@ pub(crate) mod tests {
             publisher: "agent-runtime".into(),
             tags: BTreeSet::new(),
             labels: BTreeSet::from(["approved".to_owned()]),
+            needs: Default::default(),
         };
         let allowed = n.is_multiple_of(2);
         let decision = Decision {

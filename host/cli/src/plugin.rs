@@ -150,6 +150,11 @@ fn trust_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("trust")
 }
 
+/// The local stack's dev publisher key file.
+pub(crate) fn dev_publisher_key(data_dir: &Path) -> PathBuf {
+    trust_dir(data_dir).join("dev-publisher.key")
+}
+
 fn read_key(path: &Path) -> anyhow::Result<KeyPair> {
     KeyPair::read(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -228,7 +233,7 @@ pub(crate) async fn run(data_dir: &Path, args: PluginArgs) -> anyhow::Result<()>
                 .with_context(|| format!("in `{}`", manifest.display()))?;
             let bytes = std::fs::read(&module)
                 .with_context(|| format!("reading `{}`", module.display()))?;
-            let key_path = key.unwrap_or_else(|| trust_dir(data_dir).join("dev-publisher.key"));
+            let key_path = key.unwrap_or_else(|| dev_publisher_key(data_dir));
             let key = read_key(&key_path)?;
             let bar = upload_bar(bytes.len() as u64);
             let published = source

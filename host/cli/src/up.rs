@@ -41,10 +41,21 @@ pub(crate) async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         "info,audit=warn,wasmtime=warn,cranelift=warn",
     );
     let prepared = local_stack::prepare(data_dir).await?;
-    let stack = LocalStack::start(data_dir, args.orbit_listen, args.axon_listen).await?;
+    let stack = LocalStack::start(
+        data_dir,
+        prepared.onnxruntime.as_deref(),
+        args.orbit_listen,
+        args.axon_listen,
+    )
+    .await?;
     let (orbit_addr, axon_addr) = (stack.orbit_addr, stack.axon_addr);
 
-    let samples = samples(orbit_addr, &prepared.credentials).await;
+    let samples = samples(
+        orbit_addr,
+        &prepared.credentials,
+        prepared.onnxruntime.is_some(),
+    )
+    .await;
     match &samples {
         Ok(lines) => {
             println!("\nagent-runtime is up (state in `{}`)", data_dir.display());
@@ -68,9 +79,14 @@ pub(crate) async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     samples.map(drop)
 }
 
-/// Two signed dispatches as the dev user: `keywords` (allowed) and `triage`
-/// (experimental: denied unless in group `beta`).
-async fn samples(orbit: SocketAddr, credentials: &Path) -> anyhow::Result<Vec<String>> {
+/// Signed dispatches as the dev user: `keywords` (allowed), `triage`
+/// (experimental: denied unless in group `beta`) and, with inference,
+/// `support-intent` (a model, through `wasi:nn`).
+async fn samples(
+    orbit: SocketAddr,
+    credentials: &Path,
+    inference: bool,
+) -> anyhow::Result<Vec<String>> {
     let client = crate::dispatch::client_from_profile(
         &format!("http://{orbit}"),
         credentials,
@@ -107,7 +123,7 @@ async fn samples(orbit: SocketAddr, credentials: &Path) -> anyhow::Result<Vec<St
             denied.body
         );
     }
-    Ok(vec![
+    let mut lines = vec![
         format!(
             "sample: keywords -> {}  (allowed by {})",
             allowed.body["output"], allowed.body["governance"]["policies"]
@@ -116,7 +132,34 @@ async fn samples(orbit: SocketAddr, credentials: &Path) -> anyhow::Result<Vec<St
             "sample: triage   -> 403 {}  ({})",
             denied.body["error"]["code"], denied.body["governance"]["policies"]
         ),
-    ])
+    ];
+    if inference {
+        let classified = client
+            .dispatch(&serde_json::json!({
+                "plugin": "support-intent",
+                "intent": "classify",
+                "input": { "message": "I was charged twice this month, please refund me" },
+            }))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if !classified.status.is_success() {
+            bail!(
+                "dispatching `support-intent` gave {}: {}",
+                classified.status,
+                classified.body
+            );
+        }
+        let output = &classified.body["output"];
+        lines.push(format!(
+            "sample: support-intent -> intent {}, urgency {}  (a model, through wasi:nn)",
+            output["intent"], output["urgency"]
+        ));
+    } else {
+        lines.push(
+            "inference is off: ./scripts/up.sh installs the `onnxruntime` wheel into .venv".into(),
+        );
+    }
+    Ok(lines)
 }
 
 fn print_examples(orbit: SocketAddr, data_dir: &Path) {

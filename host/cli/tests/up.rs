@@ -37,6 +37,12 @@ fn up_check_starts_the_stack_and_answers_a_sample_request() {
         stdout.contains(r#"{"keywords":["fresh","plugin","sandbox"]}"#),
         "{stdout}"
     );
+    // Inference end to end (the test Python has the `onnxruntime` wheel):
+    // Orbit governs, Axon runs the model through wasi:nn.
+    assert!(
+        stdout.contains(r#"sample: support-intent -> intent "billing", urgency"#),
+        "{stdout}"
+    );
 
     // A second run on the same data directory reuses what the first published.
     let second = run();
@@ -68,11 +74,59 @@ fn up_check_starts_the_stack_and_answers_a_sample_request() {
         .output()
         .unwrap();
     let listed = String::from_utf8_lossy(&list.stdout);
-    for name in ["echo", "keywords", "triage"] {
+    for name in ["echo", "keywords", "triage", "support-intent"] {
         assert!(listed.contains(name), "{listed}");
     }
 
+    models_are_signed_into_the_model_directory(dir.path(), &data_dir);
+
     policies_read_the_input_of_a_plugin_with_an_input_schema(dir.path(), &data_dir);
+}
+
+/// `agentctl model add` signs a model into the stack's model directory:
+/// the one `up` added is unchanged, a new version is added, and other bytes
+/// for a version are refused.
+fn models_are_signed_into_the_model_directory(dir: &std::path::Path, data_dir: &std::path::Path) {
+    let model = plugin_artifacts::SUPPORT_INTENT_MODEL;
+    let bytes = dir.join("support-intent.onnx");
+    std::fs::write(&bytes, model.bytes().unwrap()).unwrap();
+    let spec = dir.join("model.toml");
+    let add = |spec_text: &str, model: &std::path::Path| {
+        std::fs::write(&spec, spec_text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_agentctl"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["model", "add", "--manifest"])
+            .arg(&spec)
+            .arg("--model")
+            .arg(model)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let text = model.spec_text().unwrap();
+    let (ok, out) = add(&text, &bytes);
+    assert!(
+        ok && out.contains("unchanged support-intent 1.0.0"),
+        "{out}"
+    );
+    let newer = text.replace("version = \"1.0.0\"", "version = \"1.1.0\"");
+    let (ok, out) = add(&newer, &bytes);
+    assert!(ok && out.contains("added support-intent 1.1.0"), "{out}");
+    assert!(
+        data_dir
+            .join("models/support-intent/1.1.0/manifest.json")
+            .is_file()
+    );
+    let other = dir.join("other.onnx");
+    std::fs::write(&other, b"not the same model").unwrap();
+    let (ok, out) = add(&newer, &other);
+    assert!(!ok && out.contains("models are immutable"), "{out}");
 }
 
 /// On the stack `up` made: a plugin published with an input schema gets an
@@ -681,7 +735,8 @@ fn policy_replay_lists_exactly_the_decisions_a_candidate_would_change() {
             .output()
             .unwrap()
     };
-    // `up --check` records two decisions: `keywords` allowed, `triage` denied.
+    // `up --check` records three decisions: `keywords` and `support-intent`
+    // allowed, `triage` denied.
     let up = agentctl(&[
         "up",
         "--check",
@@ -709,11 +764,12 @@ fn policy_replay_lists_exactly_the_decisions_a_candidate_would_change() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../governance/policies");
     let same = replay(&defaults);
     assert!(
-        same.contains("2 decisions replayed: 0 would change"),
+        same.contains("3 decisions replayed: 0 would change"),
         "{same}"
     );
 
-    // A candidate that forbids `keywords` and lets everyone run `triage`.
+    // A candidate that forbids `keywords`, lets everyone run `triage`, and
+    // permits nothing else (so `support-intent` would be denied).
     let candidate = dir.path().join("candidate");
     std::fs::create_dir(&candidate).unwrap();
     std::fs::write(
@@ -724,7 +780,7 @@ fn policy_replay_lists_exactly_the_decisions_a_candidate_would_change() {
     .unwrap();
     let changed = replay(&candidate);
     let lines: Vec<&str> = changed.lines().collect();
-    assert_eq!(lines.len(), 3, "{changed}");
+    assert_eq!(lines.len(), 4, "{changed}");
     assert!(
         lines.iter().any(|l| l.contains("dev -> keywords@1.0.0: allowed (developers-may-dispatch-approved) -> forbidden_by_policy (no-keywords)")),
         "{changed}"
@@ -736,7 +792,13 @@ fn policy_replay_lists_exactly_the_decisions_a_candidate_would_change() {
         "{changed}"
     );
     assert!(
-        changed.contains("2 decisions replayed: 2 would change (1 allowed would be denied, 1 denied would be allowed)"),
+        lines.iter().any(|l| l.contains(
+            "dev -> support-intent@1.0.0: allowed (developers-may-dispatch-approved) -> no_permitting_policy"
+        )),
+        "{changed}"
+    );
+    assert!(
+        changed.contains("3 decisions replayed: 3 would change (2 allowed would be denied, 1 denied would be allowed)"),
         "{changed}"
     );
 

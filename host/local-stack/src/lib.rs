@@ -11,7 +11,11 @@
 //! `<data>/plugins/`, labelled `approved` (`triage` also `experimental`) and
 //! aliased `live` the first time they are published, and the intent table's
 //! [`SEED_ROUTES`] set once (the earlier system's `call_reasoning` reaches
-//! `echo`). [`LocalStack::start`] then runs Axon and Orbit on loopback.
+//! `echo`). Where ONNX Runtime is found (the `onnxruntime` wheel of the
+//! test Python), it also trains the support-intent model, signs it into
+//! `<data>/models/` and publishes the `support-intent` example the same way.
+//! [`LocalStack::start`] then runs Axon (with inference, if set up) and
+//! Orbit on loopback.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ use governance::PolicyStore as _;
 use governance::store::{NewPolicySet, seed_if_new};
 use std::collections::BTreeSet;
 
+use plugin_store::model::{ModelSpec, add_to_dir};
 use plugin_store::{AliasTarget, KeyPair, PluginSource, PublishSpec, StoreError, admin};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,6 +43,8 @@ pub struct Prepared {
     pub orbit_key: SigningKey,
     /// `<data>/credentials`.
     pub credentials: PathBuf,
+    /// libonnxruntime, where inference is set up.
+    pub onnxruntime: Option<PathBuf>,
 }
 
 /// Makes `data_dir` ready for the stack; safe to run on every start.
@@ -63,12 +70,54 @@ pub async fn prepare(data_dir: &Path) -> anyhow::Result<Prepared> {
             .await
             .context("setting up the local trust list")?;
     publish_examples(&source, &trust.publisher).await?;
+    let onnxruntime = prepare_inference(data_dir, &source, &trust.publisher).await?;
     seed_routes(&**source.registry()).await?;
     Ok(Prepared {
         dev_key,
         orbit_key,
         credentials,
+        onnxruntime,
     })
+}
+
+/// The local stack's model directory.
+pub fn models_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("models")
+}
+
+/// Sets up inference where ONNX Runtime is found: the support-intent model
+/// trained (cached by the build), signed into `<data>/models/`, and the
+/// `support-intent` example published. Returns the library; `None` (with a
+/// warning saying how to turn it on) where there is none.
+async fn prepare_inference(
+    data_dir: &Path,
+    source: &PluginSource,
+    key: &KeyPair,
+) -> anyhow::Result<Option<PathBuf>> {
+    let library = match plugin_artifacts::onnxruntime_library() {
+        Ok(library) => library,
+        Err(e) => {
+            tracing::warn!(
+                "inference is off (the support-intent example is not published): {e}; ./scripts/up.sh installs the `onnxruntime` wheel into .venv"
+            );
+            return Ok(None);
+        }
+    };
+    let model = plugin_artifacts::SUPPORT_INTENT_MODEL;
+    let bytes = model
+        .bytes()
+        .map_err(anyhow::Error::msg)
+        .context("training the support-intent model")?;
+    let spec = ModelSpec::from_toml(&model.spec_text().context("reading its model.toml")?)?;
+    match add_to_dir(&models_dir(data_dir), spec, &bytes, key) {
+        Ok((manifest, true)) => {
+            tracing::info!(model = %manifest.name, version = %manifest.version, digest = %manifest.digest, "model added");
+        }
+        Ok((_, false)) => {}
+        Err(e) => tracing::warn!("{e}; the stack serves the model already there"),
+    }
+    publish_example(source, key, &plugin_artifacts::SUPPORT_INTENT).await?;
+    Ok(Some(library))
 }
 
 /// Seeds a policy store that has never had an active set: with the
@@ -174,51 +223,63 @@ fn example_labels(name: &str) -> BTreeSet<String> {
 /// an unchanged one is a no-op (operators' later changes stand).
 pub async fn publish_examples(source: &PluginSource, key: &KeyPair) -> anyhow::Result<()> {
     for example in plugin_artifacts::EXAMPLES {
-        let Some(manifest) = example.manifest_text() else {
-            continue;
-        };
-        let spec = PublishSpec::from_toml(&manifest.context("reading an example's plugin.toml")?)?;
-        let module = example
-            .bytes()
-            .with_context(|| format!("reading the compiled `{}` plugin", example.name))?;
-        let published = match source.publish(&module, spec, key, ACTOR).await {
-            Ok(published) => published,
-            Err(e @ StoreError::AlreadyPublished { .. }) => {
-                tracing::warn!(
-                    "{e}; the stack serves the published one (bump the version in plugin.toml to publish a change)"
-                );
-                continue;
-            }
-            Err(e) => return Err(e).context("publishing the examples"),
-        };
-        if !published.new {
-            continue;
-        }
-        let m = &published.manifest;
-        let registry = &**source.registry();
-        admin::set_labels(
-            registry,
-            &m.name,
-            &m.version,
-            &example_labels(example.name),
-            ACTOR,
-        )
-        .await?;
-        let has_live = registry
-            .snapshot()
-            .await?
-            .aliases
-            .iter()
-            .any(|a| a.plugin == m.name && a.name == "live");
-        if !has_live {
-            let target = AliasTarget {
-                version: m.version.clone(),
-                canary: None,
-            };
-            admin::set_alias(registry, &m.name, "live", target, ACTOR).await?;
-        }
-        tracing::info!(plugin = %m.name, version = %m.version, digest = %m.digest, "example published");
+        publish_example(source, key, example).await?;
     }
+    Ok(())
+}
+
+/// Publishes one example (see [`publish_examples`]).
+async fn publish_example(
+    source: &PluginSource,
+    key: &KeyPair,
+    example: &plugin_artifacts::Artifact,
+) -> anyhow::Result<()> {
+    let Some(manifest) = example.manifest_text() else {
+        return Ok(());
+    };
+    let spec = PublishSpec::from_toml(&manifest.context("reading an example's plugin.toml")?)?;
+    let module = example
+        .bytes()
+        .with_context(|| format!("reading the compiled `{}` plugin", example.name))?;
+    let published = match source.publish(&module, spec, key, ACTOR).await {
+        Ok(published) => published,
+        Err(e @ StoreError::AlreadyPublished { .. }) => {
+            tracing::warn!(
+                "{e}; the stack serves the published one (bump the version in plugin.toml to publish a change)"
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("publishing the `{}` example", example.name));
+        }
+    };
+    if !published.new {
+        return Ok(());
+    }
+    let m = &published.manifest;
+    let registry = &**source.registry();
+    admin::set_labels(
+        registry,
+        &m.name,
+        &m.version,
+        &example_labels(example.name),
+        ACTOR,
+    )
+    .await?;
+    let has_live = registry
+        .snapshot()
+        .await?
+        .aliases
+        .iter()
+        .any(|a| a.plugin == m.name && a.name == "live");
+    if !has_live {
+        let target = AliasTarget {
+            version: m.version.clone(),
+            canary: None,
+        };
+        admin::set_alias(registry, &m.name, "live", target, ACTOR).await?;
+    }
+    tracing::info!(plugin = %m.name, version = %m.version, digest = %m.digest, "example published");
     Ok(())
 }
 
@@ -233,13 +294,19 @@ pub struct LocalStack {
 }
 
 impl LocalStack {
-    /// Starts Axon, then Orbit pointed at it, on a prepared `data_dir`.
+    /// Starts Axon (serving inference with `onnxruntime`, if given, and
+    /// `<data>/models`), then Orbit pointed at it, on a prepared `data_dir`.
     pub async fn start(
         data_dir: &Path,
+        onnxruntime: Option<&Path>,
         orbit_listen: SocketAddr,
         axon_listen: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let axon_config = axon::AxonConfig::local(data_dir.to_owned(), axon_listen);
+        let mut axon_config = axon::AxonConfig::local(data_dir.to_owned(), axon_listen);
+        if let Some(library) = onnxruntime {
+            axon_config.onnxruntime = Some(library.to_owned());
+            axon_config.models = Some(models_dir(data_dir));
+        }
         let source = plugin_store::PluginSource::local(&axon_config.plugin_dir()).await?;
         let axon_state = axon::build(&axon_config, source.clone()).await?;
         let axon_listener = bind(axon_config.listen, "Axon", "--axon-listen").await?;

@@ -14,8 +14,8 @@ use auth::Authenticated;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use governance::{DiscoveryRequest, PluginInfo};
-use plugin_store::{AliasTarget, CatalogVersion, VerifiedManifest, Version};
+use governance::{DiscoveryRequest, PluginInfo, PluginNeeds};
+use plugin_store::{AliasTarget, CatalogVersion, GpuNeed, VerifiedManifest, Version};
 use serde::Serialize;
 
 use crate::dispatch::principal_of;
@@ -30,6 +30,24 @@ pub(crate) fn plugin_info(entry: &CatalogVersion, verified: &VerifiedManifest) -
         publisher: verified.publisher.clone(),
         tags: manifest.tags.clone(),
         labels: entry.labels.clone(),
+        needs: needs_of(manifest),
+    }
+}
+
+/// What `manifest` declares it needs from the host, for policies.
+fn needs_of(manifest: &plugin_store::PluginManifest) -> PluginNeeds {
+    let inference = manifest.inference.as_ref();
+    PluginNeeds {
+        capabilities: manifest.capabilities.clone(),
+        models: inference
+            .map(|i| i.models.keys().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        gpu: match inference.map(|i| i.gpu).unwrap_or_default() {
+            GpuNeed::None => "none",
+            GpuNeed::Preferred => "preferred",
+            GpuNeed::Required => "required",
+        }
+        .to_owned(),
     }
 }
 

@@ -223,20 +223,31 @@ impl PythonPlugin {
     }
 }
 
-/// A model trained by a script in `plugins/` from data in the repository,
-/// trained when first asked for and cached (keyed by a hash of the script
-/// and its data) under the plugins' target directory.
+/// A model built by a script in `plugins/` (`train.py OUT`) from data in
+/// the repository, built when first asked for and cached (keyed by a hash
+/// of the script and its data) under the plugins' target directory.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainedModel {
     pub name: &'static str,
     /// Holds `train.py`, its data and `model.toml`.
     dir: &'static str,
+    /// The files the model is built from.
+    sources: &'static [&'static str],
 }
 
 /// The support-intent classifier (`plugins/examples/support-intent/model`).
 pub const SUPPORT_INTENT_MODEL: TrainedModel = TrainedModel {
     name: "support-intent",
     dir: concat!(env!("PLUGIN_SOURCE_DIR"), "/examples/support-intent/model"),
+    sources: &["train.py", "messages.csv"],
+};
+
+/// The inference benchmark's model: a perceptron with fixed random weights
+/// (`plugins/models/bench-medium`), about 8 million multiply-adds per row.
+pub const BENCH_MEDIUM_MODEL: TrainedModel = TrainedModel {
+    name: "bench-medium",
+    dir: concat!(env!("PLUGIN_SOURCE_DIR"), "/models/bench-medium"),
+    sources: &["train.py"],
 };
 
 impl TrainedModel {
@@ -248,7 +259,7 @@ impl TrainedModel {
     /// The model's bytes (ONNX), trained unless cached.
     pub fn bytes(&self) -> Result<Vec<u8>, String> {
         let mut hasher = sha2::Sha256::new();
-        for file in ["train.py", "messages.csv"] {
+        for file in self.sources {
             let path = Path::new(self.dir).join(file);
             let text = std::fs::read(&path)
                 .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
@@ -277,7 +288,8 @@ impl TrainedModel {
     }
 
     /// Each text's output tensors as native ONNX Runtime computes them (the
-    /// `onnxruntime` Python package), one JSON object per line.
+    /// `onnxruntime` Python package), one JSON object per line. Only for a
+    /// model whose script has `--predict` (support-intent).
     pub fn predict_natively(&self, model: &Path, texts: &[&str]) -> Result<String, String> {
         let script = Path::new(self.dir).join("train.py");
         let mut args = vec![script.as_os_str(), "--predict".as_ref(), model.as_os_str()];

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use plugin_store::model::{ModelFormat, ModelManifest};
+use plugin_store::model::{ModelFormat, ModelManifest, model_files};
 use plugin_store::{Digest, Envelope, InferenceNeed, PluginName, Trust, Version};
 use wasmtime_wasi_nn::backend::BackendInner;
 use wasmtime_wasi_nn::backend::onnx::OnnxBackend;
@@ -149,16 +149,16 @@ fn load_model(
     version: &Version,
     trust: &Trust,
 ) -> Result<LoadedModel, String> {
-    let at = dir.join(name.as_str()).join(version.to_string());
-    let read = |file: &str| {
-        std::fs::read(at.join(file)).map_err(|e| {
+    let (model_path, manifest_path) = model_files(dir, name, version);
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| {
             format!(
                 "model `{name}@{version}`: cannot read `{}`: {e}",
-                at.join(file).display()
+                path.display()
             )
         })
     };
-    let envelope = String::from_utf8(read("manifest.json")?)
+    let envelope = String::from_utf8(read(&manifest_path)?)
         .map_err(|_| format!("model `{name}@{version}`: manifest.json is not UTF-8"))
         .and_then(|text| {
             Envelope::from_json(&text).map_err(|e| format!("model `{name}@{version}`: {e}"))
@@ -167,7 +167,7 @@ fn load_model(
         .verify_model(&envelope, name, version, SystemTime::now())
         .map_err(|e| format!("model `{name}@{version}` is not trusted: {e}"))?
         .manifest;
-    let bytes = read("model.onnx")?;
+    let bytes = read(&model_path)?;
     let digest = Digest::of(&bytes);
     if digest != manifest.digest || bytes.len() as u64 != manifest.size {
         return Err(format!(

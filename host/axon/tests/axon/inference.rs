@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use plugin_artifacts::{INFERENCE_ABUSE, SUPPORT_INTENT, SUPPORT_INTENT_MODEL};
-use plugin_store::model::{ModelManifest, ModelSpec};
+use plugin_store::model::{ModelManifest, ModelSpec, model_files};
 use plugin_store::{KeyPair, PluginManifest, PublishSpec, VersionRecord};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -30,13 +30,13 @@ async fn axon_with_inference() -> (TestAxon, TempDir) {
 fn place_model(dir: &Path, key: &KeyPair, tamper: impl FnOnce(&mut Vec<u8>)) -> std::path::PathBuf {
     let mut bytes = SUPPORT_INTENT_MODEL.bytes().unwrap();
     let spec = ModelSpec::from_toml(&SUPPORT_INTENT_MODEL.spec_text().unwrap()).unwrap();
-    let at = dir.join(spec.name.as_str()).join(spec.version.to_string());
+    let (model, signed) = model_files(dir, &spec.name, &spec.version);
     let manifest = ModelManifest::new(spec, &bytes, key.id().clone());
-    std::fs::create_dir_all(&at).unwrap();
-    std::fs::write(at.join("manifest.json"), manifest.sign(key).to_json()).unwrap();
+    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+    std::fs::write(signed, manifest.sign(key).to_json()).unwrap();
     tamper(&mut bytes);
-    std::fs::write(at.join("model.onnx"), bytes).unwrap();
-    at.join("model.onnx")
+    std::fs::write(&model, bytes).unwrap();
+    model
 }
 
 fn support_intent_spec() -> PublishSpec {

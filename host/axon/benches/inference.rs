@@ -1,0 +1,172 @@
+//! Inference inside the sandbox against native ONNX Runtime, on the same
+//! model, the same input and the same library, side by side in one run.
+//!
+//! ```text
+//! cargo bench -p axon --bench inference
+//! ```
+//!
+//! Needs the test Python (`./scripts/test.sh` sets up `.venv`; run with
+//! `AGENT_RUNTIME_PYTHON=$PWD/.venv/bin/python`): its `onnxruntime` wheel is
+//! the library both sides load, and it builds the models.
+//!
+//! - native: an `ort` session on the model, `run` on a [1, 1024] tensor;
+//! - sandbox: a whole `Sandbox::run` of the `inference-abuse` plugin making
+//!   one call on the same tensor (a fresh Store, instantiate, the `wasi:nn`
+//!   call through Axon's checks, the answer), on a multi-threaded runtime
+//!   as Axon serves.
+//!
+//! Rounds alternate the two so that drift hits both; it prints each side's
+//! median and p99 per call and their ratio, for `bench-medium` (about 8
+//! million multiply-adds) and for the small support-intent model, where the
+//! host's fixed cost shows.
+
+#![allow(clippy::expect_used)] // a benchmark fails loudly
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axon::inference::{InferenceConfig, InferenceLimits};
+use axon::sandbox::{Invocation, PreparedPlugin, Sandbox, SandboxConfig};
+use ort::session::Session;
+use ort::value::Tensor;
+use plugin_artifacts::{BENCH_MEDIUM_MODEL, INFERENCE_ABUSE, SUPPORT_INTENT_MODEL, TrainedModel};
+use plugin_store::model::{ModelSpec, add_to_dir};
+use plugin_store::{KeyPair, PluginManifest, PublishSpec, Trust, TrustList, admin};
+
+const WIDTH: usize = 1024;
+const ROUNDS: usize = 20;
+const PER_ROUND: usize = 25;
+
+fn main() {
+    let models = tempfile::tempdir().expect("temporary directory");
+    let root = KeyPair::generate().expect("root key");
+    let publisher = KeyPair::generate().expect("publisher key");
+    let trust = Trust::new(root.public());
+    let list = TrustList {
+        serial: 1,
+        issued_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        keys: vec![
+            admin::trusted_key(
+                &publisher.public(),
+                "bench",
+                vec!["*".into()],
+                Duration::from_secs(3600),
+            )
+            .expect("trusted key"),
+        ],
+    };
+    trust.install(&list.sign(&root)).expect("trust list");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let library = plugin_artifacts::onnxruntime_library().expect("the onnxruntime wheel");
+    let sandbox = Sandbox::new(&SandboxConfig {
+        pool_size: 16,
+        inference: Some(InferenceConfig {
+            onnxruntime: library,
+            models_dir: models.path().to_owned(),
+            limits: InferenceLimits::default(),
+        }),
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+
+    println!("inference: sandbox (a whole request, one call) vs native ort `run`, per call");
+    for model in [BENCH_MEDIUM_MODEL, SUPPORT_INTENT_MODEL] {
+        let bytes = add_model(models.path(), &model, &publisher);
+        let plugin = prepare(&sandbox, &trust, model.name);
+        let mut native = Session::builder()
+            .and_then(|b| {
+                b.with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+            })
+            .and_then(|b| b.commit_from_memory(&bytes))
+            .expect("native session");
+        let input = format!(r#"{{"model":"{}","rows":1,"calls":1}}"#, model.name);
+        let values = vec![0.01f32; WIDTH];
+
+        let (mut native_ns, mut sandbox_ns) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS + 1 {
+            let mut n = Vec::with_capacity(PER_ROUND);
+            for _ in 0..PER_ROUND {
+                let tensor =
+                    Tensor::from_array((vec![1i64, WIDTH as i64], values.clone())).expect("tensor");
+                let started = Instant::now();
+                let outputs = native.run(ort::inputs![tensor]).expect("native run");
+                n.push(started.elapsed().as_nanos() as u64);
+                drop(outputs);
+            }
+            let mut s = Vec::with_capacity(PER_ROUND);
+            for _ in 0..PER_ROUND {
+                let started = Instant::now();
+                let answer = runtime
+                    .block_on(sandbox.run(&plugin, invocation(&input)))
+                    .expect("the plugin answers");
+                s.push(started.elapsed().as_nanos() as u64);
+                assert_eq!(answer.stats.inference_calls, 1);
+            }
+            // The first round warms both up.
+            if round > 0 {
+                native_ns.extend(n);
+                sandbox_ns.extend(s);
+            }
+        }
+        let (n50, n99) = percentiles(&mut native_ns);
+        let (s50, s99) = percentiles(&mut sandbox_ns);
+        println!(
+            "  {:<15} native p50 {:>8.1} us  p99 {:>8.1} us | sandbox p50 {:>8.1} us  p99 {:>8.1} us | sandbox/native {:.3}x (p50), {:.3}x (p99); {} calls each",
+            model.name,
+            n50 / 1e3,
+            n99 / 1e3,
+            s50 / 1e3,
+            s99 / 1e3,
+            s50 / n50,
+            s99 / n99,
+            native_ns.len()
+        );
+    }
+}
+
+/// Builds `model` and signs it into `dir`; its bytes.
+fn add_model(dir: &Path, model: &TrainedModel, key: &KeyPair) -> Vec<u8> {
+    let bytes = model.bytes().expect("the model builds");
+    let spec = ModelSpec::from_toml(&model.spec_text().expect("model.toml")).expect("model spec");
+    add_to_dir(dir, spec, &bytes, key).expect("model directory");
+    bytes
+}
+
+/// The `inference-abuse` plugin, granted `model` (named after it, so that
+/// each model's plugin is its own version).
+fn prepare(sandbox: &Sandbox, trust: &Trust, model: &str) -> PreparedPlugin {
+    let module = INFERENCE_ABUSE.bytes().expect("plugin artifact");
+    let spec = PublishSpec::from_toml(&format!(
+        "name = \"bench-{model}\"\nversion = \"1.0.0\"\ncapabilities = [\"inference\"]\n[inference]\nmodels = {{ {model} = \"1.0.0\" }}\n[limits]\ndeadline_ms = 10000"
+    ))
+    .expect("spec");
+    let world = plugin_store::component::reasoning_world(&module).expect("a reasoning plugin");
+    let manifest = PluginManifest::new(spec, &module, world, plugin_store::KeyId::from("bench"));
+    let (component, _) = sandbox.compile(&manifest.digest, &module).expect("compile");
+    let grant = sandbox.grant(&manifest, trust).expect("the model loads");
+    sandbox
+        .prepare(&manifest, &component, grant)
+        .expect("prepare")
+}
+
+fn invocation(input: &str) -> Invocation {
+    Invocation {
+        correlation_id: Arc::from("bench"),
+        intent: "bench".to_owned(),
+        input: input.to_owned(),
+        context: Vec::new(),
+    }
+}
+
+/// The median and the 99th percentile, in nanoseconds.
+fn percentiles(samples: &mut [u64]) -> (f64, f64) {
+    samples.sort_unstable();
+    let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)] as f64;
+    (at(0.50), at(0.99))
+}
