@@ -247,6 +247,18 @@ fn policies_restrict_capabilities_models_and_the_gpu_with_their_reason() {
     assert_eq!(denied.policies, ["inference-for-developers"]);
     // A plugin that needs nothing is untouched by all three.
     assert!(decide(&governance, &outsider, &plugin("echo", &[])).allowed);
+    // Discovery decides on the same attributes.
+    let plugins = [gpu.clone(), plugin("echo", &[])];
+    let listed = |who: &Principal| {
+        governance.discover_now(&DiscoveryRequest {
+            principal: who,
+            plugins: &plugins,
+            source_ip: "127.0.0.1".parse().unwrap(),
+            time: std::time::SystemTime::now(),
+        })
+    };
+    assert_eq!(listed(&acme), [true, true]);
+    assert_eq!(listed(&other), [false, true]);
 }
 
 #[test]

@@ -15,10 +15,14 @@
 //!   call through Axon's checks, the answer), on a multi-threaded runtime
 //!   as Axon serves.
 //!
-//! Rounds alternate the two so that drift hits both; it prints each side's
-//! median and p99 per call and their ratio, for `bench-medium` (about 8
-//! million multiply-adds) and for the small support-intent model, where the
-//! host's fixed cost shows.
+//! The two sides alternate in blocks of 50 calls, so that drift hits both;
+//! the first 10 calls of each block are not counted, because each side's
+//! session has its own ONNX Runtime thread pool, whose threads spin a while
+//! after a call and slow the other side's first calls (alternating call by
+//! call measures that, not the host). It prints each side's median and p99
+//! per call and their ratio, for `bench-medium` (about 8 million
+//! multiply-adds) and for the small support-intent model, where the host's
+//! fixed cost shows.
 
 #![allow(clippy::expect_used)] // a benchmark fails loudly
 
@@ -35,8 +39,11 @@ use plugin_store::model::{ModelSpec, add_to_dir};
 use plugin_store::{KeyPair, PluginManifest, PublishSpec, Trust, TrustList, admin};
 
 const WIDTH: usize = 1024;
-const ROUNDS: usize = 20;
-const PER_ROUND: usize = 25;
+/// Blocks of calls each side makes, alternating; the first calls of each
+/// block are not counted.
+const BLOCKS: usize = 10;
+const BLOCK: usize = 50;
+const WARM_UP: usize = 10;
 
 fn main() {
     let models = tempfile::tempdir().expect("temporary directory");
@@ -89,29 +96,29 @@ fn main() {
         let values = vec![0.01f32; WIDTH];
 
         let (mut native_ns, mut sandbox_ns) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS + 1 {
-            let mut n = Vec::with_capacity(PER_ROUND);
-            for _ in 0..PER_ROUND {
+        // One extra block of each to warm up, not counted.
+        for block in 0..=BLOCKS {
+            for call in 0..BLOCK {
                 let tensor =
                     Tensor::from_array((vec![1i64, WIDTH as i64], values.clone())).expect("tensor");
                 let started = Instant::now();
                 let outputs = native.run(ort::inputs![tensor]).expect("native run");
-                n.push(started.elapsed().as_nanos() as u64);
+                let elapsed = started.elapsed().as_nanos() as u64;
                 drop(outputs);
+                if block > 0 && call >= WARM_UP {
+                    native_ns.push(elapsed);
+                }
             }
-            let mut s = Vec::with_capacity(PER_ROUND);
-            for _ in 0..PER_ROUND {
+            for call in 0..BLOCK {
                 let started = Instant::now();
                 let answer = runtime
                     .block_on(sandbox.run(&plugin, invocation(&input)))
                     .expect("the plugin answers");
-                s.push(started.elapsed().as_nanos() as u64);
+                let elapsed = started.elapsed().as_nanos() as u64;
                 assert_eq!(answer.stats.inference_calls, 1);
-            }
-            // The first round warms both up.
-            if round > 0 {
-                native_ns.extend(n);
-                sandbox_ns.extend(s);
+                if block > 0 && call >= WARM_UP {
+                    sandbox_ns.push(elapsed);
+                }
             }
         }
         let (n50, n99) = percentiles(&mut native_ns);

@@ -112,7 +112,7 @@ pub struct AxonConfig {
     /// Inference calls one request may make.
     #[arg(long, default_value_t = 16)]
     pub max_inference_calls: u32,
-    /// Inference calls of one model at once, host-wide.
+    /// Inference calls of one model at once, host-wide (0: none).
     #[arg(long, default_value_t = 4)]
     pub max_inference_concurrency: u32,
 }

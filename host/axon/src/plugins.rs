@@ -4,12 +4,14 @@
 //! refuse it if revoked; verify its signed manifest under the trust list
 //! (trusted, unrevoked, in-window key allowed for this name, manifest bound to
 //! this name and version); fetch the module and check its digest; then compile
-//! (or reuse the compiled component of that digest). A request also names the
+//! (or reuse the compiled component of that digest), load the models it pins
+//! (verified and digest-checked, see [`crate::inference`]) and link it. A request also names the
 //! digest Orbit governed, and Axon runs that digest or refuses.
 //!
 //! Concurrent requests for a version that is loading wait for the one load.
-//! Compile failures are remembered (a bad module costs one compile); trust
-//! and store failures are not, so a fixed trust list or store takes effect.
+//! Compile failures are remembered (a bad module costs one compile); trust,
+//! store and model failures are not, so a fixed trust list, store or model
+//! directory takes effect.
 //! [`PluginHost::reconcile`] applies each new registry view: it evicts versions
 //! that were revoked or no longer verify, and preloads new ones, so a version
 //! is compiled before an alias sends it traffic.

@@ -93,21 +93,11 @@ fn models_are_signed_into_the_model_directory(dir: &std::path::Path, data_dir: &
     let spec = dir.join("model.toml");
     let add = |spec_text: &str, model: &std::path::Path| {
         std::fs::write(&spec, spec_text).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_agentctl"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["model", "add", "--manifest"])
-            .arg(&spec)
-            .arg("--model")
-            .arg(model)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let (spec, model) = (spec.to_str().unwrap(), model.to_str().unwrap());
+        agentctl(
+            data_dir,
+            &["model", "add", "--manifest", spec, "--model", model],
+        )
     };
     let text = model.spec_text().unwrap();
     let (ok, out) = add(&text, &bytes);
@@ -136,20 +126,7 @@ fn policies_read_the_input_of_a_plugin_with_an_input_schema(
     dir: &std::path::Path,
     data_dir: &std::path::Path,
 ) {
-    let agentctl = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_agentctl"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
+    let agentctl = |args: &[&str]| agentctl(data_dir, args);
     let manifest = dir.join("approve-expense.toml");
     std::fs::write(
         &manifest,
@@ -815,8 +792,9 @@ fn policy_replay_lists_exactly_the_decisions_a_candidate_would_change() {
     );
 }
 
-/// Runs `agentctl --data-dir data_dir args`, which must succeed.
-fn agentctl_ok(data_dir: &std::path::Path, args: &[&str]) -> String {
+/// Runs `agentctl --data-dir data_dir args`: whether it succeeded, and its
+/// stdout then stderr.
+fn agentctl(data_dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_agentctl"))
         .arg("--data-dir")
         .arg(data_dir)
@@ -828,7 +806,13 @@ fn agentctl_ok(data_dir: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "agentctl {args:?}: {text}");
+    (out.status.success(), text)
+}
+
+/// Runs `agentctl --data-dir data_dir args`, which must succeed.
+fn agentctl_ok(data_dir: &std::path::Path, args: &[&str]) -> String {
+    let (ok, text) = agentctl(data_dir, args);
+    assert!(ok, "agentctl {args:?}: {text}");
     text
 }
 

@@ -171,55 +171,42 @@ impl PythonPlugin {
             .arg("--version")
             .output()
             .map_err(cannot_run)?;
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(&version.stdout);
-        for file in [
+        let sources = [
             Path::new(self.dir).join("app.py"),
             wit.join("reasoning.wit"),
-        ] {
-            let text = std::fs::read(&file)
-                .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
-            hasher.update(&text);
-        }
-        let hash = hex(&hasher.finalize()[..8]);
-        let out_dir = Path::new(env!("PLUGIN_WASM_DIR")).join("python");
-        let out = out_dir.join(format!("{}-{hash}.wasm", self.name));
-        if let Ok(bytes) = std::fs::read(&out) {
-            return Ok(bytes);
-        }
-        std::fs::create_dir_all(&out_dir)
-            .map_err(|e| format!("cannot create `{}`: {e}", out_dir.display()))?;
-        // Unique per builder, renamed into place: racing tests never see half a file.
-        let partial = out.with_extension(format!(
-            "{}-{:?}.partial",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let output = std::process::Command::new(&tool)
-            .arg("-d")
-            .arg(&wit)
-            .args([
-                "-w",
-                "reasoning-plugin",
-                "componentize",
-                "-p",
-                self.dir,
-                "app",
-                "-o",
-            ])
-            .arg(&partial)
-            .output()
-            .map_err(cannot_run)?;
-        if !output.status.success() {
-            return Err(format!(
-                "componentize-py failed to build `{}`: {}",
-                self.name,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        std::fs::rename(&partial, &out)
-            .map_err(|e| format!("cannot move `{}` into place: {e}", out.display()))?;
-        std::fs::read(&out).map_err(|e| format!("cannot read `{}`: {e}", out.display()))
+        ];
+        cached_build(
+            "python",
+            self.name,
+            "wasm",
+            &version.stdout,
+            &sources,
+            |partial| {
+                let output = std::process::Command::new(&tool)
+                    .arg("-d")
+                    .arg(&wit)
+                    .args([
+                        "-w",
+                        "reasoning-plugin",
+                        "componentize",
+                        "-p",
+                        self.dir,
+                        "app",
+                        "-o",
+                    ])
+                    .arg(partial)
+                    .output()
+                    .map_err(cannot_run)?;
+                if !output.status.success() {
+                    return Err(format!(
+                        "componentize-py failed to build `{}`: {}",
+                        self.name,
+                        String::from_utf8_lossy(&output.stderr)
+                    ));
+                }
+                Ok(())
+            },
+        )
     }
 }
 
@@ -258,33 +245,11 @@ impl TrainedModel {
 
     /// The model's bytes (ONNX), trained unless cached.
     pub fn bytes(&self) -> Result<Vec<u8>, String> {
-        let mut hasher = sha2::Sha256::new();
-        for file in self.sources {
-            let path = Path::new(self.dir).join(file);
-            let text = std::fs::read(&path)
-                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-            hasher.update(&text);
-        }
-        let hash = hex(&hasher.finalize()[..8]);
-        let out_dir = Path::new(env!("PLUGIN_WASM_DIR")).join("models");
-        let out = out_dir.join(format!("{}-{hash}.onnx", self.name));
-        if let Ok(bytes) = std::fs::read(&out) {
-            return Ok(bytes);
-        }
-        std::fs::create_dir_all(&out_dir)
-            .map_err(|e| format!("cannot create `{}`: {e}", out_dir.display()))?;
-        let partial = out.with_extension(format!(
-            "{}-{:?}.partial",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        python(&[
-            Path::new(self.dir).join("train.py").as_os_str(),
-            partial.as_os_str(),
-        ])?;
-        std::fs::rename(&partial, &out)
-            .map_err(|e| format!("cannot move `{}` into place: {e}", out.display()))?;
-        std::fs::read(&out).map_err(|e| format!("cannot read `{}`: {e}", out.display()))
+        let dir = Path::new(self.dir);
+        let sources: Vec<_> = self.sources.iter().map(|f| dir.join(f)).collect();
+        cached_build("models", self.name, "onnx", b"", &sources, |out| {
+            python(&[dir.join("train.py").as_os_str(), out.as_os_str()]).map(drop)
+        })
     }
 
     /// Each text's output tensors as native ONNX Runtime computes them (the
@@ -312,11 +277,12 @@ pub fn onnxruntime_library() -> Result<std::path::PathBuf, String> {
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .find(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+            path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libonnxruntime.so")
+                    || (n.starts_with("libonnxruntime") && n.ends_with(".dylib"))
+            })
         })
-        .ok_or_else(|| format!("no libonnxruntime.so* in `{}`", capi.display()))
+        .ok_or_else(|| format!("no libonnxruntime in `{}`", capi.display()))
 }
 
 /// Runs the test Python (`$AGENT_RUNTIME_PYTHON`, else `python3`) with
@@ -341,6 +307,45 @@ fn python(args: &[&std::ffi::OsStr]) -> Result<String, String> {
         ));
     }
     String::from_utf8(output.stdout).map_err(|e| format!("python printed non-UTF-8: {e}"))
+}
+
+/// The bytes `build` writes to the path it is given, cached under
+/// `<plugins' target>/<subdir>/<name>-<hash>.<extension>`, keyed by a hash of
+/// `salt` and the contents of `sources`: built only when no build of the
+/// same inputs is there. Each builder writes its own partial file and
+/// renames it into place, so racing tests never see half a file.
+fn cached_build(
+    subdir: &str,
+    name: &str,
+    extension: &str,
+    salt: &[u8],
+    sources: &[std::path::PathBuf],
+    build: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<Vec<u8>, String> {
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(salt);
+    for file in sources {
+        let text =
+            std::fs::read(file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+        hasher.update(&text);
+    }
+    let hash = hex(&hasher.finalize()[..8]);
+    let out_dir = Path::new(env!("PLUGIN_WASM_DIR")).join(subdir);
+    let out = out_dir.join(format!("{name}-{hash}.{extension}"));
+    if let Ok(bytes) = std::fs::read(&out) {
+        return Ok(bytes);
+    }
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("cannot create `{}`: {e}", out_dir.display()))?;
+    let partial = out.with_extension(format!(
+        "{}-{:?}.partial",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    build(&partial)?;
+    std::fs::rename(&partial, &out)
+        .map_err(|e| format!("cannot move `{}` into place: {e}", out.display()))?;
+    std::fs::read(&out).map_err(|e| format!("cannot read `{}`: {e}", out.display()))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -143,7 +143,9 @@ pub const INFERENCE: &str = "inference";
 /// Every capability this release knows.
 pub const CAPABILITIES: &[&str] = &[INFERENCE];
 
-/// Whether a plugin's inference needs a GPU: governance and routing read it.
+/// Whether a plugin's inference needs a GPU, as its publisher declares it.
+/// Governance policies read it; Axon runs every model on the CPU for now
+/// (routing to a GPU pool is still to come).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GpuNeed {
@@ -152,7 +154,7 @@ pub enum GpuNeed {
     None,
     /// Faster on a GPU, correct on a CPU.
     Preferred,
-    /// Cannot serve without a GPU.
+    /// Meant to serve only on a GPU.
     Required,
 }
 

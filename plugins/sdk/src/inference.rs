@@ -10,16 +10,19 @@
 //!
 //! A plugin never ships weights: it loads a model by name, and the host
 //! gives it the version its manifest pins, verified against its signed
-//! manifest. Every call is bounded by the host (input size, calls per
-//! request, calls at once); past a bound the request fails with
-//! `PLUGIN_RESOURCE_LIMIT`, whatever the plugin does with the error.
+//! manifest. Every call is bounded by the host: past the input size, the
+//! model's batch or the calls per request, the request fails with
+//! `PLUGIN_RESOURCE_LIMIT`, whatever the plugin does with the error it sees;
+//! a model at its limit of calls at once fails it with `503 OVERLOADED`
+//! (retry).
 //!
 //! ```no_run
 //! use agent_plugin_sdk::inference::{Model, Tensor};
 //!
 //! # fn run() -> Result<(), agent_plugin_sdk::Error> {
 //! let model = Model::load("support-intent")?;
-//! let outputs = model.infer(&[("features", Tensor::f32(&[1, 4], &[0.1, 0.2, 0.3, 0.4]))])?;
+//! let features = vec![0.0; 1024];
+//! let outputs = model.infer(&[("features", Tensor::f32(&[1, 1024], &features))])?;
 //! let intent = outputs.f32("intent")?;
 //! # Ok(()) }
 //! ```

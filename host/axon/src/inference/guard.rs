@@ -43,7 +43,7 @@ impl CallBudget {
         }
     }
 
-    /// Calls the request made (refused ones included).
+    /// Calls of `compute` the request made, refused ones included.
     pub fn calls(&self) -> u32 {
         self.calls.load(Ordering::Relaxed)
     }
@@ -73,6 +73,20 @@ impl CallBudget {
 
 fn error(message: String) -> BackendError {
     BackendError::BackendAccess(wasmtime::format_err!("{message}"))
+}
+
+/// An input that does not fit the model. wasmtime-wasi-nn gives the plugin
+/// only an error's outer message, and this variant's carries ours.
+fn unfit(message: String) -> BackendError {
+    BackendError::UnsupportedTensorType(message)
+}
+
+/// `id` as a plugin wrote it.
+fn shown(id: &Id) -> String {
+    match id {
+        Id::Name(name) => format!("`{name}`"),
+        Id::Index(index) => format!("#{index}"),
+    }
 }
 
 /// `model`'s graph, as one request may use it.
@@ -114,20 +128,21 @@ impl GuardedContext {
         }
         .ok_or_else(|| {
             let names: Vec<&str> = manifest.inputs.iter().map(|s| s.name.as_str()).collect();
-            error(format!(
-                "model `{}` has no input {id:?}; its inputs are {}",
+            unfit(format!(
+                "model `{}` has no input {}; its inputs are {}",
                 manifest.name,
+                shown(id),
                 names.join(", ")
             ))
         })?;
         if tensor.ty != TensorType::Fp32 {
-            return Err(error(format!(
+            return Err(unfit(format!(
                 "input `{}` of model `{}` takes 32-bit floats, not {:?}",
                 spec.name, manifest.name, tensor.ty
             )));
         }
         let shape_error = || {
-            error(format!(
+            unfit(format!(
                 "input `{}` of model `{}` has shape {:?} (-1: up to {}); the tensor has {:?}",
                 spec.name, manifest.name, spec.shape, manifest.max_batch, tensor.dimensions
             ))
@@ -149,7 +164,7 @@ impl GuardedContext {
             elements = elements.saturating_mul(u64::from(got));
         }
         if elements.saturating_mul(4) != tensor.data.len() as u64 {
-            return Err(error(format!(
+            return Err(unfit(format!(
                 "input `{}` has {} bytes; its shape {:?} of 32-bit floats needs {}",
                 spec.name,
                 tensor.data.len(),
@@ -160,11 +175,10 @@ impl GuardedContext {
         Ok(())
     }
 
-    /// Counts the call against the request and takes one of the model's
-    /// slots, or refuses.
-    fn start_call(&self, input_bytes: usize) -> Result<Slot, BackendError> {
+    /// Checks the call against the request's bounds and takes one of the
+    /// model's slots, or refuses. `calls` counts this one.
+    fn start_call(&self, calls: u32, input_bytes: usize) -> Result<Slot, BackendError> {
         let limits = &self.budget.limits;
-        let calls = self.budget.calls.fetch_add(1, Ordering::Relaxed) + 1;
         if calls > limits.max_calls_per_request {
             return Err(self.budget.refuse(Outcome::LimitBroken(format!(
                 "made more than {} inference calls in one request",
@@ -208,12 +222,14 @@ impl BackendExecutionContext for GuardedContext {
         &mut self,
         inputs: Option<Vec<NamedTensor>>,
     ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+        // Every call counts, refused ones too.
+        let calls = self.budget.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let mut input_bytes = 0;
         for input in inputs.iter().flatten() {
             self.check(&Id::Name(input.name.clone()), &input.tensor)?;
             input_bytes += input.tensor.data.len();
         }
-        let _slot = self.start_call(input_bytes)?;
+        let _slot = self.start_call(calls, input_bytes)?;
         let inner = &mut self.inner;
         blocking(move || match inputs {
             Some(inputs) => inner.compute_with_io(inputs).map(Some),

@@ -6,7 +6,8 @@
 //! - A model is read from the model directory (`<dir>/<name>/<version>/`:
 //!   `model.onnx` and `manifest.json`, its signed manifest), verified under
 //!   the trust list, digest-checked, loaded once and shared by every plugin
-//!   version that pins it.
+//!   version that pins it. Its signature is checked again each time a
+//!   plugin version that pins it loads; a version already loaded keeps it.
 //! - A plugin sees only the models its signed manifest pins, by name; it
 //!   cannot load weights of its own (there is no backend for `load`).
 //! - Every call is checked against the model's declared inputs and bounded
@@ -66,6 +67,8 @@ impl Default for InferenceLimits {
 /// A model loaded and verified: shared by every plugin that pins it.
 pub struct LoadedModel {
     pub manifest: ModelManifest,
+    /// Its signed manifest, verified again at each grant.
+    envelope: Envelope,
     graph: Graph,
     /// Calls running now, host-wide.
     in_flight: std::sync::atomic::AtomicU32,
@@ -127,8 +130,13 @@ impl Inference {
         trust: &Trust,
     ) -> Result<Arc<LoadedModel>, String> {
         let key = (name.clone(), version.clone());
-        if let Some(model) = self.loaded().get(&key) {
-            return Ok(model.clone());
+        let cached = self.loaded().get(&key).cloned();
+        if let Some(model) = cached {
+            // Loaded once, but trusted only as long as its key is.
+            trust
+                .verify_model(&model.envelope, name, version, SystemTime::now())
+                .map_err(|e| format!("model `{name}@{version}` is not trusted: {e}"))?;
+            return Ok(model);
         }
         let model = Arc::new(load_model(&self.models_dir, name, version, trust)?);
         tracing::info!(model = %name, %version, digest = %model.manifest.digest, "model loaded");
@@ -183,6 +191,7 @@ fn load_model(
         .map_err(|e| format!("model `{name}@{version}` does not load in ONNX Runtime: {e:#}"))?;
     Ok(LoadedModel {
         manifest,
+        envelope,
         graph,
         in_flight: Default::default(),
     })

@@ -3,9 +3,11 @@
 //!
 //! - Once per process: the [`Engine`] (pooling allocator, copy-on-write memory
 //!   images, epoch interruption driven by one ticker thread) and the
-//!   [`Linker`] (WASI p2 built to deny, plus the contract's imports).
-//! - Once per plugin version ([`Sandbox::prepare`]): the compiled component
-//!   and its `InstancePre`, limits resolved against the host's maxima.
+//!   [`Linker`] (WASI p2 built to deny, plus the contract's imports), with a
+//!   second one that adds `wasi:nn` when inference is configured.
+//! - Once per plugin version ([`Sandbox::grant`], [`Sandbox::prepare`]): the
+//!   models its manifest pins, the compiled component and its
+//!   `InstancePre`, limits resolved against the host's maxima.
 //! - Per request ([`Sandbox::run`]): a new Store with its own WASI context,
 //!   memory limiter and captured stdio; instantiate, call, drop. A Store is
 //!   never reused, so nothing leaks from one request into the next.

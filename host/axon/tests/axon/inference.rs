@@ -14,12 +14,20 @@ use crate::support::TestAxon;
 
 /// Axon with inference on, its model directory empty.
 async fn axon_with_inference() -> (TestAxon, TempDir) {
+    axon_with_inference_and(|_| {}).await
+}
+
+/// The same, with `adjust` applied to its configuration.
+async fn axon_with_inference_and(
+    adjust: impl FnOnce(&mut axon::AxonConfig),
+) -> (TestAxon, TempDir) {
     let models = tempfile::tempdir().unwrap();
     let library = plugin_artifacts::onnxruntime_library().unwrap();
     let dir = models.path().to_owned();
     let axon = TestAxon::start_with(move |config| {
         config.onnxruntime = Some(library);
         config.models = Some(dir);
+        adjust(config);
     })
     .await;
     (axon, models)
@@ -241,5 +249,56 @@ async fn hostile_inference_gets_its_limit_code_while_others_answer() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let reply = axon.reason("echo", json!("still here")).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
+    axon.stop().await;
+}
+
+#[tokio::test]
+async fn bounds_on_input_bytes_and_calls_at_once_hold() {
+    // 16 KiB of input per call: 4 rows of 1024 floats fit, 8 do not.
+    let (axon, models) = axon_with_inference_and(|c| c.max_inference_input_kib = 16).await;
+    place_model(models.path(), &axon.trust.publisher, |_| {});
+    axon.publish(&INFERENCE_ABUSE.bytes().unwrap(), abuse_spec())
+        .await;
+    let reply = axon.reason("inference-abuse", json!({ "rows": 4 })).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = axon
+        .reason("inference-abuse", json!({ "rows": 8, "keep_going": true }))
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
+    assert!(
+        reply
+            .message()
+            .contains("32768 bytes of input to one inference call; the limit is 16384"),
+        "{}",
+        reply.message()
+    );
+    // An input the model does not have is the plugin's error, not a limit.
+    let reply = axon
+        .reason("inference-abuse", json!({ "input": "pixels" }))
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+    assert!(
+        reply.message().contains("has no input") && reply.message().contains("features"),
+        "{}",
+        reply.message()
+    );
+    axon.stop().await;
+
+    // No calls of a model at once: every call is refused as overload, a
+    // retry, not the plugin's fault.
+    let (axon, models) = axon_with_inference_and(|c| c.max_inference_concurrency = 0).await;
+    place_model(models.path(), &axon.trust.publisher, |_| {});
+    axon.publish(&INFERENCE_ABUSE.bytes().unwrap(), abuse_spec())
+        .await;
+    let reply = axon
+        .reason("inference-abuse", json!({ "keep_going": true }))
+        .await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.code(), "OVERLOADED", "{}", reply.body);
+    assert!(
+        reply.headers.contains_key("retry-after"),
+        "{:?}",
+        reply.headers
+    );
     axon.stop().await;
 }

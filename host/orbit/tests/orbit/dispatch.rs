@@ -791,3 +791,83 @@ fn toml_inline(value: &serde_json::Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// What a version needs from the host (its manifest's capabilities, models
+/// and GPU) reaches governance: a policy on a model, or on the GPU, denies
+/// with its reason before anything runs, and is recorded so.
+#[tokio::test]
+async fn policies_on_models_and_the_gpu_deny_with_their_reason() {
+    let stack = Stack::start().await;
+    let toml = plugin_artifacts::SUPPORT_INTENT
+        .manifest_text()
+        .unwrap()
+        .unwrap();
+    // 1.0.0 as published, and 1.1.0 the same but requiring a GPU.
+    let gpu = toml
+        .replace(
+            "version = \"1.0.0\"\ndescription",
+            "version = \"1.1.0\"\ndescription",
+        )
+        .replace("[inference]\n", "[inference]\ngpu = \"required\"\n");
+    assert!(
+        gpu.contains("gpu = \"required\"") && gpu.contains("1.1.0"),
+        "{gpu}"
+    );
+    for toml in [&toml, &gpu] {
+        stack
+            .publish_approved(plugin_artifacts::SUPPORT_INTENT, toml)
+            .await;
+    }
+    let dispatch = |version: &str| {
+        let body = json!({ "plugin": "support-intent", "version": version, "intent": "classify", "input": { "message": "refund" } });
+        let stack = &stack;
+        async move { stack.dispatch(body).await }
+    };
+
+    let mut documents = governance::default_documents();
+    documents.push(governance::PolicyDocument {
+        name: "inference.cedar".into(),
+        text: r#"@id("no-support-intent-model") forbid(principal, action, resource)
+                   when { resource.capabilities.contains("inference") && resource.models.contains("support-intent") };"#
+            .into(),
+    });
+    stack.activate_policies(documents).await;
+    let denied = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        dispatch("1.0.0").await.status == StatusCode::FORBIDDEN
+    })
+    .await;
+    assert!(denied, "the forbid on the model was not picked up");
+    let reply = dispatch("1.0.0").await;
+    assert_eq!(code(&reply), "GOVERNANCE_DENIED", "{}", reply.body);
+    assert_eq!(reply.body["governance"]["reason"], "forbidden_by_policy");
+    assert_eq!(
+        reply.body["governance"]["policies"],
+        json!(["no-support-intent-model"])
+    );
+    let recorded = serde_json::to_value(stack.audit_records().pop().unwrap()).unwrap();
+    assert_eq!(
+        recorded["plugin"]["needs"],
+        json!({ "capabilities": ["inference"], "models": ["support-intent"], "gpu": "none" }),
+        "{recorded}"
+    );
+
+    // Only tenant acme may run what requires a GPU: dev (tenant local) is
+    // denied 1.1.0, and 1.0.0 gets past governance.
+    let mut documents = governance::default_documents();
+    documents.push(governance::PolicyDocument {
+        name: "gpu.cedar".into(),
+        text: r#"@id("gpu-only-for-acme") forbid(principal, action, resource)
+                   when { resource.gpu == "required" } unless { principal in AgentRuntime::Tenant::"acme" };"#
+            .into(),
+    });
+    stack.activate_policies(documents).await;
+    let denied = crate::support::eventually(std::time::Duration::from_secs(10), || async {
+        let reply = dispatch("1.1.0").await;
+        reply.status == StatusCode::FORBIDDEN
+            && reply.body["governance"]["policies"] == json!(["gpu-only-for-acme"])
+    })
+    .await;
+    assert!(denied, "the GPU policy did not deny the GPU version");
+    let reply = dispatch("1.0.0").await;
+    assert_ne!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+}

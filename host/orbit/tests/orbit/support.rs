@@ -338,7 +338,12 @@ impl Stack {
                     .any(|p| p["name"] == name.as_str() && !p["aliases"]["live"].is_null())
             })
             .await,
-            "Orbit never listed {name}"
+            "Orbit never listed {name} with a `live` alias: {}",
+            self.dev
+                .send(reqwest::Method::GET, "/v1/plugins", Vec::new())
+                .await
+                .unwrap()
+                .body
         );
     }
 

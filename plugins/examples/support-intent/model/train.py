@@ -29,9 +29,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def tokens(text):
-    """Maximal runs of ASCII letters and digits, lowercased."""
+    """Maximal runs of ASCII letters and digits, lowercased (ASCII only, as
+    Rust's `to_ascii_lowercase`)."""
     words, word = [], []
-    for ch in text.lower():
+    for ch in text:
+        if "A" <= ch <= "Z":
+            ch = chr(ord(ch) + 32)
         if ("a" <= ch <= "z") or ("0" <= ch <= "9"):
             word.append(ch)
         elif word:

@@ -3,6 +3,7 @@
 //! - `{"rows": N}` runs the model once on N rows at once (a huge tensor);
 //! - `{"calls": N}` runs it N times on one row, in a loop;
 //! - `{"model": "name"}` loads that model instead;
+//! - `{"input": "name"}` names the input tensor otherwise than `features`;
 //! - `"keep_going": true` ignores each failure and answers anyway, so the
 //!   host, not the plugin, must report what went wrong.
 //!
@@ -22,6 +23,8 @@ struct Input {
     calls: u64,
     #[serde(default = "support_intent")]
     model: String,
+    #[serde(default = "features")]
+    input: String,
     #[serde(default)]
     keep_going: bool,
 }
@@ -32,6 +35,10 @@ fn one<T: From<u8>>() -> T {
 
 fn support_intent() -> String {
     "support-intent".into()
+}
+
+fn features() -> String {
+    "features".into()
 }
 
 struct InferenceAbuse;
@@ -46,7 +53,7 @@ impl Plugin for InferenceAbuse {
             let values = vec![0.01f32; input.rows as usize * WIDTH];
             for _ in 0..input.calls {
                 let tensor = Tensor::f32(&[input.rows, WIDTH as u32], &values);
-                match model.infer(&[("features", tensor)]) {
+                match model.infer(&[(input.input.as_str(), tensor)]) {
                     Ok(_) => done += 1,
                     Err(error) if input.keep_going => errors.push(error.to_string()),
                     Err(error) => return Err(error),
