@@ -38,6 +38,9 @@ mod nn {
 
 use nn::wasi::nn::{errors, graph, inference, tensor};
 
+/// The `wasi:nn` bindings themselves, for what [`Model`] does not cover.
+pub use nn::wasi::nn as wasi_nn;
+
 /// A model loaded by name, ready for inference.
 pub struct Model {
     name: String,

@@ -4,7 +4,7 @@
 //! dimension takes any size); here every input is checked against the
 //! model's signed manifest first.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmtime_wasi_nn::backend::{
@@ -31,6 +31,8 @@ pub enum Outcome {
 pub struct CallBudget {
     limits: InferenceLimits,
     calls: AtomicU32,
+    /// Bytes of every tensor the plugin created.
+    tensor_bytes: AtomicU64,
     outcome: Mutex<Outcome>,
 }
 
@@ -39,6 +41,7 @@ impl CallBudget {
         Self {
             limits,
             calls: AtomicU32::new(0),
+            tensor_bytes: AtomicU64::new(0),
             outcome: Mutex::default(),
         }
     }
@@ -56,6 +59,37 @@ impl CallBudget {
             .clone()
     }
 
+    /// Counts a tensor of `bytes` the plugin creates. wasi-nn keeps it in
+    /// host memory, outside the plugin's memory limit, until a call takes it
+    /// or the plugin drops it; so a request may create no more bytes of
+    /// tensors than all its calls could pass, and breaks the bound past it.
+    pub fn create_tensor(&self, bytes: usize) -> Result<(), String> {
+        let limits = &self.limits;
+        let allowed =
+            (limits.max_input_bytes as u64).saturating_mul(u64::from(limits.max_calls_per_request));
+        let total = self
+            .tensor_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed)
+            .saturating_add(bytes as u64);
+        if total <= allowed {
+            return Ok(());
+        }
+        let message = format!(
+            "created {total} bytes of inference tensors in one request; the limit is {allowed} ({} calls of {} bytes)",
+            limits.max_calls_per_request, limits.max_input_bytes
+        );
+        self.record(Outcome::LimitBroken(message.clone()));
+        Err(message)
+    }
+
+    /// Records `outcome` if it is the first problem.
+    fn record(&self, outcome: Outcome) {
+        let mut first = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        if *first == Outcome::WithinBounds {
+            *first = outcome;
+        }
+    }
+
     /// Records `outcome` if it is the first problem, and gives the plugin
     /// the same message as an error.
     fn refuse(&self, outcome: Outcome) -> BackendError {
@@ -63,10 +97,7 @@ impl CallBudget {
             Outcome::LimitBroken(m) | Outcome::Busy(m) => m.clone(),
             Outcome::WithinBounds => String::new(),
         };
-        let mut first = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
-        if *first == Outcome::WithinBounds {
-            *first = outcome;
-        }
+        self.record(outcome);
         error(message)
     }
 }

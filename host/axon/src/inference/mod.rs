@@ -11,7 +11,8 @@
 //! - A plugin sees only the models its signed manifest pins, by name; it
 //!   cannot load weights of its own (there is no backend for `load`).
 //! - Every call is checked against the model's declared inputs and bounded
-//!   ([`guard`]): bytes per call, calls per request, calls at once per model.
+//!   ([`guard`]): bytes per call, calls per request, calls at once per model,
+//!   and the bytes of tensors a request creates (`sandbox::state::new_tensor`).
 //!   A request that breaks a bound fails with its limit code whatever the
 //!   plugin does with the error it sees.
 

@@ -273,7 +273,15 @@ impl Sandbox {
             Some(inference) => {
                 let mut with_nn = linker.clone();
                 wasmtime_wasi_nn::wit::add_to_linker(&mut with_nn, RequestState::nn)
+                    .and_then(|()| {
+                        // Tensors are host memory: created only within the budget.
+                        with_nn.allow_shadowing(true);
+                        with_nn
+                            .instance(state::NN_TENSOR_INTERFACE)?
+                            .func_wrap("[constructor]tensor", state::new_tensor)
+                    })
                     .map_err(|e| anyhow::anyhow!("cannot link wasi:nn: {e}"))?;
+                with_nn.allow_shadowing(false);
                 (Some(Inference::start(inference)?), Some(with_nn))
             }
             None => (None, None),
@@ -469,6 +477,7 @@ impl Sandbox {
         let budget = plugin.grant.as_ref().map(|grant| {
             let (nn, budget) = grant.for_request();
             state.nn = Some(nn);
+            state.nn_budget = Some(budget.clone());
             budget
         });
         let mut store = Store::new(&self.engine, state);

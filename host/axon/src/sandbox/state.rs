@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
 
-use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
+use wasmtime_wasi_nn::wit::{TensorType, WasiNnCtx, WasiNnView};
+
+use crate::inference::CallBudget;
 
 use super::bindings::{config, log, types};
 use super::capture::Capture;
@@ -69,6 +71,8 @@ pub(crate) struct RequestState {
     pub(crate) logs_dropped: u32,
     /// The granted models, for plugins with inference.
     pub(crate) nn: Option<WasiNnCtx>,
+    /// The bounds their use draws on.
+    pub(crate) nn_budget: Option<Arc<CallBudget>>,
 }
 
 impl RequestState {
@@ -110,6 +114,7 @@ impl RequestState {
             log_records: 0,
             logs_dropped: 0,
             nn: None,
+            nn_budget: None,
         }
     }
 }
@@ -120,6 +125,33 @@ impl RequestState {
         let ctx = self.nn.get_or_insert_with(crate::inference::no_models);
         WasiNnView::new(&mut self.table, ctx)
     }
+}
+
+/// The `wasi:nn` interface whose tensor constructor [`new_tensor`] replaces.
+pub(crate) const NN_TENSOR_INTERFACE: &str = "wasi:nn/tensor@0.2.0-rc-2024-10-28";
+
+/// `wasi:nn`'s tensor constructor, in place of wasmtime-wasi-nn's, which
+/// keeps any number of tensors of any size in host memory: each tensor is
+/// counted against the request's inference budget first.
+pub(crate) fn new_tensor(
+    mut store: StoreContextMut<'_, RequestState>,
+    (dimensions, ty, data): (Vec<u32>, TensorType, Vec<u8>),
+) -> wasmtime::Result<(Resource<wasmtime_wasi_nn::Tensor>,)> {
+    let state = store.data_mut();
+    let Some(budget) = &state.nn_budget else {
+        return Err(wasmtime::format_err!(
+            "this plugin was not granted inference"
+        ));
+    };
+    budget
+        .create_tensor(data.len())
+        .map_err(|message| wasmtime::format_err!("{message}"))?;
+    let tensor = wasmtime_wasi_nn::Tensor {
+        dimensions,
+        ty,
+        data,
+    };
+    Ok((state.table.push(tensor)?,))
 }
 
 impl WasiView for RequestState {

@@ -231,6 +231,24 @@ async fn hostile_inference_gets_its_limit_code_while_others_answer() {
         "{}",
         reply.message()
     );
+    // Tensors held in host memory: no more bytes than 16 calls of 4 MiB
+    // could pass (256 KiB each here), even when none is run.
+    let reply = axon
+        .reason("inference-abuse", json!({ "hoard": 1000, "rows": 64 }))
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
+    assert!(
+        reply
+            .message()
+            .contains("bytes of inference tensors in one request; the limit is 67108864"),
+        "{}",
+        reply.message()
+    );
+    let reply = axon
+        .reason("inference-abuse", json!({ "hoard": 256, "rows": 64 }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["output"]["tensors"], 256);
     // A model it was not granted is not there to load.
     let reply = axon
         .reason("inference-abuse", json!({ "model": "triage" }))

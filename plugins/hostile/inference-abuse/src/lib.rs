@@ -4,11 +4,14 @@
 //! - `{"calls": N}` runs it N times on one row, in a loop;
 //! - `{"model": "name"}` loads that model instead;
 //! - `{"input": "name"}` names the input tensor otherwise than `features`;
+//! - `{"hoard": N}` creates N tensors of `rows` rows and keeps them all,
+//!   without running the model (host memory, if the host let it);
 //! - `"keep_going": true` ignores each failure and answers anyway, so the
 //!   host, not the plugin, must report what went wrong.
 //!
 //! It answers how many calls succeeded and the errors it saw.
 
+use agent_plugin_sdk::inference::wasi_nn::tensor;
 use agent_plugin_sdk::inference::{Model, Tensor};
 use agent_plugin_sdk::{Error, Plugin, Request, Response, export_plugin};
 use serde::Deserialize;
@@ -25,6 +28,8 @@ struct Input {
     model: String,
     #[serde(default = "features")]
     input: String,
+    #[serde(default)]
+    hoard: u32,
     #[serde(default)]
     keep_going: bool,
 }
@@ -46,6 +51,14 @@ struct InferenceAbuse;
 impl Plugin for InferenceAbuse {
     fn reason(request: Request) -> Result<Response, Error> {
         let input: Input = request.input()?;
+        if input.hoard > 0 {
+            let values = vec![0u8; input.rows as usize * WIDTH * 4];
+            let dimensions = [input.rows, WIDTH as u32];
+            let hoard: Vec<tensor::Tensor> = (0..input.hoard)
+                .map(|_| tensor::Tensor::new(&dimensions, tensor::TensorType::Fp32, &values))
+                .collect();
+            return Response::json(&serde_json::json!({ "tensors": hoard.len() }));
+        }
         let mut errors = Vec::new();
         let mut done = 0u64;
         let model = Model::load(&input.model);
