@@ -23,6 +23,10 @@
 //! per call and their ratio, for `bench-medium` (about 8 million
 //! multiply-adds) and for the small support-intent model, where the host's
 //! fixed cost shows.
+//!
+//! With `AGENT_RUNTIME_ACCELERATOR=cuda` (scripts/gpu-check.sh, on a machine
+//! with a GPU) both sides run on CUDA, and a third, native on the CPU with
+//! the same library, alternates with them: it prints GPU against CPU too.
 
 #![allow(clippy::expect_used)] // a benchmark fails loudly
 
@@ -30,8 +34,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axon::inference::{InferenceConfig, InferenceLimits};
+use axon::inference::{Accelerator, InferenceConfig, InferenceLimits};
 use axon::sandbox::{Invocation, PreparedPlugin, Sandbox, SandboxConfig};
+use clap::ValueEnum as _;
+use ort::execution_providers::{CPUExecutionProvider, CUDAExecutionProvider};
 use ort::session::Session;
 use ort::value::Tensor;
 use plugin_artifacts::{BENCH_MEDIUM_MODEL, INFERENCE_ABUSE, SUPPORT_INTENT_MODEL, TrainedModel};
@@ -71,31 +77,36 @@ fn main() {
         .build()
         .expect("runtime");
     let library = plugin_artifacts::onnxruntime_library().expect("the onnxruntime wheel");
+    let accelerator = std::env::var("AGENT_RUNTIME_ACCELERATOR")
+        .map(|name| Accelerator::from_str(&name, true).expect("cpu or cuda"))
+        .unwrap_or_default();
     let sandbox = Sandbox::new(&SandboxConfig {
         pool_size: 16,
         inference: Some(InferenceConfig {
             onnxruntime: library,
             models_dir: models.path().to_owned(),
             limits: InferenceLimits::default(),
+            accelerator,
         }),
         ..SandboxConfig::default()
     })
     .expect("sandbox");
 
-    println!("inference: sandbox (a whole request, one call) vs native ort `run`, per call");
+    println!(
+        "inference on {}: sandbox (a whole request, one call) vs native ort `run`, per call",
+        accelerator.as_str()
+    );
     for model in [BENCH_MEDIUM_MODEL, SUPPORT_INTENT_MODEL] {
         let bytes = add_model(models.path(), &model, &publisher);
         let plugin = prepare(&sandbox, &trust, model.name);
-        let mut native = Session::builder()
-            .and_then(|b| {
-                b.with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
-            })
-            .and_then(|b| b.commit_from_memory(&bytes))
-            .expect("native session");
+        let cuda = accelerator == Accelerator::Cuda;
+        let mut native = native_session(&bytes, cuda);
+        // On a GPU, native on the CPU too: GPU against CPU in the same run.
+        let mut native_cpu = cuda.then(|| native_session(&bytes, false));
         let input = format!(r#"{{"model":"{}","rows":1,"calls":1}}"#, model.name);
         let values = vec![0.01f32; WIDTH];
 
-        let (mut native_ns, mut sandbox_ns) = (Vec::new(), Vec::new());
+        let (mut native_ns, mut sandbox_ns, mut cpu_ns) = (Vec::new(), Vec::new(), Vec::new());
         // One extra block of each to warm up, not counted.
         for block in 0..=BLOCKS {
             for call in 0..BLOCK {
@@ -107,6 +118,20 @@ fn main() {
                 drop(outputs);
                 if block > 0 && call >= WARM_UP {
                     native_ns.push(elapsed);
+                }
+            }
+            for call in 0..BLOCK {
+                let Some(native_cpu) = native_cpu.as_mut() else {
+                    break;
+                };
+                let tensor =
+                    Tensor::from_array((vec![1i64, WIDTH as i64], values.clone())).expect("tensor");
+                let started = Instant::now();
+                let outputs = native_cpu.run(ort::inputs![tensor]).expect("native run");
+                let elapsed = started.elapsed().as_nanos() as u64;
+                drop(outputs);
+                if block > 0 && call >= WARM_UP {
+                    cpu_ns.push(elapsed);
                 }
             }
             for call in 0..BLOCK {
@@ -134,7 +159,33 @@ fn main() {
             s99 / n99,
             native_ns.len()
         );
+        if !cpu_ns.is_empty() {
+            let (c50, c99) = percentiles(&mut cpu_ns);
+            println!(
+                "  {:<15} native on the CPU p50 {:>8.1} us  p99 {:>8.1} us | GPU/CPU native {:.3}x (p50), sandbox on GPU / native on CPU {:.3}x (p50)",
+                model.name,
+                c50 / 1e3,
+                c99 / 1e3,
+                n50 / c50,
+                s50 / c50
+            );
+        }
     }
+}
+
+/// A native session on `bytes`, on CUDA (failing if it cannot) or the CPU.
+fn native_session(bytes: &[u8], cuda: bool) -> Session {
+    let provider = match cuda {
+        true => CUDAExecutionProvider::default().build().error_on_failure(),
+        false => CPUExecutionProvider::default().build(),
+    };
+    Session::builder()
+        .and_then(|b| b.with_execution_providers([provider]))
+        .and_then(|b| {
+            b.with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+        })
+        .and_then(|b| b.commit_from_memory(bytes))
+        .expect("native session")
 }
 
 /// Builds `model` and signs it into `dir`; its bytes.

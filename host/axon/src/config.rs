@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use service_kit::front_door::FrontDoor;
 
-use crate::inference::{InferenceConfig, InferenceLimits};
+use crate::inference::{Accelerator, InferenceConfig, InferenceLimits};
 use crate::sandbox::{LimitPolicy, Limits, LogLimits, SandboxConfig};
 
 const MIB: u64 = 1 << 20;
@@ -115,6 +115,12 @@ pub struct AxonConfig {
     /// Inference calls of one model at once, host-wide (0: none).
     #[arg(long, default_value_t = 4)]
     pub max_inference_concurrency: u32,
+    /// Where models run, and so which pool this Axon serves: `cpu`, `cuda`
+    /// (the GPU pool; `--onnxruntime` must be the `onnxruntime-gpu`
+    /// wheel's library), or `simulated-cuda` (announces the GPU pool and
+    /// runs on the CPU: for testing routing without a GPU only).
+    #[arg(long, env = "AXON_ACCELERATOR", value_enum, default_value_t = Accelerator::Cpu, requires = "onnxruntime")]
+    pub accelerator: Accelerator,
 }
 
 impl AxonConfig {
@@ -149,6 +155,7 @@ impl AxonConfig {
             max_inference_input_kib: 4096,
             max_inference_calls: 16,
             max_inference_concurrency: 4,
+            accelerator: Accelerator::Cpu,
         }
     }
 
@@ -162,6 +169,7 @@ impl AxonConfig {
                 max_calls_per_request: self.max_inference_calls,
                 max_concurrent_per_model: self.max_inference_concurrency,
             },
+            accelerator: self.accelerator,
         })
     }
 

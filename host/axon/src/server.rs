@@ -386,6 +386,10 @@ struct Ready {
     status: &'static str,
     /// Sandboxes running a request now.
     instances_in_flight: usize,
+    /// Where this Axon runs models: `cpu` (the CPU pool), `cuda` or
+    /// `simulated-cuda` (the GPU pool).
+    #[schema(value_type = String, example = "cpu")]
+    accelerator: &'static str,
 }
 
 service_kit::error_responses!(ReadyErrors: EVERY, [ServiceUnavailable]);
@@ -406,6 +410,7 @@ async fn ready(State(state): State<AxonState>) -> Result<Json<Ready>, ApiError> 
         Ok(Json(Ready {
             status: "ready",
             instances_in_flight: state.plugins().sandbox().in_flight(),
+            accelerator: state.plugins().sandbox().accelerator().as_str(),
         }))
     } else {
         Err(ApiError::new(

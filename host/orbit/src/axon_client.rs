@@ -28,6 +28,8 @@ const RETRY_BASE: Duration = Duration::from_millis(25);
 pub struct AxonClientConfig {
     /// e.g. `http://127.0.0.1:8081`.
     pub base_url: String,
+    /// The pool it serves, for metrics and messages: `cpu` or `gpu`.
+    pub pool: &'static str,
     /// The principal whose key signs the calls (`orbit`).
     pub principal: String,
     pub region: String,
@@ -54,6 +56,38 @@ pub struct AxonAnswer {
     #[serde(default)]
     pub notes: Vec<String>,
     pub plugin: PluginRef,
+}
+
+/// Why a call to Axon failed, and whether it was ever sent.
+#[derive(Debug)]
+pub struct CallFailure {
+    pub error: ApiError,
+    /// False when Axon never saw the request: it did not run.
+    pub sent: bool,
+}
+
+impl CallFailure {
+    fn not_sent(error: ApiError) -> Self {
+        Self { error, sent: false }
+    }
+}
+
+impl From<ApiError> for CallFailure {
+    fn from(error: ApiError) -> Self {
+        Self { error, sent: true }
+    }
+}
+
+/// The part of Axon's `/ready` body Orbit reads.
+#[derive(Debug, Deserialize)]
+pub struct AxonReady {
+    /// Where that Axon runs models: `cpu`, `cuda` or `simulated-cuda`.
+    #[serde(default = "cpu")]
+    pub accelerator: String,
+}
+
+fn cpu() -> String {
+    "cpu".into()
 }
 
 pub struct AxonClient {
@@ -103,7 +137,7 @@ impl AxonClient {
 
     pub fn breaker_state(&self) -> BreakerState {
         let state = self.breaker.state();
-        self.metrics.breaker.set(state.gauge());
+        self.metrics.breaker(self.config.pool, state.gauge());
         state
     }
 
@@ -123,22 +157,36 @@ impl AxonClient {
     pub async fn reason(
         &self,
         correlation_id: &CorrelationId,
-        body: Vec<u8>,
+        body: bytes::Bytes,
         deadline: Duration,
     ) -> Result<AxonAnswer, ApiError> {
+        self.try_reason(correlation_id, body, deadline)
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    /// As [`Self::reason`], saying whether a failed call was never sent
+    /// (the breaker was open, or Axon could not be reached), so that it can
+    /// go to another pool without running twice.
+    pub async fn try_reason(
+        &self,
+        correlation_id: &CorrelationId,
+        body: bytes::Bytes,
+        deadline: Duration,
+    ) -> Result<AxonAnswer, CallFailure> {
         let admission = match self.breaker.admit() {
             Ok(admission) => admission,
             Err(wait) => {
-                self.metrics.axon_call("breaker_open", None);
+                self.metrics
+                    .axon_call(self.config.pool, "breaker_open", None);
                 self.breaker_state();
-                return Err(unavailable(
+                return Err(CallFailure::not_sent(unavailable(
                     "axon is unavailable (circuit open); retry shortly",
                     wait,
-                ));
+                )));
             }
         };
         let key = self.signing_key()?;
-        let body = bytes::Bytes::from(body);
         let started = Instant::now();
         let mut attempt = 0;
         let response = loop {
@@ -178,22 +226,24 @@ impl AxonClient {
                 Ok(Err(error)) => {
                     admission.failed();
                     self.breaker_state();
-                    self.metrics.axon_call("unreachable", None);
-                    tracing::warn!(%error, "axon is unreachable");
-                    return Err(unavailable(
-                        "axon is unreachable; retry shortly",
-                        Duration::from_secs(1),
-                    ));
+                    self.metrics
+                        .axon_call(self.config.pool, "unreachable", None);
+                    tracing::warn!(%error, pool = self.config.pool, "axon is unreachable");
+                    let failure =
+                        unavailable("axon is unreachable; retry shortly", Duration::from_secs(1));
+                    return Err(match error.is_connect() {
+                        true => CallFailure::not_sent(failure),
+                        false => failure.into(),
+                    });
                 }
                 Err(_elapsed) => {
                     admission.failed();
                     self.breaker_state();
-                    self.metrics.axon_call("timed_out", None);
+                    self.metrics.axon_call(self.config.pool, "timed_out", None);
                     tracing::warn!("axon did not answer in time");
-                    return Err(unavailable(
-                        "axon did not answer in time",
-                        Duration::from_secs(1),
-                    ));
+                    return Err(
+                        unavailable("axon did not answer in time", Duration::from_secs(1)).into(),
+                    );
                 }
             }
         };
@@ -208,30 +258,37 @@ impl AxonClient {
             Ok(None) => {
                 admission.succeeded();
                 self.breaker_state();
-                self.metrics
-                    .axon_call("rejected", Some(started.elapsed().as_secs_f64()));
+                self.metrics.axon_call(
+                    self.config.pool,
+                    "rejected",
+                    Some(started.elapsed().as_secs_f64()),
+                );
                 return Err(ApiError::new(
                     ErrorCode::PluginOutputLimit,
                     format!(
                         "the plugin's answer is larger than the {} bytes orbit accepts from axon",
                         self.config.max_reply_bytes
                     ),
-                ));
+                )
+                .into());
             }
             Err(error) => {
                 admission.failed();
                 self.breaker_state();
-                self.metrics.axon_call("unreachable", None);
+                self.metrics
+                    .axon_call(self.config.pool, "unreachable", None);
                 tracing::warn!(%error, "axon's answer was cut off");
                 return Err(unavailable(
                     "axon's answer was cut off; retry",
                     Duration::from_secs(1),
-                ));
+                )
+                .into());
             }
         };
         admission.succeeded();
         self.breaker_state();
         self.metrics.axon_call(
+            self.config.pool,
             if status.is_success() {
                 "answered"
             } else {
@@ -241,7 +298,7 @@ impl AxonClient {
         );
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::internal(format!("axon answered 200 with an unreadable body: {e}"))
+                ApiError::internal(format!("axon answered 200 with an unreadable body: {e}")).into()
             });
         }
         let envelope: ErrorEnvelope = serde_json::from_slice(&bytes).map_err(|e| {
@@ -254,21 +311,41 @@ impl AxonClient {
             return Err(unavailable(
                 "orbit cannot authenticate to axon (check that both use the same keyring)",
                 Duration::from_secs(5),
-            ));
+            )
+            .into());
         }
         let error = ApiError::new(envelope.error.code, envelope.error.message);
         Err(match retry_after {
             Some(secs) => error.retry_after(secs),
             None => error,
-        })
+        }
+        .into())
     }
 
     /// Whether Axon answers `/ready` now.
     pub async fn ready(&self) -> bool {
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), self.http.get(self.ready_url.clone()).send()).await,
-            Ok(Ok(response)) if response.status().is_success()
+        self.readiness().await.is_some()
+    }
+
+    /// Axon's `/ready` body when it answers ready within a second.
+    pub async fn readiness(&self) -> Option<AxonReady> {
+        let response = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.http.get(self.ready_url.clone()).send(),
         )
+        .await
+        .ok()?
+        .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = read_bounded(response, 64 * 1024).await.ok()??;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// The pool this client serves.
+    pub fn pool(&self) -> &'static str {
+        self.config.pool
     }
 }
 

@@ -21,6 +21,11 @@ pub struct OrbitConfig {
     /// Axon's base URL.
     #[arg(long, env = "ORBIT_AXON_URL", default_value = "http://127.0.0.1:8081")]
     pub axon_url: String,
+    /// The GPU pool's base URL: Axons started with `--accelerator cuda`.
+    /// Plugins that require a GPU run only there; without it they are
+    /// refused (`503 GPU_UNAVAILABLE`).
+    #[arg(long, env = "ORBIT_GPU_AXON_URL")]
+    pub gpu_axon_url: Option<String>,
     /// The SigV4 region clients sign for (service `execute-api`).
     #[arg(long, env = "AGENT_RUNTIME_REGION", default_value = auth::DEFAULT_REGION)]
     pub region: String,
@@ -129,6 +134,7 @@ impl OrbitConfig {
             listen,
             data_dir,
             axon_url,
+            gpu_axon_url: None,
             region: auth::DEFAULT_REGION.to_owned(),
             service_principal: "orbit".to_owned(),
             principal_rate: 50,
@@ -232,9 +238,15 @@ impl OrbitConfig {
         }
     }
 
-    pub(crate) fn axon_client(&self) -> AxonClientConfig {
-        AxonClientConfig {
-            base_url: self.axon_url.clone(),
+    /// How to reach the CPU pool (`gpu` false) or the GPU pool.
+    pub(crate) fn axon_client(&self, gpu: bool) -> Option<AxonClientConfig> {
+        let (base_url, pool) = match gpu {
+            false => (self.axon_url.clone(), "cpu"),
+            true => (self.gpu_axon_url.clone()?, "gpu"),
+        };
+        Some(AxonClientConfig {
+            base_url,
+            pool,
             principal: self.service_principal.clone(),
             region: self.region.clone(),
             retries: self.axon_retries,
@@ -242,7 +254,7 @@ impl OrbitConfig {
             breaker_open_for: Duration::from_millis(self.breaker_open_ms),
             load_wait: Duration::from_millis(self.axon_load_wait_ms),
             max_reply_bytes: self.max_axon_reply_kib as usize * 1024,
-        }
+        })
     }
 
     pub(crate) fn principal_rate(&self) -> Rate {

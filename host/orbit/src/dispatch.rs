@@ -146,6 +146,7 @@ service_kit::error_responses!(DispatchErrors: EVERY, SIGNED, PLUGIN_RUN, [
     GovernanceDenied,
     GovernanceStale,
     GovernanceUnavailable,
+    GpuUnavailable,
 ]);
 
 /// `POST /dispatch`: run a plugin (named, or routed by `intent`) after governance allows it.
@@ -397,7 +398,7 @@ pub(crate) async fn run(
     let _in_flight = state.in_flight().enter(&principal.id)?;
     let answer = state
         .axon()
-        .reason(correlation_id, axon_body, deadline)
+        .reason(manifest, correlation_id, axon_body.into(), deadline)
         .await?;
     Ok(Dispatched { answer, decision })
 }

@@ -22,6 +22,7 @@ pub mod in_flight;
 pub mod input;
 pub mod mcp;
 pub mod metrics;
+pub mod pools;
 pub mod rate_limit;
 pub mod server;
 
@@ -101,8 +102,14 @@ pub async fn build_with_audit(
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let metrics = metrics::OrbitMetrics::register(&mut registry);
-    let axon =
-        axon_client::AxonClient::new(config.axon_client(), keyring.clone(), metrics.clone())?;
+    let client = |gpu| {
+        config
+            .axon_client(gpu)
+            .map(|c| axon_client::AxonClient::new(c, keyring.clone(), metrics.clone()))
+            .transpose()
+    };
+    let cpu = client(false)?.context("the CPU pool's client")?;
+    let axon = pools::AxonPools::new(cpu, client(true)?, metrics.clone());
     let max_body_bytes = config.max_body_kib as usize * 1024;
     let verifier = auth::Verifier::new(
         auth::VerifierConfig {

@@ -15,6 +15,17 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AxonCallLabel {
+    pool: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShadowLabel {
     result: &'static str,
 }
@@ -24,9 +35,10 @@ struct ShadowLabel {
 pub struct OrbitMetrics {
     decisions: Family<OutcomeLabel, Counter>,
     decision_latency: Histogram,
-    axon_calls: Family<OutcomeLabel, Counter>,
+    axon_calls: Family<AxonCallLabel, Counter>,
     axon_latency: Histogram,
-    pub(crate) breaker: Gauge,
+    breaker: Family<PoolLabel, Gauge>,
+    pool_up: Family<PoolLabel, Gauge>,
     pub(crate) in_flight: Gauge,
     policy_version: Gauge,
     policy_age: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -45,7 +57,8 @@ impl OrbitMetrics {
             decision_latency: latency_histogram(),
             axon_calls: Family::default(),
             axon_latency: latency_histogram(),
-            breaker: Gauge::default(),
+            breaker: Family::default(),
+            pool_up: Family::default(),
             in_flight: Gauge::default(),
             policy_version: Gauge::default(),
             policy_age: Gauge::default(),
@@ -68,7 +81,7 @@ impl OrbitMetrics {
         );
         registry.register(
             "orbit_axon_calls",
-            "Calls to Axon by outcome (answered, unreachable, timed_out, rejected, breaker_open)",
+            "Calls to Axon by pool (cpu, gpu) and outcome (answered, unreachable, timed_out, rejected, breaker_open)",
             metrics.axon_calls.clone(),
         );
         registry.register(
@@ -78,8 +91,13 @@ impl OrbitMetrics {
         );
         registry.register(
             "orbit_axon_breaker_state",
-            "Circuit breaker towards Axon: 0 closed, 1 half-open, 2 open",
+            "Circuit breaker towards each Axon pool: 0 closed, 1 half-open, 2 open",
             metrics.breaker.clone(),
+        );
+        registry.register(
+            "orbit_axon_pool_up",
+            "Whether the GPU pool answers its readiness probe as a GPU pool: 1 up, 0 down",
+            metrics.pool_up.clone(),
         );
         registry.register(
             "orbit_dispatches_in_flight",
@@ -171,12 +189,24 @@ impl OrbitMetrics {
             .inc();
     }
 
-    pub fn axon_call(&self, outcome: &'static str, seconds: Option<f64>) {
+    pub fn axon_call(&self, pool: &'static str, outcome: &'static str, seconds: Option<f64>) {
         self.axon_calls
-            .get_or_create(&OutcomeLabel { outcome })
+            .get_or_create(&AxonCallLabel { pool, outcome })
             .inc();
         if let Some(seconds) = seconds {
             self.axon_latency.observe(seconds);
         }
+    }
+
+    /// The breaker towards `pool`: 0 closed, 1 half-open, 2 open.
+    pub fn breaker(&self, pool: &'static str, state: i64) {
+        self.breaker.get_or_create(&PoolLabel { pool }).set(state);
+    }
+
+    /// Whether `pool` is up, as its probe found it.
+    pub fn pool_up(&self, pool: &'static str, up: bool) {
+        self.pool_up
+            .get_or_create(&PoolLabel { pool })
+            .set(i64::from(up));
     }
 }

@@ -15,12 +15,12 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::axon_client::AxonClient;
 use crate::breaker::BreakerState;
 use crate::catalogue::Catalogue;
 use crate::dispatch::{__path_dispatch, dispatch};
 use crate::in_flight::InFlightLimit;
 use crate::metrics::OrbitMetrics;
+use crate::pools::AxonPools;
 use crate::rate_limit::{self, RateLimits};
 
 /// Shared state of one Orbit.
@@ -35,7 +35,8 @@ pub(crate) struct Inner {
     /// The in-process engine behind `decider`, which Orbit refreshes; `None`
     /// for a remote decider, which refreshes itself.
     pub(crate) local_governance: Option<Arc<governance::Governance>>,
-    pub(crate) axon: AxonClient,
+    /// Axon's CPU pool, and its GPU pool if there is one.
+    pub(crate) axon: AxonPools,
     /// Every decision is recorded here before it takes effect.
     pub(crate) audit: governance::AuditLog,
     pub(crate) limits: Arc<RateLimits>,
@@ -68,7 +69,7 @@ impl OrbitState {
         self.inner.decider.as_ref()
     }
 
-    pub fn axon(&self) -> &AxonClient {
+    pub fn axon(&self) -> &AxonPools {
         &self.inner.axon
     }
 
@@ -236,6 +237,11 @@ struct Ready {
     audit: &'static str,
     #[schema(value_type = String, example = "ready")]
     axon: &'static str,
+    /// The GPU pool, if Orbit has one: `up` or `down`. Orbit is ready
+    /// without it: only plugins that require a GPU need it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "up")]
+    gpu_pool: Option<&'static str>,
 }
 
 service_kit::error_responses!(ReadyErrors: EVERY, [ServiceUnavailable]);
@@ -255,14 +261,15 @@ service_kit::error_responses!(ReadyErrors: EVERY, [ServiceUnavailable]);
 async fn ready(State(state): State<OrbitState>) -> Result<Json<Ready>, ApiError> {
     let governance = state.decider().is_ready();
     let audit = state.audit().is_healthy();
-    let axon = state.axon().ready().await;
-    let breaker = state.axon().breaker_state();
+    let axon = state.axon().cpu().ready().await;
+    let breaker = state.axon().cpu().breaker_state();
     if governance && audit && axon && breaker != BreakerState::Open {
         Ok(Json(Ready {
             status: "ready",
             governance: "ready",
             audit: "ready",
             axon: "ready",
+            gpu_pool: state.axon().gpu_state(),
         }))
     } else {
         Err(ApiError::new(
@@ -290,6 +297,6 @@ async fn ready(State(state): State<OrbitState>) -> Result<Json<Ready>, ApiError>
     ),
 )]
 async fn metrics(State(state): State<OrbitState>) -> Response {
-    state.axon().breaker_state();
+    state.axon().report();
     state.inner.endpoint.response()
 }

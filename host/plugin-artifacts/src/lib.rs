@@ -264,8 +264,12 @@ impl TrainedModel {
 }
 
 /// libonnxruntime from the `onnxruntime` package of the test Python (the
-/// library Axon loads for inference).
+/// library Axon loads for inference), or `$AGENT_RUNTIME_ONNXRUNTIME`
+/// where set (scripts/gpu-check.sh sets the `onnxruntime-gpu` one).
 pub fn onnxruntime_library() -> Result<std::path::PathBuf, String> {
+    if let Some(library) = std::env::var_os("AGENT_RUNTIME_ONNXRUNTIME") {
+        return Ok(library.into());
+    }
     let package = python(&[
         "-c".as_ref(),
         "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))".as_ref(),

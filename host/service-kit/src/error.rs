@@ -81,6 +81,9 @@ pub enum ErrorCode {
     PluginTimeout,
     /// Every sandbox slot (or the plugin's share of them) is busy: retry later.
     Overloaded,
+    /// The plugin requires a GPU and the GPU pool is down (or there is
+    /// none): retry later.
+    GpuUnavailable,
     /// A dependency is down or the service is not ready: retry later.
     ServiceUnavailable,
     /// A fault on our side; the correlation id finds it in the logs.
@@ -112,6 +115,7 @@ impl ErrorCode {
             | Self::PluginOutputLimit => StatusCode::BAD_GATEWAY,
             Self::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Overloaded
+            | Self::GpuUnavailable
             | Self::ServiceUnavailable
             | Self::GovernanceStale
             | Self::GovernanceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -148,6 +152,7 @@ impl ErrorCode {
             Self::PluginOutputLimit => "PLUGIN_OUTPUT_LIMIT",
             Self::PluginTimeout => "PLUGIN_TIMEOUT",
             Self::Overloaded => "OVERLOADED",
+            Self::GpuUnavailable => "GPU_UNAVAILABLE",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::InternalError => "INTERNAL_ERROR",
         }

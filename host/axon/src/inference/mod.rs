@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use plugin_store::model::{ModelFormat, ModelManifest, model_files};
-use plugin_store::{Digest, Envelope, InferenceNeed, PluginName, Trust, Version};
+use plugin_store::{Digest, Envelope, GpuNeed, InferenceNeed, PluginName, Trust, Version};
 use wasmtime_wasi_nn::backend::BackendInner;
 use wasmtime_wasi_nn::backend::onnx::OnnxBackend;
 use wasmtime_wasi_nn::wit::{ExecutionTarget, WasiNnCtx};
@@ -40,6 +40,45 @@ pub struct InferenceConfig {
     /// The model directory: `<name>/<version>/{model.onnx,manifest.json}`.
     pub models_dir: PathBuf,
     pub limits: InferenceLimits,
+    /// Where models run: this Axon's pool.
+    pub accelerator: Accelerator,
+}
+
+/// Where an Axon runs models, and so which pool it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Accelerator {
+    /// The CPU pool.
+    #[default]
+    Cpu,
+    /// The GPU pool: ONNX Runtime's CUDA execution provider (the
+    /// `onnxruntime-gpu` wheel's library, and a GPU).
+    Cuda,
+    /// For testing routing on a machine without a GPU only: announces
+    /// itself as the GPU pool, and runs models on the CPU.
+    SimulatedCuda,
+}
+
+impl Accelerator {
+    /// As `/ready` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::SimulatedCuda => "simulated-cuda",
+        }
+    }
+
+    /// Whether this Axon serves the GPU pool.
+    pub fn is_gpu(self) -> bool {
+        self != Self::Cpu
+    }
+
+    fn target(self) -> ExecutionTarget {
+        match self {
+            Self::Cuda => ExecutionTarget::Gpu,
+            Self::Cpu | Self::SimulatedCuda => ExecutionTarget::Cpu,
+        }
+    }
 }
 
 /// Bounds on inference, per call, per request and per model.
@@ -79,6 +118,7 @@ pub struct LoadedModel {
 pub struct Inference {
     models_dir: PathBuf,
     limits: InferenceLimits,
+    accelerator: Accelerator,
     models: Mutex<HashMap<(PluginName, Version), Arc<LoadedModel>>>,
 }
 
@@ -104,16 +144,34 @@ impl Inference {
                 )
             })?;
         committed.map_err(|e| anyhow::anyhow!("cannot start ONNX Runtime from `{shown}`: {e}"))?;
+        match config.accelerator {
+            Accelerator::Cuda => check_cuda(&shown)?,
+            Accelerator::SimulatedCuda => tracing::warn!(
+                "serving as the GPU pool with models on the CPU (`--accelerator simulated-cuda`): for testing routing only"
+            ),
+            Accelerator::Cpu => {}
+        }
         Ok(Self {
             models_dir: config.models_dir.clone(),
             limits: config.limits,
+            accelerator: config.accelerator,
             models: Mutex::default(),
         })
+    }
+
+    /// Where this Axon runs models.
+    pub fn accelerator(&self) -> Accelerator {
+        self.accelerator
     }
 
     /// The models `need` pins, each loaded once and verified under `trust`:
     /// what one plugin version may use. Blocking (reads and loads models).
     pub fn grant(&self, need: &InferenceNeed, trust: &Trust) -> Result<Grant, String> {
+        if need.gpu == GpuNeed::Required && !self.accelerator.is_gpu() {
+            return Err(
+                "it requires a GPU, and this Axon is the CPU pool (Orbit routes such plugins to the GPU pool, an Axon started with `--accelerator cuda`)".into(),
+            );
+        }
         let mut models = HashMap::new();
         for (name, version) in &need.models {
             models.insert(name.to_string(), self.model(name, version, trust)?);
@@ -139,7 +197,13 @@ impl Inference {
                 .map_err(|e| format!("model `{name}@{version}` is not trusted: {e}"))?;
             return Ok(model);
         }
-        let model = Arc::new(load_model(&self.models_dir, name, version, trust)?);
+        let model = Arc::new(load_model(
+            &self.models_dir,
+            name,
+            version,
+            trust,
+            self.accelerator,
+        )?);
         tracing::info!(model = %name, %version, digest = %model.manifest.digest, "model loaded");
         Ok(self.loaded().entry(key).or_insert(model).clone())
     }
@@ -151,12 +215,55 @@ impl Inference {
     }
 }
 
+/// Fails unless the CUDA execution provider can be set up from `library`:
+/// wasi-nn's backend would otherwise fall back to the CPU without a word.
+fn check_cuda(library: &str) -> anyhow::Result<()> {
+    use ort::execution_providers::{CUDAExecutionProvider, ExecutionProvider};
+    // Checked first: the CUDA provider crashes the process when it starts
+    // on a machine without the NVIDIA driver.
+    if nvidia_gpus() == 0 {
+        anyhow::bail!(
+            "no NVIDIA GPU on this machine (no /dev/nvidia0): `--accelerator cuda` needs one; to test routing without one, `--accelerator simulated-cuda`"
+        );
+    }
+    let cuda = CUDAExecutionProvider::default();
+    if !cuda.is_available().unwrap_or(false) {
+        anyhow::bail!(
+            "`{library}` has no CUDA execution provider: for `--accelerator cuda`, pass the library of the `onnxruntime-gpu` wheel (scripts/gpu-check.sh sets one up)"
+        );
+    }
+    let mut builder = ort::session::Session::builder()
+        .map_err(|e| anyhow::anyhow!("cannot start an ONNX Runtime session: {e}"))?;
+    cuda.register(&mut builder).map_err(|e| {
+        anyhow::anyhow!(
+            "the CUDA execution provider does not start (are a GPU and the CUDA 12 libraries present?): {e}"
+        )
+    })?;
+    Ok(())
+}
+
+/// NVIDIA GPUs the driver exposes (`/dev/nvidia0`, `/dev/nvidia1`, ...).
+pub fn nvidia_gpus() -> usize {
+    std::fs::read_dir("/dev").map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                entry.file_name().to_str().is_some_and(|name| {
+                    name.strip_prefix("nvidia")
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+            .count()
+    })
+}
+
 /// Reads, verifies and loads `name@version` from `dir`.
 fn load_model(
     dir: &Path,
     name: &PluginName,
     version: &Version,
     trust: &Trust,
+    accelerator: Accelerator,
 ) -> Result<LoadedModel, String> {
     let (model_path, manifest_path) = model_files(dir, name, version);
     let read = |path: &Path| {
@@ -188,7 +295,7 @@ fn load_model(
     }
     let ModelFormat::Onnx = manifest.format;
     let graph = OnnxBackend::default()
-        .load(&[&bytes], ExecutionTarget::Cpu)
+        .load(&[&bytes], accelerator.target())
         .map_err(|e| format!("model `{name}@{version}` does not load in ONNX Runtime: {e:#}"))?;
     Ok(LoadedModel {
         manifest,

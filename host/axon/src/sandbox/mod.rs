@@ -434,6 +434,13 @@ impl Sandbox {
     }
 
     /// Instances running now, host-wide.
+    /// Where this Axon runs models: its pool.
+    pub fn accelerator(&self) -> crate::inference::Accelerator {
+        self.inference
+            .as_ref()
+            .map_or_else(Default::default, Inference::accelerator)
+    }
+
     pub fn in_flight(&self) -> usize {
         (self.pool_size as usize).saturating_sub(self.slots.available_permits())
     }

@@ -12,6 +12,14 @@ use tempfile::TempDir;
 
 use crate::support::TestAxon;
 
+/// Where the tests run models: `$AGENT_RUNTIME_ACCELERATOR` (`cpu` unless
+/// scripts/gpu-check.sh sets `cuda`).
+fn accelerator() -> axon::inference::Accelerator {
+    use clap::ValueEnum as _;
+    let name = std::env::var("AGENT_RUNTIME_ACCELERATOR").unwrap_or_else(|_| "cpu".into());
+    axon::inference::Accelerator::from_str(&name, true).unwrap()
+}
+
 /// Axon with inference on, its model directory empty.
 async fn axon_with_inference() -> (TestAxon, TempDir) {
     axon_with_inference_and(|_| {}).await
@@ -27,6 +35,7 @@ async fn axon_with_inference_and(
     let axon = TestAxon::start_with(move |config| {
         config.onnxruntime = Some(library);
         config.models = Some(dir);
+        config.accelerator = accelerator();
         adjust(config);
     })
     .await;
@@ -81,6 +90,12 @@ async fn the_sandbox_computes_what_native_onnx_runtime_computes() {
         serde_json::from_str(&support_intent_spec().config[config]).unwrap()
     };
     let (intents, urgencies) = (labels("intents"), labels("urgencies"));
+    // The same library and kernels on the CPU; on a GPU, CUDA's own kernels
+    // (TF32 matrix products on recent GPUs) against native on the CPU.
+    let tolerance = match accelerator() {
+        axon::inference::Accelerator::Cuda => 1e-3,
+        _ => 1e-6,
+    };
     let mut answers = Vec::new();
     for (text, native) in texts.iter().zip(&native) {
         let reply = axon
@@ -95,7 +110,7 @@ async fn the_sandbox_computes_what_native_onnx_runtime_computes() {
                 let got = output["scores"][head][name].as_f64().unwrap();
                 let want = want.as_f64().unwrap();
                 assert!(
-                    (got - want).abs() <= 1e-6,
+                    (got - want).abs() <= tolerance,
                     "{text}: {head} {name}: {got} vs native {want}"
                 );
             }

@@ -523,10 +523,10 @@ async fn health_ready_and_metrics() {
     for line in [
         r#"orbit_governance_decisions_total{outcome="allowed"} 1"#,
         r#"orbit_governance_decisions_total{outcome="forbidden_by_policy"} 1"#,
-        r#"orbit_axon_calls_total{outcome="answered"} 1"#,
+        r#"orbit_axon_calls_total{pool="cpu",outcome="answered"} 1"#,
         r#"http_requests_total{route="/dispatch",status="200"} 1"#,
         r#"http_requests_total{route="/dispatch",status="403"} 1"#,
-        "orbit_axon_breaker_state 0",
+        r#"orbit_axon_breaker_state{pool="cpu"} 0"#,
     ] {
         assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
     }

@@ -9,6 +9,7 @@ mod earlier_clients;
 mod front_door;
 mod mcp;
 mod openapi;
+mod pools;
 mod resilience;
 mod sigv4;
 mod supply_chain;

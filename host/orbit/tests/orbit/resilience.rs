@@ -46,7 +46,10 @@ async fn while_axon_is_down_orbit_answers_503_then_recovers_by_itself() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("orbit_axon_breaker_state 2"), "{metrics}");
+    assert!(
+        metrics.contains(r#"orbit_axon_breaker_state{pool="cpu"} 2"#),
+        "{metrics}"
+    );
     let ready = reqwest::get(format!("{}/ready", stack.orbit_url))
         .await
         .unwrap();

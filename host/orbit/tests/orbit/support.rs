@@ -82,7 +82,18 @@ pub async fn start_axon(
     source: &PluginSource,
     addr: SocketAddr,
 ) -> (Server, SocketAddr) {
-    let config = axon::AxonConfig::local(data_dir.to_owned(), addr);
+    start_axon_with(data_dir, source, addr, |_| {}).await
+}
+
+/// Axon as `adjust` configures it.
+pub async fn start_axon_with(
+    data_dir: &Path,
+    source: &PluginSource,
+    addr: SocketAddr,
+    adjust: impl FnOnce(&mut axon::AxonConfig),
+) -> (Server, SocketAddr) {
+    let mut config = axon::AxonConfig::local(data_dir.to_owned(), addr);
+    adjust(&mut config);
     let source = source.clone();
     let state = axon::build(&config, source).await.unwrap();
     axon::start(&config, &state).await.unwrap();
@@ -103,6 +114,23 @@ pub async fn start_axon(
         },
         addr,
     )
+}
+
+/// Makes `config` serve inference from `<data>/models`.
+pub fn serve_inference(config: &mut axon::AxonConfig) {
+    config.onnxruntime = Some(plugin_artifacts::onnxruntime_library().unwrap());
+    config.models = Some(config.data_dir.join("models"));
+}
+
+/// Starts the GPU pool's Axon at `addr`: inference, on a simulated GPU.
+pub async fn start_gpu_axon(stack: &Stack, addr: SocketAddr) -> Server {
+    let simulated = |c: &mut axon::AxonConfig| {
+        serve_inference(c);
+        c.accelerator = axon::inference::Accelerator::SimulatedCuda;
+    };
+    start_axon_with(&stack.data_dir, &stack.source, addr, simulated)
+        .await
+        .0
 }
 
 /// Publishes `module` as `spec` says, with operator `labels`, aliased `live`:
@@ -146,14 +174,41 @@ impl Stack {
         let source = PluginSource::local(&dir.path().join("plugins"))
             .await
             .unwrap();
-        Self::start_on(dir, source, None, adjust).await
+        Self::start_on(dir, source, None, adjust, false).await
+    }
+
+    /// A stack whose Axon serves inference (the support-intent model is in
+    /// `<data>/models`), and whose Orbit has a GPU pool at the address
+    /// returned, where nothing runs yet: start one there with
+    /// [`start_gpu_axon`].
+    pub async fn start_with_gpu_pool() -> (Self, SocketAddr) {
+        let gpu_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let source = PluginSource::local(&dir.path().join("plugins"))
+            .await
+            .unwrap();
+        let adjust = |c: &mut OrbitConfig| c.gpu_axon_url = Some(format!("http://{gpu_addr}"));
+        (
+            Self::start_on(dir, source, None, adjust, true).await,
+            gpu_addr,
+        )
     }
 
     /// A stack whose plugin store is S3 and DynamoDB on moto.
     pub async fn start_on_aws() -> Self {
         let moto = Moto::start().unwrap();
         let source = moto.plugin_source("plugins", "registry").await.unwrap();
-        Self::start_on(tempfile::tempdir().unwrap(), source, Some(moto), |_| {}).await
+        Self::start_on(
+            tempfile::tempdir().unwrap(),
+            source,
+            Some(moto),
+            |_| {},
+            false,
+        )
+        .await
     }
 
     async fn start_on(
@@ -161,6 +216,7 @@ impl Stack {
         source: PluginSource,
         moto: Option<Moto>,
         adjust: impl FnOnce(&mut OrbitConfig),
+        inference: bool,
     ) -> Self {
         let data_dir = dir.path().to_owned();
         let keyring = LocalKeyring::open(&data_dir.join("keys.json")).unwrap();
@@ -203,8 +259,24 @@ impl Stack {
             .await;
         }
 
+        if inference {
+            let model = plugin_artifacts::SUPPORT_INTENT_MODEL;
+            let spec = plugin_store::model::ModelSpec::from_toml(&model.spec_text().unwrap());
+            plugin_store::model::add_to_dir(
+                &data_dir.join("models"),
+                spec.unwrap(),
+                &model.bytes().unwrap(),
+                &trust.publisher,
+            )
+            .unwrap();
+        }
         let (axon, axon_addr) =
-            start_axon(&data_dir, &source, "127.0.0.1:0".parse().unwrap()).await;
+            start_axon_with(&data_dir, &source, "127.0.0.1:0".parse().unwrap(), |c| {
+                if inference {
+                    serve_inference(c);
+                }
+            })
+            .await;
         let axon_url = format!("http://{axon_addr}");
         let mut config = OrbitConfig::local(
             data_dir.clone(),
