@@ -17,25 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-if ! command -v nvidia-smi >/dev/null; then
-    echo "no nvidia-smi: this machine has no NVIDIA GPU (the CPU path is tested by ./scripts/test.sh)" >&2
-    exit 2
-fi
+use_gpu_python || exit 2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 ensure_wasm_target
 ensure_test_python # trains the models
-
-venv=.venv-gpu
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-echo "==> onnxruntime-gpu and the CUDA libraries in $venv" >&2
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'onnxruntime-gpu[cuda,cudnn]==1.22.0'
-site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-AGENT_RUNTIME_ONNXRUNTIME=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.*)
-# libonnxruntime_providers_cuda finds the CUDA wheels' libraries here.
-LD_LIBRARY_PATH="$(ls -d "$site"/nvidia/*/lib | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export AGENT_RUNTIME_ONNXRUNTIME LD_LIBRARY_PATH AGENT_RUNTIME_ACCELERATOR=cuda
+export AGENT_RUNTIME_ACCELERATOR=cuda
 
 echo "==> Axon's inference tests on the GPU" >&2
 cargo nextest run -p axon --test axon inference

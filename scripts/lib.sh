@@ -42,3 +42,25 @@ ensure_test_python() {
     AGENT_RUNTIME_PYTHON="$(pwd)/$venv/bin/python"
     export AGENT_RUNTIME_PYTHON
 }
+
+# The `onnxruntime-gpu` wheel and its CUDA 12 and cuDNN 9 wheels in
+# .venv-gpu (about 3.3 GB), for Axon's GPU pool; exports
+# AGENT_RUNTIME_ONNXRUNTIME (its libonnxruntime) and LD_LIBRARY_PATH (the
+# CUDA libraries, which its CUDA provider loads). Needs an NVIDIA GPU.
+use_gpu_python() {
+    local venv=.venv-gpu site
+    if ! command -v nvidia-smi >/dev/null; then
+        echo "no nvidia-smi: this machine has no NVIDIA GPU" >&2
+        return 2
+    fi
+    if [ ! -f "$venv/.installed" ]; then
+        echo "==> setting up $venv (onnxruntime-gpu and the CUDA libraries)" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'onnxruntime-gpu[cuda,cudnn]==1.22.0'
+        touch "$venv/.installed"
+    fi
+    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    AGENT_RUNTIME_ONNXRUNTIME=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.*)
+    LD_LIBRARY_PATH="$(ls -d "$site"/nvidia/*/lib | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export AGENT_RUNTIME_ONNXRUNTIME LD_LIBRARY_PATH
+}

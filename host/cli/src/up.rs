@@ -6,14 +6,19 @@
 //! plugins (compiled by the build). Then Axon and Orbit (governance
 //! in-process) start on loopback; `up` proves the path with signed sample
 //! dispatches, prints what to try, and serves until Ctrl-C. `--check` stops
-//! after the samples: a smoke test of the whole start-up.
+//! after the samples: a smoke test of the whole start-up. `--gpu` adds
+//! Axon's GPU pool where an NVIDIA GPU is found; `--simulated-gpu` adds one
+//! that runs on the CPU, to try the routing anywhere.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
+use std::time::{Duration, Instant};
+
 use anyhow::bail;
+use axon::inference::Accelerator;
 use clap::Args;
-use local_stack::{LocalStack, PROFILE};
+use local_stack::{GpuPool, LocalStack, PROFILE};
 use service_kit::telemetry::{self, LogFormat};
 
 #[derive(Args)]
@@ -31,6 +36,19 @@ pub(crate) struct UpArgs {
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
+    /// Also run Axon's GPU pool, if this machine has an NVIDIA GPU. ONNX
+    /// Runtime must then be the `onnxruntime-gpu` wheel's
+    /// (`AGENT_RUNTIME_ONNXRUNTIME`, and its CUDA libraries on
+    /// `LD_LIBRARY_PATH`): `./scripts/up.sh --gpu` sets both.
+    #[arg(long, conflicts_with = "simulated_gpu")]
+    gpu: bool,
+    /// Also run a GPU pool that runs its models on the CPU: to try the
+    /// routing of plugins that need a GPU on a machine without one.
+    #[arg(long)]
+    simulated_gpu: bool,
+    /// Where the GPU pool's Axon listens.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    gpu_axon_listen: SocketAddr,
 }
 
 pub(crate) async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
@@ -41,26 +59,55 @@ pub(crate) async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         "info,audit=warn,wasmtime=warn,cranelift=warn",
     );
     let prepared = local_stack::prepare(data_dir).await?;
+    let accelerator = match (args.gpu, args.simulated_gpu) {
+        (true, _) if axon::inference::nvidia_gpus() == 0 => {
+            tracing::warn!("no NVIDIA GPU found (no /dev/nvidia0): running the CPU pool only");
+            None
+        }
+        (true, _) => Some(Accelerator::Cuda),
+        (false, true) => Some(Accelerator::SimulatedCuda),
+        (false, false) => None,
+    };
+    let gpu = accelerator.map(|accelerator| GpuPool {
+        accelerator,
+        listen: args.gpu_axon_listen,
+    });
     let stack = LocalStack::start(
         data_dir,
         prepared.onnxruntime.as_deref(),
+        gpu,
         args.orbit_listen,
         args.axon_listen,
     )
     .await?;
     let (orbit_addr, axon_addr) = (stack.orbit_addr, stack.axon_addr);
 
-    let samples = samples(
+    let mut samples = samples(
         orbit_addr,
         &prepared.credentials,
         prepared.onnxruntime.is_some(),
     )
     .await;
+    if let (Ok(lines), Some(accelerator)) = (&mut samples, accelerator) {
+        match gpu_pool_up(orbit_addr).await {
+            Ok(()) => lines.push(format!(
+                "sample: the GPU pool ({}) is up: plugins that require or prefer a GPU run there",
+                accelerator.as_str()
+            )),
+            Err(e) => samples = Err(e),
+        }
+    }
     match &samples {
         Ok(lines) => {
             println!("\nagent-runtime is up (state in `{}`)", data_dir.display());
             println!("  orbit  http://{orbit_addr}   (POST /dispatch, SigV4)");
             println!("  axon   http://{axon_addr}   (accepts only Orbit's signature)");
+            if let (Some(gpu_addr), Some(accelerator)) = (stack.gpu_addr, accelerator) {
+                println!(
+                    "  gpu    http://{gpu_addr}   (Axon's GPU pool, {})",
+                    accelerator.as_str()
+                );
+            }
             println!();
             for line in lines {
                 println!("{line}");
@@ -77,6 +124,26 @@ pub(crate) async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     }
     stack.stop().await?;
     samples.map(drop)
+}
+
+/// Waits until Orbit's probe finds the GPU pool up (it probes every second).
+async fn gpu_pool_up(orbit: SocketAddr) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let ready = reqwest::get(format!("http://{orbit}/ready")).await;
+        let state = match ready {
+            Ok(response) => response.json::<serde_json::Value>().await.ok(),
+            Err(_) => None,
+        };
+        let state = state.map(|body| body["gpu_pool"].clone());
+        if state.as_ref().is_some_and(|s| s == "up") {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("Orbit did not find the GPU pool up within 10 s (last `gpu_pool`: {state:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Signed dispatches as the dev user: `keywords` (allowed), `triage`

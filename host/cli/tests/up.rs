@@ -10,7 +10,7 @@ use std::process::Command;
 fn up_check_starts_the_stack_and_answers_a_sample_request() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("state");
-    let run = || {
+    let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_agentctl"))
             .args(["--data-dir"])
             .arg(&data_dir)
@@ -22,10 +22,11 @@ fn up_check_starts_the_stack_and_answers_a_sample_request() {
                 "--orbit-listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .output()
             .unwrap()
     };
-    let first = run();
+    let first = run(&[]);
     let stdout = String::from_utf8_lossy(&first.stdout);
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(
@@ -44,12 +45,25 @@ fn up_check_starts_the_stack_and_answers_a_sample_request() {
         "{stdout}"
     );
 
-    // A second run on the same data directory reuses what the first published.
-    let second = run();
+    assert!(!stdout.contains("GPU pool"), "{stdout}");
+
+    // A second run on the same data directory reuses what the first
+    // published; with a GPU pool (simulated: there is no GPU here), which
+    // Orbit finds up.
+    let second = run(&["--simulated-gpu", "--gpu-axon-listen", "127.0.0.1:0"]);
+    let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(
         second.status.success(),
-        "{}",
+        "stdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        stdout.contains("sample: the GPU pool (simulated-cuda) is up"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(Axon's GPU pool, simulated-cuda)"),
+        "{stdout}"
     );
 
     // The credentials file works for standard AWS clients: 0600, profile agent-runtime.

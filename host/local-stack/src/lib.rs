@@ -14,8 +14,8 @@
 //! `echo`). Where ONNX Runtime is found (the `onnxruntime` wheel of the
 //! test Python), it also trains the support-intent model, signs it into
 //! `<data>/models/` and publishes the `support-intent` example the same way.
-//! [`LocalStack::start`] then runs Axon (with inference, if set up) and
-//! Orbit on loopback.
+//! [`LocalStack::start`] then runs Axon (with inference, if set up), the
+//! GPU pool's Axon when asked, and Orbit on loopback.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,7 @@ use governance::PolicyStore as _;
 use governance::store::{NewPolicySet, seed_if_new};
 use std::collections::BTreeSet;
 
+use axon::inference::Accelerator;
 use plugin_store::model::{ModelSpec, add_to_dir};
 use plugin_store::{AliasTarget, KeyPair, PluginSource, PublishSpec, StoreError, admin};
 use tokio::sync::watch;
@@ -283,91 +284,152 @@ async fn publish_example(
     Ok(())
 }
 
+/// Axon's GPU pool, run beside the CPU pool when asked.
+#[derive(Debug, Clone, Copy)]
+pub struct GpuPool {
+    /// `Cuda` (where a GPU is found) or `SimulatedCuda` (to try routing
+    /// without one).
+    pub accelerator: Accelerator,
+    pub listen: SocketAddr,
+}
+
+/// A server running in this process, until told to stop.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self, what: &str) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .with_context(|| format!("waiting for {what} to stop"))?
+    }
+}
+
+fn until_stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
 /// Axon and Orbit running in this process.
 pub struct LocalStack {
     pub orbit_addr: SocketAddr,
     pub axon_addr: SocketAddr,
-    stop_orbit: watch::Sender<bool>,
-    stop_axon: watch::Sender<bool>,
-    axon: JoinHandle<anyhow::Result<()>>,
-    orbit: JoinHandle<anyhow::Result<()>>,
+    /// The GPU pool's Axon, if one runs.
+    pub gpu_addr: Option<SocketAddr>,
+    orbit: Running,
+    axons: Vec<Running>,
 }
 
 impl LocalStack {
     /// Starts Axon (serving inference with `onnxruntime`, if given, and
-    /// `<data>/models`), then Orbit pointed at it, on a prepared `data_dir`.
+    /// `<data>/models`), the GPU pool's Axon if `gpu` says so (inference
+    /// needed), then Orbit pointed at them, on a prepared `data_dir`.
     pub async fn start(
         data_dir: &Path,
         onnxruntime: Option<&Path>,
+        gpu: Option<GpuPool>,
         orbit_listen: SocketAddr,
         axon_listen: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let mut axon_config = axon::AxonConfig::local(data_dir.to_owned(), axon_listen);
-        if let Some(library) = onnxruntime {
-            axon_config.onnxruntime = Some(library.to_owned());
-            axon_config.models = Some(models_dir(data_dir));
+        let source = plugin_store::PluginSource::local(&data_dir.join("plugins")).await?;
+        let (cpu, axon_addr) =
+            start_axon(data_dir, &source, onnxruntime, None, axon_listen).await?;
+        let mut axons = vec![cpu];
+        let mut gpu_addr = None;
+        if let Some(pool) = gpu {
+            let onnxruntime = onnxruntime.context(
+                "the GPU pool runs models, and inference is off (no ONNX Runtime found)",
+            )?;
+            let (gpu, addr) = start_axon(
+                data_dir,
+                &source,
+                Some(onnxruntime),
+                Some(pool),
+                pool.listen,
+            )
+            .await?;
+            axons.push(gpu);
+            gpu_addr = Some(addr);
         }
-        let source = plugin_store::PluginSource::local(&axon_config.plugin_dir()).await?;
-        let axon_state = axon::build(&axon_config, source.clone()).await?;
-        let axon_listener = bind(axon_config.listen, "Axon", "--axon-listen").await?;
-        let axon_addr = axon_listener
-            .local_addr()
-            .context("reading Axon's address")?;
-        axon::start(&axon_config, &axon_state).await?;
 
-        let orbit_config = orbit::OrbitConfig::local(
+        let mut orbit_config = orbit::OrbitConfig::local(
             data_dir.to_owned(),
             orbit_listen,
             format!("http://{axon_addr}"),
         );
+        orbit_config.gpu_axon_url = gpu_addr.map(|addr| format!("http://{addr}"));
         let governor = orbit_config.open_governance().await?;
         let orbit_state = orbit::build(&orbit_config, source, governor).await?;
-        // Both servers share this process's descriptors, as the binaries'
+        // The servers share this process's descriptors, as the binaries'
         // each do theirs.
         service_kit::front_door::raise_open_files_limit(&orbit_config.front_door());
         let orbit_listener = bind(orbit_config.listen, "Orbit", "--orbit-listen").await?;
         let orbit_addr = orbit_listener
             .local_addr()
             .context("reading Orbit's address")?;
-
-        let (stop_orbit, orbit_stopped) = watch::channel(false);
-        let (stop_axon, axon_stopped) = watch::channel(false);
-        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let axon = tokio::spawn(axon::serve(
-            axon_listener,
-            axon_state,
-            axon_config.front_door(),
-            until_stopped(axon_stopped),
-        ));
-        let orbit = tokio::spawn(orbit::serve(
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(orbit::serve(
             orbit_listener,
             orbit_state,
             orbit_config.front_door(),
-            until_stopped(orbit_stopped),
+            until_stopped(stopped),
         ));
         Ok(Self {
             orbit_addr,
             axon_addr,
-            stop_orbit,
-            stop_axon,
-            axon,
-            orbit,
+            gpu_addr,
+            orbit: Running { stop, task },
+            axons,
         })
     }
 
     /// Stops Orbit, and once it has answered what it took (Axon serves
-    /// those to the end), Axon; waits for both.
+    /// those to the end), the Axons; waits for all.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop_orbit.send(true);
-        let orbit = self.orbit.await.context("waiting for Orbit to stop");
-        let _ = self.stop_axon.send(true);
-        let axon = self.axon.await.context("waiting for Axon to stop");
-        orbit??;
-        axon??;
-        Ok(())
+        let orbit = self.orbit.stop("Orbit").await;
+        for axon in self.axons {
+            axon.stop("Axon").await?;
+        }
+        orbit
     }
+}
+
+/// Starts one Axon on `data_dir`: the CPU pool, or `gpu`'s.
+async fn start_axon(
+    data_dir: &Path,
+    source: &PluginSource,
+    onnxruntime: Option<&Path>,
+    gpu: Option<GpuPool>,
+    listen: SocketAddr,
+) -> anyhow::Result<(Running, SocketAddr)> {
+    let mut config = axon::AxonConfig::local(data_dir.to_owned(), listen);
+    if let Some(library) = onnxruntime {
+        config.onnxruntime = Some(library.to_owned());
+        config.models = Some(models_dir(data_dir));
+    }
+    let flag = match gpu {
+        Some(pool) => {
+            config.accelerator = pool.accelerator;
+            "--gpu-axon-listen"
+        }
+        None => "--axon-listen",
+    };
+    let state = axon::build(&config, source.clone()).await?;
+    let listener = bind(config.listen, "Axon", flag).await?;
+    let addr = listener.local_addr().context("reading Axon's address")?;
+    axon::start(&config, &state).await?;
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(axon::serve(
+        listener,
+        state,
+        config.front_door(),
+        until_stopped(stopped),
+    ));
+    Ok((Running { stop, task }, addr))
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
