@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "sdk",
         "examples",
         "hostile",
+        "compat",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(input).display());
     }

@@ -95,12 +95,12 @@ type ReasonFn = (Result<ReasonResponse, ReasoningError>,);
 fn linker(engine: &Engine) -> anyhow::Result<Linker<BareState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    linker.instance("agent:reasoning/types@1.0.0")?;
-    linker.instance("agent:reasoning/log@1.0.0")?.func_wrap(
+    linker.instance("agent:reasoning/types@1.1.0")?;
+    linker.instance("agent:reasoning/log@1.1.0")?.func_wrap(
         "log",
         |_, (_level, _message, _fields): (Level, String, Vec<(String, String)>)| Ok(()),
     )?;
-    let mut config = linker.instance("agent:reasoning/config@1.0.0")?;
+    let mut config = linker.instance("agent:reasoning/config@1.1.0")?;
     config.func_wrap("get", |_, (_key,): (String,)| Ok((None::<String>,)))?;
     config.func_wrap("get-all", |_, (): ()| Ok((Vec::<(String, String)>::new(),)))?;
     Ok(linker)
@@ -114,7 +114,7 @@ impl Bare {
         let component = Component::new(&engine, module).map_err(|e| anyhow::anyhow!("{e}"))?;
         let pre = linker(&engine)?.instantiate_pre(&component)?;
         let interface = component
-            .get_export_index(None, "agent:reasoning/reasoner@1.0.0")
+            .get_export_index(None, "agent:reasoning/reasoner@1.1.0")
             .context("the component exports no reasoner")?;
         let reason = component
             .get_export_index(Some(&interface), "reason")

@@ -92,6 +92,10 @@ pub const SPIN_LOOP: Artifact = artifact!("spin-loop", "spin_loop");
 /// The examples the dev stack publishes, each with a `plugin.toml`.
 pub const EXAMPLES: &[Artifact] = &[ECHO, KEYWORDS, TRIAGE];
 
+/// Built against the frozen `agent:reasoning@1.0.0` contract
+/// (`wit/versions/1.0.0`): plugins from before 1.1.0 run unchanged.
+pub const ECHO_1_0: Artifact = artifact!("echo-1-0", "echo_1_0");
+
 /// The hostile plugins the sandbox tests run.
 pub const HOSTILE: &[Artifact] = &[
     COUNTER,

@@ -21,8 +21,9 @@ const SUPPORTED_MAJOR: u64 = 1;
 /// Imports that a capability grants, by prefix, and the capability.
 const CAPABILITY_IMPORTS: &[(&str, &str)] = &[("wasi:nn/", crate::INFERENCE)];
 
-/// The world `module` targets, e.g. `agent:reasoning/reasoning-plugin@1.0.0`,
-/// or why it is not a reasoning plugin.
+/// The world `module` targets, e.g. `agent:reasoning/reasoning-plugin@1.1.0`
+/// (`reasoning-plugin-with-inference` when it imports `wasi:nn`), or why
+/// it is not a reasoning plugin.
 pub fn reasoning_world(module: &[u8]) -> Result<String, String> {
     if !module.starts_with(b"\0asm") {
         return Err(
@@ -64,7 +65,16 @@ pub fn reasoning_world(module: &[u8]) -> Result<String, String> {
             ));
         }
     }
-    Ok(format!("{PACKAGE}/reasoning-plugin@{version}"))
+    // 1.1.0 names the world of plugins that run models; earlier ones that
+    // do are the plain world plus `wasi:nn`, as they were built.
+    let world = if version >= semver::Version::new(1, 1, 0)
+        && !needed_by(imports.iter().map(String::as_str)).is_empty()
+    {
+        "reasoning-plugin-with-inference"
+    } else {
+        "reasoning-plugin"
+    };
+    Ok(format!("{PACKAGE}/{world}@{version}"))
 }
 
 /// The capabilities `module`'s imports need (e.g. `inference` for

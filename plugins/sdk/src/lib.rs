@@ -1,6 +1,6 @@
 //! The Rust SDK for agent-runtime reasoning plugins.
 //!
-//! A plugin is a WebAssembly component that implements the `agent:reasoning@1.0.0`
+//! A plugin is a WebAssembly component that implements the `agent:reasoning@1.1.0`
 //! contract (`wit/reasoning.wit`). This crate hides the generated bindings behind
 //! a small typed API: implement [`Plugin`], call [`export_plugin!`], build with
 //! `cargo build --release --target wasm32-wasip2`.

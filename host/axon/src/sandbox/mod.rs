@@ -387,7 +387,7 @@ impl Sandbox {
             .map_err(|e| PrepareError::Link(format!("{e:#}")))?;
         let pre = ReasoningPluginPre::new(pre).map_err(|e| {
             PrepareError::Link(format!(
-                "it does not export `agent:reasoning/reasoner@1.0.0`: {e:#}"
+                "it does not export `agent:reasoning/reasoner@1.x`: {e:#}"
             ))
         })?;
         let mut seed = [0u8; 8];

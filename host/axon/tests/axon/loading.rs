@@ -46,7 +46,7 @@ async fn publish_refuses_what_is_not_a_reasoning_component_and_says_why() {
         let world = plugin_store::component::reasoning_world(&artifact.bytes().unwrap());
         assert_eq!(
             world.as_deref(),
-            Ok("agent:reasoning/reasoning-plugin@1.0.0"),
+            Ok("agent:reasoning/reasoning-plugin@1.1.0"),
             "{}",
             artifact.name
         );
@@ -260,4 +260,34 @@ async fn versions_that_share_a_module_compile_it_once() {
         metrics.contains(r#"axon_plugin_loads_total{result="memory"} 1"#),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_plugin_built_for_contract_1_0_0_runs_unchanged_on_the_1_1_0_host() {
+    let module = plugin_artifacts::ECHO_1_0.bytes().unwrap();
+    // It was built against the frozen 1.0.0 contract, and reads as such.
+    assert_eq!(
+        plugin_store::component::reasoning_world(&module).as_deref(),
+        Ok("agent:reasoning/reasoning-plugin@1.0.0")
+    );
+    // One that runs models, built for 1.1.0, names the world that says so.
+    let support_intent = plugin_artifacts::SUPPORT_INTENT.bytes().unwrap();
+    assert_eq!(
+        plugin_store::component::reasoning_world(&support_intent).as_deref(),
+        Ok("agent:reasoning/reasoning-plugin-with-inference@1.1.0")
+    );
+    let axon = TestAxon::start().await;
+    let spec = plugin_store::PublishSpec::from_toml(
+        "name = \"echo-1-0\"\nversion = \"1.0.0\"\n[config]\ngreeting = \"hello\"",
+    )
+    .unwrap();
+    let manifest = axon.publish(&module, spec).await;
+    assert_eq!(manifest.world, "agent:reasoning/reasoning-plugin@1.0.0");
+    // Its 1.0.0 imports (`log`, `config`) and export link against the host's 1.1.0.
+    let reply = axon.reason("echo-1-0", json!({ "kept": [1, 2] })).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["output"], json!({ "kept": [1, 2] }));
+    assert_eq!(reply.body["notes"], json!(["greeting: hello"]));
+    assert_eq!(reply.body["stats"]["log_records"], 1, "{}", reply.body);
+    axon.stop().await;
 }
