@@ -24,7 +24,11 @@ ensure_test_python # trains the models
 export AGENT_RUNTIME_ACCELERATOR=cuda
 
 echo "==> Axon's inference tests on the GPU" >&2
-cargo nextest run -p axon --test axon inference
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run -p axon --test axon inference
+else
+    cargo test -p axon --test axon inference
+fi
 if [ "${1:-all}" = tests ]; then
     exit 0
 fi

@@ -47,20 +47,29 @@ ensure_test_python() {
 # .venv-gpu (about 3.3 GB), for Axon's GPU pool; exports
 # AGENT_RUNTIME_ONNXRUNTIME (its libonnxruntime) and LD_LIBRARY_PATH (the
 # CUDA libraries, which its CUDA provider loads). Needs an NVIDIA GPU.
+# Every step checks its own status: callers use it as `use_gpu_python ||`,
+# where `set -e` does not apply.
 use_gpu_python() {
-    local venv=.venv-gpu site
+    local venv=.venv-gpu site library libraries
     if ! command -v nvidia-smi >/dev/null; then
         echo "no nvidia-smi: this machine has no NVIDIA GPU" >&2
         return 2
     fi
     if [ ! -f "$venv/.installed" ]; then
         echo "==> setting up $venv (onnxruntime-gpu and the CUDA libraries)" >&2
-        python3 -m venv "$venv"
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'onnxruntime-gpu[cuda,cudnn]==1.22.0'
-        touch "$venv/.installed"
+        python3 -m venv "$venv" || return 1
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            'onnxruntime-gpu[cuda,cudnn]==1.22.0' || return 1
     fi
-    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    AGENT_RUNTIME_ONNXRUNTIME=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.*)
-    LD_LIBRARY_PATH="$(ls -d "$site"/nvidia/*/lib | paste -sd:)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || return 1
+    library=$(ls "$site"/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1)
+    libraries=$(ls -d "$site"/nvidia/*/lib 2>/dev/null | paste -sd:)
+    if [ -z "$library" ] || [ -z "$libraries" ]; then
+        echo "$venv has no libonnxruntime or no CUDA libraries; delete it and run again" >&2
+        return 1
+    fi
+    touch "$venv/.installed"
+    AGENT_RUNTIME_ONNXRUNTIME=$library
+    LD_LIBRARY_PATH="$libraries${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export AGENT_RUNTIME_ONNXRUNTIME LD_LIBRARY_PATH
 }

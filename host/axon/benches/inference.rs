@@ -175,9 +175,10 @@ fn main() {
 
 /// A native session on `bytes`, on CUDA (failing if it cannot) or the CPU.
 fn native_session(bytes: &[u8], cuda: bool) -> Session {
-    let provider = match cuda {
-        true => CUDAExecutionProvider::default().build().error_on_failure(),
-        false => CPUExecutionProvider::default().build(),
+    let provider = if cuda {
+        CUDAExecutionProvider::default().build().error_on_failure()
+    } else {
+        CPUExecutionProvider::default().build()
     };
     Session::builder()
         .and_then(|b| b.with_execution_providers([provider]))

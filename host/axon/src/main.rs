@@ -26,7 +26,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format, "info");
+    // wasmtime-wasi-nn logs every failed call of a plugin at error level;
+    // the plugin gets the error, and a broken bound is the request's code.
+    telemetry::init(cli.log_format, "info,wasmtime_wasi_nn=off");
     let config = cli.config;
     let source = config
         .store

@@ -56,7 +56,7 @@ pub(crate) async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     // shows them too).
     telemetry::init(
         args.log_format,
-        "info,audit=warn,wasmtime=warn,cranelift=warn",
+        "info,audit=warn,wasmtime=warn,cranelift=warn,wasmtime_wasi_nn=off",
     );
     let prepared = local_stack::prepare(data_dir).await?;
     let accelerator = match (args.gpu, args.simulated_gpu) {

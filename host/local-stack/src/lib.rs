@@ -388,11 +388,13 @@ impl LocalStack {
     /// Stops Orbit, and once it has answered what it took (Axon serves
     /// those to the end), the Axons; waits for all.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let orbit = self.orbit.stop("Orbit").await;
+        let mut result = self.orbit.stop("Orbit").await;
         for axon in self.axons {
-            axon.stop("Axon").await?;
+            // Every one is stopped; the first failure is reported.
+            let stopped = axon.stop("Axon").await;
+            result = result.and(stopped);
         }
-        orbit
+        result
     }
 }
 

@@ -62,19 +62,34 @@ pub struct AxonAnswer {
 #[derive(Debug)]
 pub struct CallFailure {
     pub error: ApiError,
-    /// False when Axon never saw the request: it did not run.
-    pub sent: bool,
+    /// Set when Axon never saw the request: it did not run.
+    pub not_sent: Option<NotSent>,
+}
+
+/// Why a call was never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSent {
+    /// The circuit breaker refused it.
+    BreakerOpen,
+    /// The connection was refused or could not be made.
+    Unreachable,
 }
 
 impl CallFailure {
-    fn not_sent(error: ApiError) -> Self {
-        Self { error, sent: false }
+    fn not_sent(why: NotSent, error: ApiError) -> Self {
+        Self {
+            error,
+            not_sent: Some(why),
+        }
     }
 }
 
 impl From<ApiError> for CallFailure {
     fn from(error: ApiError) -> Self {
-        Self { error, sent: true }
+        Self {
+            error,
+            not_sent: None,
+        }
     }
 }
 
@@ -160,30 +175,34 @@ impl AxonClient {
         body: bytes::Bytes,
         deadline: Duration,
     ) -> Result<AxonAnswer, ApiError> {
-        self.try_reason(correlation_id, body, deadline)
+        self.try_reason(correlation_id, body, deadline, true)
             .await
             .map_err(|failure| failure.error)
     }
 
     /// As [`Self::reason`], saying whether a failed call was never sent
     /// (the breaker was open, or Axon could not be reached), so that it can
-    /// go to another pool without running twice.
+    /// go to another pool without running twice. Without `retry_unsent`,
+    /// a refused connection is not retried here: the caller has somewhere
+    /// else to send it.
     pub async fn try_reason(
         &self,
         correlation_id: &CorrelationId,
         body: bytes::Bytes,
         deadline: Duration,
+        retry_unsent: bool,
     ) -> Result<AxonAnswer, CallFailure> {
+        let retries = if retry_unsent { self.config.retries } else { 0 };
         let admission = match self.breaker.admit() {
             Ok(admission) => admission,
             Err(wait) => {
                 self.metrics
                     .axon_call(self.config.pool, "breaker_open", None);
                 self.breaker_state();
-                return Err(CallFailure::not_sent(unavailable(
-                    "axon is unavailable (circuit open); retry shortly",
-                    wait,
-                )));
+                return Err(CallFailure::not_sent(
+                    NotSent::BreakerOpen,
+                    unavailable("axon is unavailable (circuit open); retry shortly", wait),
+                ));
             }
         };
         let key = self.signing_key()?;
@@ -216,7 +235,7 @@ impl AxonClient {
             }
             match tokio::time::timeout(deadline + self.config.load_wait, request.send()).await {
                 Ok(Ok(response)) => break response,
-                Ok(Err(error)) if error.is_connect() && attempt < self.config.retries => {
+                Ok(Err(error)) if error.is_connect() && attempt < retries => {
                     attempt += 1;
                     let backoff = RETRY_BASE * 2u32.pow(attempt - 1);
                     let jitter = backoff.mul_f64(rand::rng().random_range(0.0..1.0));
@@ -231,9 +250,10 @@ impl AxonClient {
                     tracing::warn!(%error, pool = self.config.pool, "axon is unreachable");
                     let failure =
                         unavailable("axon is unreachable; retry shortly", Duration::from_secs(1));
-                    return Err(match error.is_connect() {
-                        true => CallFailure::not_sent(failure),
-                        false => failure.into(),
+                    return Err(if error.is_connect() {
+                        CallFailure::not_sent(NotSent::Unreachable, failure)
+                    } else {
+                        failure.into()
                     });
                 }
                 Err(_elapsed) => {
@@ -327,20 +347,21 @@ impl AxonClient {
         self.readiness().await.is_some()
     }
 
-    /// Axon's `/ready` body when it answers ready within a second.
+    /// Axon's `/ready` body when it answers ready, body and all, within a
+    /// second.
     pub async fn readiness(&self) -> Option<AxonReady> {
-        let response = tokio::time::timeout(
-            Duration::from_secs(1),
-            self.http.get(self.ready_url.clone()).send(),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        let body = read_bounded(response, 64 * 1024).await.ok()??;
-        serde_json::from_slice(&body).ok()
+        let answer = async {
+            let response = self.http.get(self.ready_url.clone()).send().await.ok()?;
+            if !response.status().is_success() {
+                return None;
+            }
+            let body = read_bounded(response, 64 * 1024).await.ok()??;
+            serde_json::from_slice(&body).ok()
+        };
+        tokio::time::timeout(Duration::from_secs(1), answer)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The pool this client serves.

@@ -26,6 +26,9 @@ pub struct OrbitConfig {
     /// refused (`503 GPU_UNAVAILABLE`).
     #[arg(long, env = "ORBIT_GPU_AXON_URL")]
     pub gpu_axon_url: Option<String>,
+    /// How often the GPU pool's `/ready` is probed, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub gpu_probe_ms: u64,
     /// The SigV4 region clients sign for (service `execute-api`).
     #[arg(long, env = "AGENT_RUNTIME_REGION", default_value = auth::DEFAULT_REGION)]
     pub region: String,
@@ -135,6 +138,7 @@ impl OrbitConfig {
             data_dir,
             axon_url,
             gpu_axon_url: None,
+            gpu_probe_ms: 1000,
             region: auth::DEFAULT_REGION.to_owned(),
             service_principal: "orbit".to_owned(),
             principal_rate: 50,
@@ -240,9 +244,10 @@ impl OrbitConfig {
 
     /// How to reach the CPU pool (`gpu` false) or the GPU pool.
     pub(crate) fn axon_client(&self, gpu: bool) -> Option<AxonClientConfig> {
-        let (base_url, pool) = match gpu {
-            false => (self.axon_url.clone(), "cpu"),
-            true => (self.gpu_axon_url.clone()?, "gpu"),
+        let (base_url, pool) = if gpu {
+            (self.gpu_axon_url.clone()?, "gpu")
+        } else {
+            (self.axon_url.clone(), "cpu")
         };
         Some(AxonClientConfig {
             base_url,

@@ -109,7 +109,8 @@ pub async fn build_with_audit(
             .transpose()
     };
     let cpu = client(false)?.context("the CPU pool's client")?;
-    let axon = pools::AxonPools::new(cpu, client(true)?, metrics.clone());
+    let probe_every = Duration::from_millis(config.gpu_probe_ms.max(1));
+    let axon = pools::AxonPools::new(cpu, client(true)?, probe_every, metrics.clone());
     let max_body_bytes = config.max_body_kib as usize * 1024;
     let verifier = auth::Verifier::new(
         auth::VerifierConfig {

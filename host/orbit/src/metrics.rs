@@ -36,7 +36,7 @@ pub struct OrbitMetrics {
     decisions: Family<OutcomeLabel, Counter>,
     decision_latency: Histogram,
     axon_calls: Family<AxonCallLabel, Counter>,
-    axon_latency: Histogram,
+    axon_latency: Family<PoolLabel, Histogram, fn() -> Histogram>,
     breaker: Family<PoolLabel, Gauge>,
     pool_up: Family<PoolLabel, Gauge>,
     pub(crate) in_flight: Gauge,
@@ -56,7 +56,7 @@ impl OrbitMetrics {
             decisions: Family::default(),
             decision_latency: latency_histogram(),
             axon_calls: Family::default(),
-            axon_latency: latency_histogram(),
+            axon_latency: Family::new_with_constructor(latency_histogram),
             breaker: Family::default(),
             pool_up: Family::default(),
             in_flight: Gauge::default(),
@@ -86,7 +86,7 @@ impl OrbitMetrics {
         );
         registry.register(
             "orbit_axon_call_seconds",
-            "Latency of calls to Axon that got an answer",
+            "Latency of calls to each Axon pool that got an answer",
             metrics.axon_latency.clone(),
         );
         registry.register(
@@ -194,7 +194,9 @@ impl OrbitMetrics {
             .get_or_create(&AxonCallLabel { pool, outcome })
             .inc();
         if let Some(seconds) = seconds {
-            self.axon_latency.observe(seconds);
+            self.axon_latency
+                .get_or_create(&PoolLabel { pool })
+                .observe(seconds);
         }
     }
 

@@ -4,8 +4,8 @@
 //! prefers it goes there while the pool is up, and to the CPU pool
 //! otherwise; every other plugin goes to the CPU pool.
 //!
-//! The GPU pool is up while it answers its readiness probe (every second)
-//! as a GPU pool, and its circuit breaker is not open.
+//! The GPU pool is up while it answers its readiness probe (every second
+//! by default) as a GPU pool, and its circuit breaker is not open.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -14,12 +14,9 @@ use std::time::Duration;
 use plugin_store::{GpuNeed, PluginManifest};
 use service_kit::{ApiError, CorrelationId, ErrorCode};
 
-use crate::axon_client::{AxonAnswer, AxonClient};
+use crate::axon_client::{AxonAnswer, AxonClient, NotSent};
 use crate::breaker::BreakerState;
 use crate::metrics::OrbitMetrics;
-
-/// How often the GPU pool's readiness is probed.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 pub struct AxonPools {
     cpu: AxonClient,
@@ -41,13 +38,18 @@ impl GpuPool {
 impl AxonPools {
     /// The CPU pool, and the GPU pool if there is one; the GPU pool's probe
     /// runs until the pools are dropped.
-    pub fn new(cpu: AxonClient, gpu: Option<AxonClient>, metrics: OrbitMetrics) -> Self {
+    pub fn new(
+        cpu: AxonClient,
+        gpu: Option<AxonClient>,
+        probe_every: Duration,
+        metrics: OrbitMetrics,
+    ) -> Self {
         let gpu = gpu.map(|client| {
             let pool = Arc::new(GpuPool {
                 client,
                 ready: AtomicBool::new(false),
             });
-            spawn_probe(Arc::downgrade(&pool), metrics);
+            spawn_probe(Arc::downgrade(&pool), probe_every, metrics);
             pool
         });
         Self { cpu, gpu }
@@ -74,9 +76,9 @@ impl AxonPools {
     }
 
     /// Runs `manifest`'s version on the pool it needs. A call the GPU pool
-    /// never received (it went away before the probe noticed) marks the
-    /// pool down, and goes to the CPU pool if the version only prefers a
-    /// GPU.
+    /// never received goes to the CPU pool if the version only prefers a
+    /// GPU (it cannot have run); a refused connection also marks the pool
+    /// down until the next probe.
     pub async fn reason(
         &self,
         manifest: &PluginManifest,
@@ -85,11 +87,11 @@ impl AxonPools {
         deadline: Duration,
     ) -> Result<AxonAnswer, ApiError> {
         let need = gpu_need(manifest);
-        let Some(gpu) = self
-            .gpu
-            .as_deref()
-            .filter(|pool| pool.up() && need != GpuNeed::None)
-        else {
+        let gpu = match need {
+            GpuNeed::None => None,
+            GpuNeed::Preferred | GpuNeed::Required => self.gpu.as_deref().filter(|pool| pool.up()),
+        };
+        let Some(gpu) = gpu else {
             return match need {
                 GpuNeed::Required => Err(self.gpu_unavailable(manifest)),
                 GpuNeed::Preferred | GpuNeed::None => {
@@ -97,18 +99,27 @@ impl AxonPools {
                 }
             };
         };
-        match gpu
+        // With the CPU pool to fall back on, a refused connection is not
+        // retried on the GPU pool first.
+        let fallback = need == GpuNeed::Preferred;
+        let failure = match gpu
             .client
-            .try_reason(correlation_id, body.clone(), deadline)
+            .try_reason(correlation_id, body.clone(), deadline, !fallback)
             .await
         {
-            Ok(answer) => Ok(answer),
-            Err(failure) if failure.sent => Err(failure.error),
-            Err(_) => {
-                gpu.ready.store(false, Ordering::Release);
-                match need {
-                    GpuNeed::Preferred => self.cpu.reason(correlation_id, body, deadline).await,
-                    GpuNeed::Required | GpuNeed::None => Err(self.gpu_unavailable(manifest)),
+            Ok(answer) => return Ok(answer),
+            Err(failure) => failure,
+        };
+        match failure.not_sent {
+            None => Err(failure.error),
+            Some(why) => {
+                if why == NotSent::Unreachable {
+                    gpu.ready.store(false, Ordering::Release);
+                }
+                if fallback {
+                    self.cpu.reason(correlation_id, body, deadline).await
+                } else {
+                    Err(self.gpu_unavailable(manifest))
                 }
             }
         }
@@ -142,9 +153,9 @@ fn gpu_need(manifest: &PluginManifest) -> GpuNeed {
 /// Probes the GPU pool's `/ready` until the pool is dropped: up when it
 /// answers ready as a GPU pool (not `cpu`, which would be a misconfigured
 /// URL).
-fn spawn_probe(pool: Weak<GpuPool>, metrics: OrbitMetrics) {
+fn spawn_probe(pool: Weak<GpuPool>, every: Duration, metrics: OrbitMetrics) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PROBE_EVERY);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_up = None;
         loop {
@@ -164,7 +175,7 @@ fn spawn_probe(pool: Weak<GpuPool>, metrics: OrbitMetrics) {
                 None => false,
             };
             pool.ready.store(up, Ordering::Release);
-            metrics.pool_up("gpu", up);
+            metrics.pool_up(pool.client.pool(), up);
             if was_up != Some(up) {
                 match (up, &readiness) {
                     (true, Some(ready)) => {

@@ -59,18 +59,28 @@ impl CallBudget {
             .clone()
     }
 
-    /// Counts a tensor of `bytes` the plugin creates. wasi-nn keeps it in
-    /// host memory, outside the plugin's memory limit, until a call takes it
-    /// or the plugin drops it; so a request may create no more bytes of
-    /// tensors than all its calls could pass, and breaks the bound past it.
-    pub fn create_tensor(&self, bytes: usize) -> Result<(), String> {
+    /// Counts a tensor the plugin creates: `rank` dimensions, `bytes` of
+    /// data. wasi-nn keeps it in host memory, outside the plugin's memory
+    /// limit, until a call takes it or the plugin drops it; so a request
+    /// may create no more bytes of tensors (dimensions and a fixed cost per
+    /// tensor included) than all its calls could pass, and no tensor of a
+    /// rank a model could not take.
+    pub fn create_tensor(&self, rank: usize, bytes: usize) -> Result<(), String> {
         let limits = &self.limits;
+        if rank > MAX_TENSOR_RANK {
+            let message = format!(
+                "created a tensor of rank {rank}; tensors have at most {MAX_TENSOR_RANK} dimensions"
+            );
+            self.record(Outcome::LimitBroken(message.clone()));
+            return Err(message);
+        }
         let allowed =
             (limits.max_input_bytes as u64).saturating_mul(u64::from(limits.max_calls_per_request));
+        let counted = (bytes as u64).saturating_add(4 * rank as u64 + TENSOR_OVERHEAD_BYTES);
         let total = self
             .tensor_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed)
-            .saturating_add(bytes as u64);
+            .fetch_add(counted, Ordering::Relaxed)
+            .saturating_add(counted);
         if total <= allowed {
             return Ok(());
         }
@@ -83,7 +93,7 @@ impl CallBudget {
     }
 
     /// Records `outcome` if it is the first problem.
-    fn record(&self, outcome: Outcome) {
+    pub(super) fn record(&self, outcome: Outcome) {
         let mut first = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
         if *first == Outcome::WithinBounds {
             *first = outcome;
@@ -102,6 +112,13 @@ impl CallBudget {
     }
 }
 
+/// Dimensions a tensor may have: more than any model here takes, few enough
+/// that a tensor's dimensions (and the messages that show them) stay small.
+pub const MAX_TENSOR_RANK: usize = 8;
+/// What a tensor costs besides its data and dimensions, counted against the
+/// budget, so that a flood of empty tensors is bounded too.
+const TENSOR_OVERHEAD_BYTES: u64 = 64;
+
 fn error(message: String) -> BackendError {
     BackendError::BackendAccess(wasmtime::format_err!("{message}"))
 }
@@ -117,6 +134,21 @@ fn shown(id: &Id) -> String {
     match id {
         Id::Name(name) => format!("`{name}`"),
         Id::Index(index) => format!("#{index}"),
+    }
+}
+
+/// A graph that never runs: what a plugin gets when it asks for a model by
+/// a name too long to be one (the request has already broken a bound).
+pub(super) fn refused_graph() -> Graph {
+    let refused: Box<dyn BackendGraph> = Box::new(RefusedGraph);
+    Graph::from(refused)
+}
+
+struct RefusedGraph;
+
+impl BackendGraph for RefusedGraph {
+    fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
+        Err(error("no model has such a name".into()))
     }
 }
 
@@ -206,9 +238,10 @@ impl GuardedContext {
         Ok(())
     }
 
-    /// Checks the call against the request's bounds and takes one of the
-    /// model's slots, or refuses. `calls` counts this one.
-    fn start_call(&self, calls: u32, input_bytes: usize) -> Result<Slot, BackendError> {
+    /// Refuses the call if the request has made its last one: `calls`
+    /// counts this one. Checked before anything else, so that calls with
+    /// inputs that do not fit count too.
+    fn count_call(&self, calls: u32) -> Result<(), BackendError> {
         let limits = &self.budget.limits;
         if calls > limits.max_calls_per_request {
             return Err(self.budget.refuse(Outcome::LimitBroken(format!(
@@ -216,6 +249,13 @@ impl GuardedContext {
                 limits.max_calls_per_request
             ))));
         }
+        Ok(())
+    }
+
+    /// Checks the call's input bytes and takes one of the model's slots, or
+    /// refuses.
+    fn start_call(&self, input_bytes: usize) -> Result<Slot, BackendError> {
+        let limits = &self.budget.limits;
         if input_bytes > limits.max_input_bytes {
             return Err(self.budget.refuse(Outcome::LimitBroken(format!(
                 "passed {input_bytes} bytes of input to one inference call; the limit is {}",
@@ -255,12 +295,13 @@ impl BackendExecutionContext for GuardedContext {
     ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
         // Every call counts, refused ones too.
         let calls = self.budget.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        self.count_call(calls)?;
         let mut input_bytes = 0;
         for input in inputs.iter().flatten() {
             self.check(&Id::Name(input.name.clone()), &input.tensor)?;
             input_bytes += input.tensor.data.len();
         }
-        let _slot = self.start_call(calls, input_bytes)?;
+        let _slot = self.start_call(input_bytes)?;
         let inner = &mut self.inner;
         blocking(move || match inputs {
             Some(inputs) => inner.compute_with_io(inputs).map(Some),

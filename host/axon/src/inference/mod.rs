@@ -219,17 +219,17 @@ impl Inference {
 /// wasi-nn's backend would otherwise fall back to the CPU without a word.
 fn check_cuda(library: &str) -> anyhow::Result<()> {
     use ort::execution_providers::{CUDAExecutionProvider, ExecutionProvider};
-    // Checked first: the CUDA provider crashes the process when it starts
-    // on a machine without the NVIDIA driver.
-    if nvidia_gpus() == 0 {
-        anyhow::bail!(
-            "no NVIDIA GPU on this machine (no /dev/nvidia0): `--accelerator cuda` needs one; to test routing without one, `--accelerator simulated-cuda`"
-        );
-    }
     let cuda = CUDAExecutionProvider::default();
     if !cuda.is_available().unwrap_or(false) {
         anyhow::bail!(
-            "`{library}` has no CUDA execution provider: for `--accelerator cuda`, pass the library of the `onnxruntime-gpu` wheel (scripts/gpu-check.sh sets one up)"
+            "`{library}` has no CUDA execution provider: for `--accelerator cuda`, pass the library of the `onnxruntime-gpu` wheel (`./scripts/up.sh --gpu` sets one up in .venv-gpu)"
+        );
+    }
+    // Before the provider starts: it crashes the process on a machine
+    // without the NVIDIA driver.
+    if nvidia_gpus() == 0 {
+        anyhow::bail!(
+            "no NVIDIA GPU on this machine (no /dev/nvidia0): `--accelerator cuda` needs one; to test routing without one, `--accelerator simulated-cuda`"
         );
     }
     let mut builder = ort::session::Session::builder()
@@ -323,25 +323,56 @@ impl Grant {
             .collect();
         // No backends: `load` (weights from the plugin) finds none and fails;
         // `load-by-name` finds only the granted models.
-        let ctx = WasiNnCtx::new([], GrantedGraphs(graphs).into());
+        let ctx = WasiNnCtx::new([], GrantedGraphs::new(graphs, budget.clone()).into());
         (ctx, budget)
     }
 }
 
+/// Names longer than this are never a model's (those are at most 64 bytes).
+const MAX_MODEL_NAME_BYTES: usize = 128;
+
 /// The per-request registry `load-by-name` reads.
-struct GrantedGraphs(HashMap<String, Graph>);
+struct GrantedGraphs {
+    graphs: HashMap<String, Graph>,
+    budget: Arc<CallBudget>,
+    refused: Graph,
+}
+
+impl GrantedGraphs {
+    fn new(graphs: HashMap<String, Graph>, budget: Arc<CallBudget>) -> Self {
+        Self {
+            graphs,
+            budget,
+            refused: guard::refused_graph(),
+        }
+    }
+}
 
 impl GraphRegistry for GrantedGraphs {
     fn get(&self, name: &str) -> Option<&Graph> {
-        self.0.get(name)
+        if let Some(graph) = self.graphs.get(name) {
+            return Some(graph);
+        }
+        // wasmtime-wasi-nn keeps (and logs) the name of a model not found
+        // in an error the plugin holds: a name too long to be a model's
+        // breaks a bound instead, and gets a graph that never runs.
+        if name.len() > MAX_MODEL_NAME_BYTES {
+            self.budget.record(Outcome::LimitBroken(format!(
+                "asked for a model by a name of {} bytes; model names are at most {MAX_MODEL_NAME_BYTES}",
+                name.len()
+            )));
+            return Some(&self.refused);
+        }
+        None
     }
 
     fn get_mut(&mut self, name: &str) -> Option<&mut Graph> {
-        self.0.get_mut(name)
+        self.graphs.get_mut(name)
     }
 }
 
 /// An empty context, for a Store that links no models.
 pub fn no_models() -> WasiNnCtx {
-    WasiNnCtx::new([], GrantedGraphs(HashMap::new()).into())
+    let budget = Arc::new(CallBudget::new(InferenceLimits::default()));
+    WasiNnCtx::new([], GrantedGraphs::new(HashMap::new(), budget).into())
 }

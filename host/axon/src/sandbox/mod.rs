@@ -433,7 +433,6 @@ impl Sandbox {
         shared
     }
 
-    /// Instances running now, host-wide.
     /// Where this Axon runs models: its pool.
     pub fn accelerator(&self) -> crate::inference::Accelerator {
         self.inference
@@ -441,6 +440,7 @@ impl Sandbox {
             .map_or_else(Default::default, Inference::accelerator)
     }
 
+    /// Instances running now, host-wide.
     pub fn in_flight(&self) -> usize {
         (self.pool_size as usize).saturating_sub(self.slots.available_permits())
     }

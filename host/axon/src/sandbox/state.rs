@@ -128,6 +128,9 @@ impl RequestState {
 }
 
 /// The `wasi:nn` interface whose tensor constructor [`new_tensor`] replaces.
+/// Should wasmtime-wasi-nn serve another version, the shadow would define a
+/// new, unused instance: `inference::hostile_inference_gets_its_limit_code_
+/// while_others_answer` (hoarding tensors) fails then.
 pub(crate) const NN_TENSOR_INTERFACE: &str = "wasi:nn/tensor@0.2.0-rc-2024-10-28";
 
 /// `wasi:nn`'s tensor constructor, in place of wasmtime-wasi-nn's, which
@@ -144,7 +147,7 @@ pub(crate) fn new_tensor(
         ));
     };
     budget
-        .create_tensor(data.len())
+        .create_tensor(dimensions.len(), data.len())
         .map_err(|message| wasmtime::format_err!("{message}"))?;
     let tensor = wasmtime_wasi_nn::Tensor {
         dimensions,

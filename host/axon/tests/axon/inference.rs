@@ -260,10 +260,50 @@ async fn hostile_inference_gets_its_limit_code_while_others_answer() {
         reply.message()
     );
     let reply = axon
-        .reason("inference-abuse", json!({ "hoard": 256, "rows": 64 }))
+        .reason("inference-abuse", json!({ "hoard": 255, "rows": 64 }))
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.body["output"]["tensors"], 256);
+    assert_eq!(reply.body["output"]["tensors"], 255);
+    // Tensors whose dimensions, not data, are the bulk.
+    let reply = axon.reason("inference-abuse", json!({ "rank": 8 })).await;
+    assert_eq!(reply.body["output"]["rank"], 8, "{}", reply.body);
+    let reply = axon
+        .reason("inference-abuse", json!({ "rank": 1_000_000 }))
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
+    assert!(
+        reply
+            .message()
+            .contains("tensors have at most 8 dimensions"),
+        "{}",
+        reply.message()
+    );
+    // Calls whose inputs do not fit count as calls too.
+    let reply = axon
+        .reason(
+            "inference-abuse",
+            json!({ "input": "pixels", "calls": 1000, "keep_going": true }),
+        )
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
+    assert!(
+        reply.message().contains("more than 16 inference calls"),
+        "{}",
+        reply.message()
+    );
+    // A name too long to be a model's is not kept in an error.
+    let reply = axon
+        .reason(
+            "inference-abuse",
+            json!({ "model": "m".repeat(4096), "keep_going": true }),
+        )
+        .await;
+    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
+    assert!(
+        reply.message().contains("model names are at most 128"),
+        "{}",
+        reply.message()
+    );
     // A model it was not granted is not there to load.
     let reply = axon
         .reason("inference-abuse", json!({ "model": "triage" }))

@@ -13,13 +13,18 @@ use crate::support::{Stack, code, eventually, start_gpu_axon};
 
 /// `orbit_axon_calls_total` answered by `pool`.
 async fn answered_by(stack: &Stack, pool: &str) -> u64 {
+    calls(stack, pool, "answered").await
+}
+
+/// `orbit_axon_calls_total` of `pool` with `outcome`.
+async fn calls(stack: &Stack, pool: &str, outcome: &str) -> u64 {
     let metrics = reqwest::get(format!("{}/metrics", stack.orbit_url))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let series = format!(r#"orbit_axon_calls_total{{pool="{pool}",outcome="answered"}} "#);
+    let series = format!(r#"orbit_axon_calls_total{{pool="{pool}",outcome="{outcome}"}} "#);
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(&series))
@@ -37,7 +42,7 @@ async fn gpu_pool_state(stack: &Stack) -> serde_json::Value {
 // Multi-threaded, as Orbit and Axon serve: inference runs in `block_in_place`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gpu_plugin_runs_on_the_gpu_pool_falls_back_to_the_cpu_or_gets_503() {
-    let (stack, gpu_addr) = Stack::start_with_gpu_pool().await;
+    let (stack, gpu_addr) = Stack::start_with_gpu_pool(1000, false).await;
     let toml = SUPPORT_INTENT.manifest_text().unwrap().unwrap();
     // 1.0.0 as published; 1.1.0 requires a GPU, 1.2.0 prefers one.
     let needing = |version: &str, gpu: &str| {
@@ -107,21 +112,67 @@ async fn a_gpu_plugin_runs_on_the_gpu_pool_falls_back_to_the_cpu_or_gets_503() {
     assert_eq!(answered_by(&stack, "cpu").await, 3);
     assert_eq!(gpu_pool_state(&stack).await, "up");
 
-    // It goes away: back to the fallback and the 503.
+    // It goes away: back to the fallback and the 503 (whether the probe
+    // or a call finds it gone first; the next test takes the second way).
     gpu.stop().await;
-    // What prefers a GPU falls back at once, even before the probe notices
-    // (the call never reached the GPU pool, so it did not run twice).
     answers(&dispatch("1.2.0").await);
     let reply = dispatch("1.1.0").await;
     assert_eq!(code(&reply), "GPU_UNAVAILABLE", "{}", reply.body);
     assert_eq!(answered_by(&stack, "cpu").await, 4);
+    assert_eq!(answered_by(&stack, "gpu").await, 3);
     assert_eq!(gpu_pool_state(&stack).await, "down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_gpu_pool_never_received_runs_on_the_cpu_pool_once() {
+    // The GPU pool runs from the start, and the probe does not look again
+    // within the test: only the failed call can find the pool gone.
+    let (mut stack, _) = Stack::start_with_gpu_pool(3_600_000, true).await;
+    let toml = SUPPORT_INTENT.manifest_text().unwrap().unwrap();
+    for (version, gpu) in [("1.2.0", "preferred"), ("1.1.0", "required")] {
+        let toml = toml
+            .replace(
+                "version = \"1.0.0\"\ndescription",
+                &format!("version = \"{version}\"\ndescription"),
+            )
+            .replace("[inference]\n", &format!("[inference]\ngpu = \"{gpu}\"\n"));
+        stack.publish_approved(SUPPORT_INTENT, &toml).await;
+    }
+    let gpu = stack.gpu_axon.take().unwrap();
+    let dispatch = |version: &str| {
+        let body = json!({ "plugin": "support-intent", "version": version, "intent": "classify", "input": { "message": "where is my parcel" } });
+        let stack = &stack;
+        async move { stack.dispatch(body).await }
+    };
+    let up = eventually(Duration::from_secs(10), || async {
+        gpu_pool_state(&stack).await == "up"
+    })
+    .await;
+    assert!(up, "the first probe did not find the GPU pool up");
+    let reply = dispatch("1.2.0").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(answered_by(&stack, "gpu").await, 1);
+
+    gpu.stop().await;
+    // Refused at the GPU pool's address, then answered by the CPU pool:
+    // once, and not retried on the GPU pool first.
+    let reply = dispatch("1.2.0").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["output"]["intent"], "shipping", "{}", reply.body);
+    assert_eq!(calls(&stack, "gpu", "unreachable").await, 1);
+    assert_eq!(answered_by(&stack, "gpu").await, 1);
+    assert_eq!(answered_by(&stack, "cpu").await, 1);
+    // That call marked the pool down: what requires it is refused at once.
+    assert_eq!(gpu_pool_state(&stack).await, "down");
+    let reply = dispatch("1.1.0").await;
+    assert_eq!(code(&reply), "GPU_UNAVAILABLE", "{}", reply.body);
+    assert_eq!(calls(&stack, "gpu", "unreachable").await, 1);
 }
 
 #[tokio::test]
 async fn the_cpu_pool_refuses_a_version_that_requires_a_gpu() {
     // Axon itself, called directly (not through Orbit's routing).
-    let (stack, _) = Stack::start_with_gpu_pool().await;
+    let (stack, _) = Stack::start_with_gpu_pool(1000, false).await;
     let toml = SUPPORT_INTENT
         .manifest_text()
         .unwrap()

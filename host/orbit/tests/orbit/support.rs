@@ -52,6 +52,8 @@ pub struct Stack {
     /// Orbit's own key (the only one Axon accepts).
     pub orbit_key: SigningKey,
     pub axon: Option<Server>,
+    /// The GPU pool's Axon, when the stack started one.
+    pub gpu_axon: Option<Server>,
     /// Orbit; `stop` it to shut it down cleanly (the audit log is closed).
     pub orbit: Option<Server>,
 }
@@ -122,13 +124,15 @@ pub fn serve_inference(config: &mut axon::AxonConfig) {
     config.models = Some(config.data_dir.join("models"));
 }
 
-/// Starts the GPU pool's Axon at `addr`: inference, on a simulated GPU.
+/// Makes `config` a GPU pool's Axon: inference, on a simulated GPU.
+fn simulated_gpu(config: &mut axon::AxonConfig) {
+    serve_inference(config);
+    config.accelerator = axon::inference::Accelerator::SimulatedCuda;
+}
+
+/// Starts the GPU pool's Axon at `addr`.
 pub async fn start_gpu_axon(stack: &Stack, addr: SocketAddr) -> Server {
-    let simulated = |c: &mut axon::AxonConfig| {
-        serve_inference(c);
-        c.accelerator = axon::inference::Accelerator::SimulatedCuda;
-    };
-    start_axon_with(&stack.data_dir, &stack.source, addr, simulated)
+    start_axon_with(&stack.data_dir, &stack.source, addr, simulated_gpu)
         .await
         .0
 }
@@ -174,14 +178,17 @@ impl Stack {
         let source = PluginSource::local(&dir.path().join("plugins"))
             .await
             .unwrap();
-        Self::start_on(dir, source, None, adjust, false).await
+        Self::start_on(dir, source, None, adjust, false, None).await
     }
 
     /// A stack whose Axon serves inference (the support-intent model is in
     /// `<data>/models`), and whose Orbit has a GPU pool at the address
-    /// returned, where nothing runs yet: start one there with
-    /// [`start_gpu_axon`].
-    pub async fn start_with_gpu_pool() -> (Self, SocketAddr) {
+    /// returned, probed every `probe_ms`. With `gpu_first`, the GPU pool's
+    /// Axon starts before Orbit (in `gpu_axon`); otherwise nothing runs
+    /// there yet: start one with [`start_gpu_axon`].
+    pub async fn start_with_gpu_pool(probe_ms: u64, gpu_first: bool) -> (Self, SocketAddr) {
+        // A free port, for an Axon that may start later (loopback; nothing
+        // else here takes ports).
         let gpu_addr = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -190,9 +197,13 @@ impl Stack {
         let source = PluginSource::local(&dir.path().join("plugins"))
             .await
             .unwrap();
-        let adjust = |c: &mut OrbitConfig| c.gpu_axon_url = Some(format!("http://{gpu_addr}"));
+        let adjust = |c: &mut OrbitConfig| {
+            c.gpu_axon_url = Some(format!("http://{gpu_addr}"));
+            c.gpu_probe_ms = probe_ms;
+        };
+        let gpu = gpu_first.then_some(gpu_addr);
         (
-            Self::start_on(dir, source, None, adjust, true).await,
+            Self::start_on(dir, source, None, adjust, true, gpu).await,
             gpu_addr,
         )
     }
@@ -207,6 +218,7 @@ impl Stack {
             Some(moto),
             |_| {},
             false,
+            None,
         )
         .await
     }
@@ -217,6 +229,7 @@ impl Stack {
         moto: Option<Moto>,
         adjust: impl FnOnce(&mut OrbitConfig),
         inference: bool,
+        gpu_first: Option<SocketAddr>,
     ) -> Self {
         let data_dir = dir.path().to_owned();
         let keyring = LocalKeyring::open(&data_dir.join("keys.json")).unwrap();
@@ -278,6 +291,14 @@ impl Stack {
             })
             .await;
         let axon_url = format!("http://{axon_addr}");
+        let gpu_axon = match gpu_first {
+            Some(addr) => Some(
+                start_axon_with(&data_dir, &source, addr, simulated_gpu)
+                    .await
+                    .0,
+            ),
+            None => None,
+        };
         let mut config = OrbitConfig::local(
             data_dir.clone(),
             "127.0.0.1:0".parse().unwrap(),
@@ -334,6 +355,7 @@ impl Stack {
             axon_addr,
             axon_url,
             axon: Some(axon),
+            gpu_axon,
             orbit: Some(Server {
                 stop: Some(stop),
                 task,

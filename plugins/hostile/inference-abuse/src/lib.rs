@@ -6,6 +6,7 @@
 //! - `{"input": "name"}` names the input tensor otherwise than `features`;
 //! - `{"hoard": N}` creates N tensors of `rows` rows and keeps them all,
 //!   without running the model (host memory, if the host let it);
+//! - `{"rank": N}` creates one tensor of N dimensions (of 1);
 //! - `"keep_going": true` ignores each failure and answers anyway, so the
 //!   host, not the plugin, must report what went wrong.
 //!
@@ -31,6 +32,8 @@ struct Input {
     #[serde(default)]
     hoard: u32,
     #[serde(default)]
+    rank: usize,
+    #[serde(default)]
     keep_going: bool,
 }
 
@@ -51,6 +54,11 @@ struct InferenceAbuse;
 impl Plugin for InferenceAbuse {
     fn reason(request: Request) -> Result<Response, Error> {
         let input: Input = request.input()?;
+        if input.rank > 0 {
+            let tensor =
+                tensor::Tensor::new(&vec![1; input.rank], tensor::TensorType::Fp32, &[0; 4]);
+            return Response::json(&serde_json::json!({ "rank": tensor.dimensions().len() }));
+        }
         if input.hoard > 0 {
             let values = vec![0u8; input.rows as usize * WIDTH * 4];
             let dimensions = [input.rows, WIDTH as u32];
