@@ -20,6 +20,14 @@ fn accelerator() -> axon::inference::Accelerator {
     axon::inference::Accelerator::from_str(&name, true).unwrap()
 }
 
+/// Sends `input` to the abuse plugin: the request must fail with
+/// `PLUGIN_RESOURCE_LIMIT`, saying `says`.
+async fn assert_limit(axon: &TestAxon, input: Value, says: &str) {
+    let reply = axon.reason("inference-abuse", input).await;
+    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
+    assert!(reply.message().contains(says), "{}", reply.message());
+}
+
 /// Axon with inference on, its model directory empty.
 async fn axon_with_inference() -> (TestAxon, TempDir) {
     axon_with_inference_and(|_| {}).await
@@ -220,45 +228,17 @@ async fn hostile_inference_gets_its_limit_code_while_others_answer() {
 
     // A batch past the model's `max_batch`, even when the plugin ignores the error.
     for keep_going in [false, true] {
-        let reply = axon
-            .reason(
-                "inference-abuse",
-                json!({ "rows": 65, "keep_going": keep_going }),
-            )
-            .await;
-        assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
-        assert!(
-            reply.message().contains("takes at most 64"),
-            "{}",
-            reply.message()
-        );
+        let input = json!({ "rows": 65, "keep_going": keep_going });
+        assert_limit(&axon, input, "takes at most 64").await;
     }
     // Inference in a loop: the 17th call is refused and decides the request.
-    let reply = axon
-        .reason(
-            "inference-abuse",
-            json!({ "calls": 1000, "keep_going": true }),
-        )
-        .await;
-    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
-    assert!(
-        reply.message().contains("more than 16 inference calls"),
-        "{}",
-        reply.message()
-    );
+    let input = json!({ "calls": 1000, "keep_going": true });
+    assert_limit(&axon, input, "more than 16 inference calls").await;
     // Tensors held in host memory: no more bytes than 16 calls of 4 MiB
     // could pass (256 KiB each here), even when none is run.
-    let reply = axon
-        .reason("inference-abuse", json!({ "hoard": 1000, "rows": 64 }))
-        .await;
-    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
-    assert!(
-        reply
-            .message()
-            .contains("bytes of inference tensors in one request; the limit is 67108864"),
-        "{}",
-        reply.message()
-    );
+    let input = json!({ "hoard": 1000, "rows": 64 });
+    let says = "bytes of inference tensors in one request; the limit is 67108864";
+    assert_limit(&axon, input, says).await;
     let reply = axon
         .reason("inference-abuse", json!({ "hoard": 255, "rows": 64 }))
         .await;
@@ -267,43 +247,14 @@ async fn hostile_inference_gets_its_limit_code_while_others_answer() {
     // Tensors whose dimensions, not data, are the bulk.
     let reply = axon.reason("inference-abuse", json!({ "rank": 8 })).await;
     assert_eq!(reply.body["output"]["rank"], 8, "{}", reply.body);
-    let reply = axon
-        .reason("inference-abuse", json!({ "rank": 1_000_000 }))
-        .await;
-    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
-    assert!(
-        reply
-            .message()
-            .contains("tensors have at most 8 dimensions"),
-        "{}",
-        reply.message()
-    );
+    let input = json!({ "rank": 1_000_000 });
+    assert_limit(&axon, input, "tensors have at most 8 dimensions").await;
     // Calls whose inputs do not fit count as calls too.
-    let reply = axon
-        .reason(
-            "inference-abuse",
-            json!({ "input": "pixels", "calls": 1000, "keep_going": true }),
-        )
-        .await;
-    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
-    assert!(
-        reply.message().contains("more than 16 inference calls"),
-        "{}",
-        reply.message()
-    );
+    let input = json!({ "input": "pixels", "calls": 1000, "keep_going": true });
+    assert_limit(&axon, input, "more than 16 inference calls").await;
     // A name too long to be a model's is not kept in an error.
-    let reply = axon
-        .reason(
-            "inference-abuse",
-            json!({ "model": "m".repeat(4096), "keep_going": true }),
-        )
-        .await;
-    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
-    assert!(
-        reply.message().contains("model names are at most 128"),
-        "{}",
-        reply.message()
-    );
+    let input = json!({ "model": "m".repeat(4096), "keep_going": true });
+    assert_limit(&axon, input, "model names are at most 128").await;
     // A model it was not granted is not there to load.
     let reply = axon
         .reason("inference-abuse", json!({ "model": "triage" }))
@@ -334,17 +285,9 @@ async fn bounds_on_input_bytes_and_calls_at_once_hold() {
         .await;
     let reply = axon.reason("inference-abuse", json!({ "rows": 4 })).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let reply = axon
-        .reason("inference-abuse", json!({ "rows": 8, "keep_going": true }))
-        .await;
-    assert_eq!(reply.code(), "PLUGIN_RESOURCE_LIMIT", "{}", reply.body);
-    assert!(
-        reply
-            .message()
-            .contains("32768 bytes of input to one inference call; the limit is 16384"),
-        "{}",
-        reply.message()
-    );
+    let input = json!({ "rows": 8, "keep_going": true });
+    let says = "32768 bytes of input to one inference call; the limit is 16384";
+    assert_limit(&axon, input, says).await;
     // An input the model does not have is the plugin's error, not a limit.
     let reply = axon
         .reason("inference-abuse", json!({ "input": "pixels" }))

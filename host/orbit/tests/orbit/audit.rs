@@ -135,12 +135,7 @@ async fn a_dispatch_whose_decision_cannot_be_recorded_is_refused_and_never_runs(
         .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(ready.text().await.unwrap().contains("audit failing"));
-    let metrics = reqwest::get(format!("{}/metrics", stack.orbit_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics().await;
     assert!(
         metrics.contains("orbit_audit_failures_total 2"),
         "{metrics}"

@@ -18,12 +18,7 @@ async fn answered_by(stack: &Stack, pool: &str) -> u64 {
 
 /// `orbit_axon_calls_total` of `pool` with `outcome`.
 async fn calls(stack: &Stack, pool: &str, outcome: &str) -> u64 {
-    let metrics = reqwest::get(format!("{}/metrics", stack.orbit_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics().await;
     let series = format!(r#"orbit_axon_calls_total{{pool="{pool}",outcome="{outcome}"}} "#);
     metrics
         .lines()

@@ -40,12 +40,7 @@ async fn while_axon_is_down_orbit_answers_503_then_recovers_by_itself() {
         "{}",
         reply.body
     );
-    let metrics = reqwest::get(format!("{}/metrics", stack.orbit_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = stack.metrics().await;
     assert!(
         metrics.contains(r#"orbit_axon_breaker_state{pool="cpu"} 2"#),
         "{metrics}"

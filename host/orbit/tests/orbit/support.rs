@@ -494,6 +494,16 @@ impl Stack {
 }
 
 impl Stack {
+    /// Orbit's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.orbit_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The audit file of this stack's Orbit.
     pub fn audit_path(&self) -> PathBuf {
         self.data_dir.join("audit").join("decisions.jsonl")
