@@ -171,6 +171,43 @@ fn main() {
             );
         }
     }
+    batching(&BENCH_MEDIUM_MODEL, accelerator == Accelerator::Cuda);
+}
+
+/// Whether batching would pay: native time per row of `model` at batch 1,
+/// 4, 16 and 64, the sizes alternating in blocks. Batching concurrent
+/// requests' calls into one could save at most the difference.
+fn batching(model: &TrainedModel, cuda: bool) {
+    const BATCHES: [usize; 4] = [1, 4, 16, 64];
+    let bytes = model.bytes().expect("the model builds");
+    let mut session = native_session(&bytes, cuda);
+    let mut per_row: Vec<Vec<u64>> = vec![Vec::new(); BATCHES.len()];
+    for block in 0..=BLOCKS {
+        for (i, &batch) in BATCHES.iter().enumerate() {
+            let values = vec![0.01f32; batch * WIDTH];
+            for call in 0..BLOCK / 2 {
+                let tensor = Tensor::from_array((vec![batch as i64, WIDTH as i64], values.clone()))
+                    .expect("tensor");
+                let started = Instant::now();
+                let outputs = session.run(ort::inputs![tensor]).expect("native run");
+                let elapsed = started.elapsed().as_nanos() as u64;
+                drop(outputs);
+                if block > 0 && call >= WARM_UP {
+                    per_row[i].push(elapsed / batch as u64);
+                }
+            }
+        }
+    }
+    println!("batching, native: {} per row, by batch size", model.name);
+    let (one, _) = percentiles(&mut per_row[0]);
+    for (i, batch) in BATCHES.iter().enumerate() {
+        let (p50, _) = percentiles(&mut per_row[i]);
+        println!(
+            "  batch {batch:>2}: p50 {:>8.1} us per row | {:.3}x batch 1",
+            p50 / 1e3,
+            p50 / one
+        );
+    }
 }
 
 /// A native session on `bytes`, on CUDA (failing if it cannot) or the CPU.
