@@ -562,7 +562,7 @@ fn several_memories(main_pages: u32, extra_pages: &[u32]) -> Vec<u8> {
         r#"(module
             (memory (export "memory") {main_pages})
             (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) i32.const 8)
-            (func (export "agent:reasoning/reasoner@1.0.0#reason")
+            (func (export "agent:reasoning/reasoner@1.1.0#reason")
                 (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
                 unreachable))"#
     ))

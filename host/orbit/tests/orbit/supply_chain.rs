@@ -414,7 +414,7 @@ async fn a_python_plugin_is_published_aliased_and_dispatched_like_the_rust_ones(
         .await
         .unwrap()
         .manifest;
-    assert_eq!(m.world, "agent:reasoning/reasoning-plugin@1.0.0");
+    assert_eq!(m.world, "agent:reasoning/reasoning-plugin@1.1.0");
     let registry = &**source.registry();
     admin::set_labels(
         registry,
