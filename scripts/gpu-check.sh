@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU path, on a machine with an NVIDIA GPU (CI has none, and every
 # other test passes without one). It sets up the `onnxruntime-gpu` wheel
-# and its CUDA 12 and cuDNN 9 wheels in .venv-gpu (nothing else is
-# downloaded), then with Axon's models on ONNX Runtime's CUDA execution
+# and its CUDA 12 and cuDNN 9 wheels in .venv-gpu (and .venv and the wasm
+# target, as ./scripts/test.sh does), then with Axon's models on ONNX Runtime's CUDA execution
 # provider (`--accelerator cuda`):
 #   1. Axon's inference tests: the sandbox's outputs against native ONNX
 #      Runtime on the same inputs (within 1e-3 on a GPU), a tampered model,
@@ -20,7 +20,7 @@ source scripts/lib.sh
 use_gpu_python || exit 2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 ensure_wasm_target
-ensure_test_python # trains the models
+ensure_test_python # the Python the tests train the models with
 export AGENT_RUNTIME_ACCELERATOR=cuda
 
 echo "==> Axon's inference tests on the GPU" >&2

@@ -11,10 +11,14 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_wasm_target
 ensure_test_python
+# `--gpu` goes on to `agentctl up` only with the GPU library set up.
+args=()
 for arg in "$@"; do
-    if [ "$arg" = --gpu ]; then
-        use_gpu_python || echo "running the CPU pool only" >&2
+    if [ "$arg" = --gpu ] && ! use_gpu_python; then
+        echo "running the CPU pool only" >&2
+        continue
     fi
+    args+=("$arg")
 done
 echo "==> building (the first build takes several minutes)" >&2
-exec cargo run --quiet -p agentctl -- up "$@"
+exec cargo run --quiet -p agentctl -- up ${args[@]+"${args[@]}"}

@@ -144,12 +144,13 @@ pub const INFERENCE: &str = "inference";
 pub const CAPABILITIES: &[&str] = &[INFERENCE];
 
 /// Whether a plugin's inference needs a GPU, as its publisher declares it.
-/// Governance policies read it; Axon runs every model on the CPU for now
-/// (routing to a GPU pool is still to come).
+/// Governance policies read it, and Orbit routes by it: `Required` to the
+/// GPU pool (or `GPU_UNAVAILABLE`), `Preferred` there while it is up, `None`
+/// to the CPU pool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GpuNeed {
-    /// CPU only (the default).
+    /// The CPU pool (the default).
     #[default]
     None,
     /// Faster on a GPU, correct on a CPU.

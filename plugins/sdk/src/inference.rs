@@ -12,7 +12,9 @@
 //! gives it the version its manifest pins, verified against its signed
 //! manifest. Every call is bounded by the host: past the input size, the
 //! model's batch or the calls per request, the request fails with
-//! `PLUGIN_RESOURCE_LIMIT`, whatever the plugin does with the error it sees;
+//! `PLUGIN_RESOURCE_LIMIT`, whatever the plugin does with the error it sees
+//! (and so past the bytes of tensors a request may create, or 8 dimensions
+//! in a tensor, where creating the tensor traps);
 //! a model at its limit of calls at once fails it with `503 OVERLOADED`
 //! (retry).
 //!

@@ -63,8 +63,9 @@ impl CallBudget {
     /// data. wasi-nn keeps it in host memory, outside the plugin's memory
     /// limit, until a call takes it or the plugin drops it; so a request
     /// may create no more bytes of tensors (dimensions and a fixed cost per
-    /// tensor included) than all its calls could pass, and no tensor of a
-    /// rank a model could not take.
+    /// tensor included) than all its calls could pass, plus
+    /// [`TENSOR_BOOKKEEPING_BYTES`], and no tensor of a rank a model could
+    /// not take.
     pub fn create_tensor(&self, rank: usize, bytes: usize) -> Result<(), String> {
         let limits = &self.limits;
         if rank > MAX_TENSOR_RANK {
@@ -74,8 +75,9 @@ impl CallBudget {
             self.record(Outcome::LimitBroken(message.clone()));
             return Err(message);
         }
-        let allowed =
-            (limits.max_input_bytes as u64).saturating_mul(u64::from(limits.max_calls_per_request));
+        let allowed = (limits.max_input_bytes as u64)
+            .saturating_mul(u64::from(limits.max_calls_per_request))
+            .saturating_add(TENSOR_BOOKKEEPING_BYTES);
         let counted = (bytes as u64).saturating_add(4 * rank as u64 + TENSOR_OVERHEAD_BYTES);
         let total = self
             .tensor_bytes
@@ -85,7 +87,7 @@ impl CallBudget {
             return Ok(());
         }
         let message = format!(
-            "created {total} bytes of inference tensors in one request; the limit is {allowed} ({} calls of {} bytes)",
+            "created {total} bytes of inference tensors in one request; the limit is {allowed} ({} calls of {} bytes, and 64 KiB)",
             limits.max_calls_per_request, limits.max_input_bytes
         );
         self.record(Outcome::LimitBroken(message.clone()));
@@ -118,6 +120,9 @@ pub const MAX_TENSOR_RANK: usize = 8;
 /// What a tensor costs besides its data and dimensions, counted against the
 /// budget, so that a flood of empty tensors is bounded too.
 const TENSOR_OVERHEAD_BYTES: u64 = 64;
+/// Room in the budget for the dimensions and fixed costs of the tensors a
+/// request that uses every byte of every call needs.
+pub const TENSOR_BOOKKEEPING_BYTES: u64 = 64 * 1024;
 
 fn error(message: String) -> BackendError {
     BackendError::BackendAccess(wasmtime::format_err!("{message}"))

@@ -237,7 +237,7 @@ async fn hostile_inference_gets_its_limit_code_while_others_answer() {
     // Tensors held in host memory: no more bytes than 16 calls of 4 MiB
     // could pass (256 KiB each here), even when none is run.
     let input = json!({ "hoard": 1000, "rows": 64 });
-    let says = "bytes of inference tensors in one request; the limit is 67108864";
+    let says = "bytes of inference tensors in one request; the limit is 67174400";
     assert_limit(&axon, input, says).await;
     let reply = axon
         .reason("inference-abuse", json!({ "hoard": 255, "rows": 64 }))
