@@ -7,17 +7,27 @@
 #   1. Axon's inference tests: the sandbox's outputs against native ONNX
 #      Runtime on the same inputs (within 1e-3 on a GPU), a tampered model,
 #      the capability, and every bound against the hostile plugin;
-#   2. the inference benchmark (release build): sandbox against native on
-#      the GPU, and GPU against CPU, per call, in one run.
+#   2. the inference benchmark (release build), in one run: sandbox
+#      against native on the GPU, GPU against CPU per call and under
+#      concurrency, and native batching on the GPU.
 # Copy the figures into docs/performance.md ("Inference on a GPU").
 #
 #   ./scripts/gpu-check.sh            # both
 #   ./scripts/gpu-check.sh tests      # only 1
+#
+# With AGENT_RUNTIME_ONNXRUNTIME set, it uses that library (its CUDA
+# libraries on LD_LIBRARY_PATH) and sets up no .venv-gpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-use_gpu_python || exit 2
+if [ -n "${AGENT_RUNTIME_ONNXRUNTIME:-}" ]; then
+    # A GPU build of ONNX Runtime of your own (e.g. onnxruntime-gpu 1.30
+    # for CUDA 13), its CUDA libraries already on LD_LIBRARY_PATH.
+    echo "==> using $AGENT_RUNTIME_ONNXRUNTIME" >&2
+else
+    use_gpu_python || exit 2
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 ensure_wasm_target
 ensure_test_python # the Python the tests train the models with

@@ -27,6 +27,11 @@
 //! With `AGENT_RUNTIME_ACCELERATOR=cuda` (scripts/gpu-check.sh, on a machine
 //! with a GPU) both sides run on CUDA, and a third, native on the CPU with
 //! the same library, alternates with them: it prints GPU against CPU too.
+//!
+//! Then `bench-medium` under concurrency (1, 4 and 16 requests in flight,
+//! through the sandbox: requests per second and latency; on a GPU, the GPU
+//! and the CPU in one run), and native batching (time per row at batch 1
+//! to 64).
 
 #![allow(clippy::expect_used)] // a benchmark fails loudly
 
@@ -83,7 +88,7 @@ fn main() {
     let sandbox = Sandbox::new(&SandboxConfig {
         pool_size: 16,
         inference: Some(InferenceConfig {
-            onnxruntime: library,
+            onnxruntime: library.clone(),
             models_dir: models.path().to_owned(),
             limits: InferenceLimits::default(),
             accelerator,
@@ -171,7 +176,117 @@ fn main() {
             );
         }
     }
+    let mut sides = vec![accelerator];
+    if accelerator.is_gpu() {
+        sides.push(Accelerator::Cpu);
+    }
+    concurrency(&library, models.path(), &trust, &sides);
     batching(&BENCH_MEDIUM_MODEL, accelerator == Accelerator::Cuda);
+}
+
+/// Requests in flight at once, each one `bench-medium` call through the
+/// sandbox: throughput and latency per request, on each accelerator of the
+/// run (on a GPU, the GPU and then the CPU at each level, three rounds).
+/// The runtime has a worker per core, as Axon's does.
+fn concurrency(library: &Path, models: &Path, trust: &Trust, sides: &[Accelerator]) {
+    const IN_FLIGHT: [usize; 3] = [1, 4, 16];
+    const REQUESTS: usize = 320;
+    const ROUNDS: usize = 3;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sandboxes: Vec<_> = sides
+        .iter()
+        .map(|&accelerator| {
+            let sandbox = Sandbox::new(&SandboxConfig {
+                pool_size: 64,
+                inference: Some(InferenceConfig {
+                    onnxruntime: library.to_owned(),
+                    models_dir: models.to_owned(),
+                    limits: InferenceLimits {
+                        // Every request in flight may call at once.
+                        max_concurrent_per_model: 16,
+                        ..InferenceLimits::default()
+                    },
+                    accelerator,
+                }),
+                ..SandboxConfig::default()
+            })
+            .expect("sandbox");
+            let plugin = prepare(&sandbox, trust, BENCH_MEDIUM_MODEL.name);
+            (accelerator, Arc::new(sandbox), Arc::new(plugin))
+        })
+        .collect();
+    let input: Arc<str> = Arc::from(format!(
+        r#"{{"model":"{}","rows":1,"calls":1}}"#,
+        BENCH_MEDIUM_MODEL.name
+    ));
+    println!(
+        "concurrency: {} through the sandbox, {REQUESTS} requests per round, {ROUNDS} rounds, {workers} worker threads",
+        BENCH_MEDIUM_MODEL.name
+    );
+    for in_flight in IN_FLIGHT {
+        let mut results = Vec::new();
+        for (accelerator, sandbox, plugin) in &sandboxes {
+            let mut latencies = Vec::new();
+            let mut rates = Vec::new();
+            // One round more, first, to warm up; not counted.
+            for round in 0..=ROUNDS {
+                let started = Instant::now();
+                let tasks: Vec<_> = (0..in_flight)
+                    .map(|_| {
+                        let (sandbox, plugin, input) =
+                            (Arc::clone(sandbox), Arc::clone(plugin), Arc::clone(&input));
+                        runtime.spawn(async move {
+                            let mut took = Vec::with_capacity(REQUESTS / in_flight);
+                            for _ in 0..REQUESTS / in_flight {
+                                let started = Instant::now();
+                                let answer = sandbox
+                                    .run(&plugin, invocation(&input))
+                                    .await
+                                    .expect("the plugin answers");
+                                assert_eq!(answer.stats.inference_calls, 1);
+                                took.push(started.elapsed().as_nanos() as u64);
+                            }
+                            took
+                        })
+                    })
+                    .collect();
+                let took: Vec<u64> = runtime.block_on(async {
+                    let mut all = Vec::new();
+                    for task in tasks {
+                        all.extend(task.await.expect("a request task"));
+                    }
+                    all
+                });
+                let rate = took.len() as f64 / started.elapsed().as_secs_f64();
+                if round > 0 {
+                    latencies.extend(took);
+                    rates.push(rate);
+                }
+            }
+            rates.sort_by(f64::total_cmp);
+            let (p50, p99) = percentiles(&mut latencies);
+            let rate = rates[rates.len() / 2];
+            println!(
+                "  {in_flight:>2} in flight on {:<4}: {:>8.0} requests/s (median round) | p50 {:>8.1} us  p99 {:>8.1} us",
+                accelerator.as_str(),
+                rate,
+                p50 / 1e3,
+                p99 / 1e3
+            );
+            results.push(rate);
+        }
+        if let [gpu, cpu] = results[..] {
+            println!(
+                "  {in_flight:>2} in flight: GPU/CPU throughput {:.2}x",
+                gpu / cpu
+            );
+        }
+    }
 }
 
 /// Whether batching would pay: native time per row of `model` at batch 1,
