@@ -7,8 +7,10 @@
 //! catalog            version#<name>#<version>    a signed manifest, labels, revoked
 //! catalog            alias#<plugin>#<alias>      target, previous, `revision`
 //! catalog            route#<intent>              plugin, alias, `revision`
+//! models             <name>#<version>            a signed model manifest
 //! history#<plugin>   <generation, 20 digits>     who, when, what, from, to
 //! history##routes    <generation, 20 digits>     the same, for the intent table
+//! history#model#<n>  <generation, 20 digits>     the same, for a model
 //! ```
 //!
 //! Every write is one `TransactWriteItems`: its own condition (the version is
@@ -39,8 +41,8 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
 };
 use plugin_store::registry::{
-    ROUTES_SUBJECT, Route, RouteChange, StoredAlias, StoredVersion, check_intent, refusal,
-    timestamp_now, to_json,
+    ROUTES_SUBJECT, Route, RouteChange, StoredAlias, StoredVersion, check_intent, model_subject,
+    refusal, timestamp_now, to_json,
 };
 use plugin_store::{
     Alias, AliasMove, Envelope, HistoryEntry, PluginName, Registered, Registry, Snapshot,
@@ -51,6 +53,9 @@ use crate::backend;
 use crate::item::{BadAttribute, Fields, Item, n, s};
 
 const CATALOG: &str = "catalog";
+/// Models are apart from the catalog: Axon reads one when a plugin version
+/// that pins it loads, never as part of a snapshot.
+const MODELS: &str = "models";
 const GENERATION: &str = "generation";
 const TRUST: &str = "trust";
 
@@ -72,6 +77,10 @@ pub struct DynamoRegistry {
 
 fn version_key(name: &str, version: &str) -> Item {
     key(CATALOG, &format!("version#{name}#{version}"))
+}
+
+fn model_key(name: &str, version: &str) -> Item {
+    key(MODELS, &format!("{name}#{version}"))
 }
 
 fn alias_key(plugin: &str, alias: &str) -> Item {
@@ -112,8 +121,8 @@ fn stored_version(item: &Item) -> Result<StoredVersion, StoreError> {
     })
 }
 
-fn version_item(stored: &StoredVersion) -> Item {
-    let mut item = version_key(&stored.name, &stored.version);
+/// `stored` under `key` (a model's labels and revoked flag stay as new).
+fn record_item(mut item: Item, stored: &StoredVersion) -> Item {
     item.extend([
         ("name".to_owned(), s(&stored.name)),
         ("version".to_owned(), s(&stored.version)),
@@ -502,6 +511,53 @@ impl DynamoRegistry {
             .collect()
     }
 
+    /// Puts `record` under `key` unless that item exists: the same digest
+    /// again is unchanged, another is refused (versions are immutable). The
+    /// history of `subject` records it.
+    async fn insert_record(
+        &self,
+        kind: &'static str,
+        key: Item,
+        subject: String,
+        record: &VersionRecord,
+    ) -> Result<Registered, StoreError> {
+        let stored = StoredVersion::of(record);
+        let write = self.put(
+            record_item(key.clone(), &stored),
+            "attribute_not_exists(pk)",
+            Item::new(),
+        )?;
+        let change = Change {
+            partition: history_partition(&subject),
+            actor: &record.published_by,
+            action: "publish".to_owned(),
+            from: None,
+            to: Some(format!("{} {}", record.version, record.digest)),
+        };
+        let existing = match self.write(write, change).await {
+            Ok(()) => return Ok(Registered::New),
+            Err(Refused::Error(error)) => return Err(error),
+            // The version exists: immutable, so reading it now is safe.
+            Err(Refused::Condition(Some(item))) => item,
+            Err(Refused::Condition(None)) => self.get(key).await?.ok_or_else(|| {
+                StoreError::Conflict(format!(
+                    "{kind} `{}@{}` was refused as present, and is absent: try again",
+                    record.name, record.version
+                ))
+            })?,
+        };
+        let existing = stored_version(&existing)?.into_entry()?;
+        if existing.record.digest == record.digest {
+            Ok(Registered::Unchanged(Box::new(existing.record)))
+        } else {
+            Err(StoreError::AlreadyPublished {
+                kind,
+                name: record.name.to_string(),
+                version: record.version.to_string(),
+            })
+        }
+    }
+
     async fn version_item(&self, name: &PluginName, version: &Version) -> Result<Item, StoreError> {
         self.get(version_key(name.as_str(), &version.to_string()))
             .await?
@@ -516,37 +572,27 @@ fn history_partition(subject: &str) -> String {
 #[async_trait]
 impl Registry for DynamoRegistry {
     async fn register(&self, record: &VersionRecord) -> Result<Registered, StoreError> {
-        let stored = StoredVersion::of(record);
-        let write = self.put(
-            version_item(&stored),
-            "attribute_not_exists(pk)",
-            Item::new(),
-        )?;
-        let change = Change {
-            partition: history_partition(record.name.as_str()),
-            actor: &record.published_by,
-            action: "publish".to_owned(),
-            from: None,
-            to: Some(format!("{} {}", record.version, record.digest)),
-        };
-        let existing = match self.write(write, change).await {
-            Ok(()) => return Ok(Registered::New),
-            Err(Refused::Error(error)) => return Err(error),
-            // The version exists: immutable, so reading it now is safe.
-            Err(Refused::Condition(Some(item))) => item,
-            Err(Refused::Condition(None)) => {
-                self.version_item(&record.name, &record.version).await?
-            }
-        };
-        let existing = stored_version(&existing)?.into_entry()?;
-        if existing.record.digest == record.digest {
-            Ok(Registered::Unchanged(Box::new(existing.record)))
-        } else {
-            Err(StoreError::AlreadyPublished {
-                name: record.name.to_string(),
-                version: record.version.to_string(),
-            })
-        }
+        let key = version_key(record.name.as_str(), &record.version.to_string());
+        self.insert_record("plugin", key, record.name.to_string(), record)
+            .await
+    }
+
+    async fn register_model(&self, record: &VersionRecord) -> Result<Registered, StoreError> {
+        let key = model_key(record.name.as_str(), &record.version.to_string());
+        self.insert_record("model", key, model_subject(&record.name), record)
+            .await
+    }
+
+    async fn model(
+        &self,
+        name: &PluginName,
+        version: &Version,
+    ) -> Result<VersionRecord, StoreError> {
+        let item = self
+            .get(model_key(name.as_str(), &version.to_string()))
+            .await?
+            .ok_or_else(|| refusal::no_model(name, version))?;
+        Ok(stored_version(&item)?.into_entry()?.record)
     }
 
     async fn version(

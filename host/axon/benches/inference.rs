@@ -39,15 +39,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axon::inference::{Accelerator, InferenceConfig, InferenceLimits};
+use axon::inference::{Accelerator, InferenceConfig, InferenceLimits, fetch_model};
 use axon::sandbox::{Invocation, PreparedPlugin, Sandbox, SandboxConfig};
 use clap::ValueEnum as _;
 use ort::execution_providers::{CPUExecutionProvider, CUDAExecutionProvider};
 use ort::session::Session;
 use ort::value::Tensor;
 use plugin_artifacts::{BENCH_MEDIUM_MODEL, INFERENCE_ABUSE, SUPPORT_INTENT_MODEL, TrainedModel};
-use plugin_store::model::{ModelSpec, add_to_dir};
-use plugin_store::{KeyPair, PluginManifest, PublishSpec, Trust, TrustList, admin};
+use plugin_store::model::ModelSpec;
+use plugin_store::{KeyPair, PluginManifest, PluginSource, PublishSpec, Trust, TrustList, admin};
 
 const WIDTH: usize = 1024;
 /// Blocks of calls each side makes, alternating; the first calls of each
@@ -57,7 +57,7 @@ const BLOCK: usize = 50;
 const WARM_UP: usize = 10;
 
 fn main() {
-    let models = tempfile::tempdir().expect("temporary directory");
+    let store = tempfile::tempdir().expect("temporary directory");
     let root = KeyPair::generate().expect("root key");
     let publisher = KeyPair::generate().expect("publisher key");
     let trust = Trust::new(root.public());
@@ -81,6 +81,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let source = runtime
+        .block_on(PluginSource::local(store.path()))
+        .expect("plugin store");
     let library = plugin_artifacts::onnxruntime_library().expect("the onnxruntime wheel");
     let accelerator = std::env::var("AGENT_RUNTIME_ACCELERATOR")
         .map(|name| Accelerator::from_str(&name, true).expect("cpu or cuda"))
@@ -89,7 +92,6 @@ fn main() {
         pool_size: 16,
         inference: Some(InferenceConfig {
             onnxruntime: library.clone(),
-            models_dir: models.path().to_owned(),
             limits: InferenceLimits::default(),
             accelerator,
         }),
@@ -102,8 +104,8 @@ fn main() {
         accelerator.as_str()
     );
     for model in [BENCH_MEDIUM_MODEL, SUPPORT_INTENT_MODEL] {
-        let bytes = add_model(models.path(), &model, &publisher);
-        let plugin = prepare(&sandbox, &trust, model.name);
+        let bytes = publish_model(&runtime, &source, &model, &publisher);
+        let plugin = prepare(&runtime, &sandbox, &source, &trust, model.name);
         let cuda = accelerator == Accelerator::Cuda;
         let mut native = native_session(&bytes, cuda);
         // On a GPU, native on the CPU too: GPU against CPU in the same run.
@@ -180,7 +182,7 @@ fn main() {
     if accelerator.is_gpu() {
         sides.push(Accelerator::Cpu);
     }
-    concurrency(&library, models.path(), &trust, &sides);
+    concurrency(&library, &source, &trust, &sides);
     batching(&BENCH_MEDIUM_MODEL, accelerator == Accelerator::Cuda);
 }
 
@@ -188,7 +190,7 @@ fn main() {
 /// sandbox: throughput and latency per request, on each accelerator of the
 /// run (on a GPU, the GPU and then the CPU at each level, three rounds).
 /// The runtime has a worker per core, as Axon's does.
-fn concurrency(library: &Path, models: &Path, trust: &Trust, sides: &[Accelerator]) {
+fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, sides: &[Accelerator]) {
     const IN_FLIGHT: [usize; 3] = [1, 4, 16];
     const REQUESTS: usize = 320;
     const ROUNDS: usize = 3;
@@ -205,7 +207,6 @@ fn concurrency(library: &Path, models: &Path, trust: &Trust, sides: &[Accelerato
                 pool_size: 64,
                 inference: Some(InferenceConfig {
                     onnxruntime: library.to_owned(),
-                    models_dir: models.to_owned(),
                     limits: InferenceLimits {
                         // Every request in flight may call at once.
                         max_concurrent_per_model: 16,
@@ -216,7 +217,7 @@ fn concurrency(library: &Path, models: &Path, trust: &Trust, sides: &[Accelerato
                 ..SandboxConfig::default()
             })
             .expect("sandbox");
-            let plugin = prepare(&sandbox, trust, BENCH_MEDIUM_MODEL.name);
+            let plugin = prepare(&runtime, &sandbox, source, trust, BENCH_MEDIUM_MODEL.name);
             (accelerator, Arc::new(sandbox), Arc::new(plugin))
         })
         .collect();
@@ -341,17 +342,31 @@ fn native_session(bytes: &[u8], cuda: bool) -> Session {
         .expect("native session")
 }
 
-/// Builds `model` and signs it into `dir`; its bytes.
-fn add_model(dir: &Path, model: &TrainedModel, key: &KeyPair) -> Vec<u8> {
+/// Builds `model` and publishes it to `source`, signed by `key`; its bytes.
+fn publish_model(
+    runtime: &tokio::runtime::Runtime,
+    source: &PluginSource,
+    model: &TrainedModel,
+    key: &KeyPair,
+) -> Vec<u8> {
     let bytes = model.bytes().expect("the model builds");
     let spec = ModelSpec::from_toml(&model.spec_text().expect("model.toml")).expect("model spec");
-    add_to_dir(dir, spec, &bytes, key).expect("model directory");
+    runtime
+        .block_on(source.publish_model(&bytes, spec, key, "bench", &|_| {}))
+        .expect("model published");
     bytes
 }
 
 /// The `inference-abuse` plugin, granted `model` (named after it, so that
-/// each model's plugin is its own version).
-fn prepare(sandbox: &Sandbox, trust: &Trust, model: &str) -> PreparedPlugin {
+/// each model's plugin is its own version), fetched from `source` as Axon
+/// fetches it.
+fn prepare(
+    runtime: &tokio::runtime::Runtime,
+    sandbox: &Sandbox,
+    source: &PluginSource,
+    trust: &Trust,
+    model: &str,
+) -> PreparedPlugin {
     let module = INFERENCE_ABUSE.bytes().expect("plugin artifact");
     let spec = PublishSpec::from_toml(&format!(
         "name = \"bench-{model}\"\nversion = \"1.0.0\"\ncapabilities = [\"inference\"]\n[inference]\nmodels = {{ {model} = \"1.0.0\" }}\n[limits]\ndeadline_ms = 10000"
@@ -360,7 +375,18 @@ fn prepare(sandbox: &Sandbox, trust: &Trust, model: &str) -> PreparedPlugin {
     let world = plugin_store::component::reasoning_world(&module).expect("a reasoning plugin");
     let manifest = PluginManifest::new(spec, &module, world, plugin_store::KeyId::from("bench"));
     let (component, _) = sandbox.compile(&manifest.digest, &module).expect("compile");
-    let grant = sandbox.grant(&manifest, trust).expect("the model loads");
+    let fetched = sandbox
+        .models_to_fetch(&manifest)
+        .into_iter()
+        .map(|(name, version)| {
+            runtime
+                .block_on(fetch_model(source, &name, &version, trust))
+                .expect("the model fetches")
+        })
+        .collect();
+    let grant = sandbox
+        .grant(&manifest, trust, fetched)
+        .expect("the model loads");
     sandbox
         .prepare(&manifest, &component, grant)
         .expect("prepare")

@@ -99,13 +99,11 @@ pub struct AxonConfig {
     pub max_connections_per_client: usize,
     /// libonnxruntime, to serve plugins with the `inference` capability
     /// (e.g. the `onnxruntime` wheel's `capi/libonnxruntime.so.1.22.1`).
-    /// Without it such plugins are refused at load.
-    #[arg(long, env = "AXON_ONNXRUNTIME", requires = "models")]
+    /// Without it such plugins are refused at load. Models come from the
+    /// plugin store (`agentctl model publish`), fetched and verified when a
+    /// plugin version that pins them loads.
+    #[arg(long, env = "AXON_ONNXRUNTIME")]
     pub onnxruntime: Option<PathBuf>,
-    /// The model directory: `<name>/<version>/model.onnx` and its signed
-    /// `manifest.json` (a DSSE envelope a trusted publisher key signed).
-    #[arg(long, env = "AXON_MODELS", requires = "onnxruntime")]
-    pub models: Option<PathBuf>,
     /// Input bytes one inference call may pass, in KiB.
     #[arg(long, default_value_t = 4096)]
     pub max_inference_input_kib: u32,
@@ -151,7 +149,6 @@ impl AxonConfig {
             max_connections: 4_096,
             max_connections_per_client: 4_096,
             onnxruntime: None,
-            models: None,
             max_inference_input_kib: 4096,
             max_inference_calls: 16,
             max_inference_concurrency: 4,
@@ -159,11 +156,10 @@ impl AxonConfig {
         }
     }
 
-    /// Inference, if both the runtime and the model directory are given.
+    /// Inference, if the runtime is given.
     pub fn inference(&self) -> Option<InferenceConfig> {
         Some(InferenceConfig {
             onnxruntime: self.onnxruntime.clone()?,
-            models_dir: self.models.clone()?,
             limits: InferenceLimits {
                 max_input_bytes: self.max_inference_input_kib as usize * 1024,
                 max_calls_per_request: self.max_inference_calls,

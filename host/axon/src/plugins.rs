@@ -27,6 +27,7 @@ use plugin_store::{
 use tokio::sync::OnceCell;
 use wasmtime::component::Component;
 
+use crate::inference::{FetchError, fetch_model};
 use crate::metrics::{AxonMetrics, Outcome, PluginMetrics};
 use crate::sandbox::{Answer, Invocation, PreparedPlugin, RunError, Sandbox};
 
@@ -58,8 +59,8 @@ pub enum LoadError {
     },
     #[error("the plugin store is unavailable: {0}")]
     StoreUnavailable(String),
-    /// A model the version pins cannot be used (missing, untrusted,
-    /// changed): not remembered, so a fixed model directory takes effect.
+    /// A model the version pins cannot be used (not published, untrusted,
+    /// changed): not remembered, so a fixed model takes effect.
     #[error("{0}")]
     Model(String),
 }
@@ -323,12 +324,21 @@ impl PluginHost {
             }
         };
         let grant = {
-            let (sandbox, trust, manifest) = (
-                self.sandbox.clone(),
-                self.watcher.trust().clone(),
-                manifest.clone(),
-            );
-            tokio::task::spawn_blocking(move || sandbox.grant(&manifest, &trust))
+            let trust = self.watcher.trust().clone();
+            let mut fetched = Vec::new();
+            for (model, model_version) in self.sandbox.models_to_fetch(&manifest) {
+                let file = fetch_model(&self.source, &model, &model_version, &trust)
+                    .await
+                    .map_err(|e| match e {
+                        FetchError::Unavailable(e) => LoadError::StoreUnavailable(e),
+                        FetchError::Refused(e) => refused(LoadError::Model(format!(
+                            "plugin `{name}` version `{version}` cannot be loaded: {e}"
+                        ))),
+                    })?;
+                fetched.push(file);
+            }
+            let (sandbox, manifest) = (self.sandbox.clone(), manifest.clone());
+            tokio::task::spawn_blocking(move || sandbox.grant(&manifest, &trust, fetched))
                 .await
                 .map_err(|e| LoadError::StoreUnavailable(format!("loading models stopped: {e}")))?
                 .map_err(|e| {

@@ -63,9 +63,8 @@ enum Command {
     Keys(keys::KeysCommand),
     /// Publish, sign, trust, label, alias, roll back and revoke plugins.
     Plugin(plugin::PluginArgs),
-    /// Sign models into a model directory, for plugins with inference.
-    #[command(subcommand)]
-    Model(model::ModelCommand),
+    /// Publish models, for plugins with inference.
+    Model(model::ModelArgs),
     /// Route intents to plugins, for requests that name no plugin.
     Route(route::RouteArgs),
     /// Validate, test, diff, store, activate and roll back policy sets.
@@ -84,7 +83,7 @@ async fn main() -> ExitCode {
         Command::Mcp(args) => mcp::run(&cli.data_dir, args).await,
         Command::Keys(command) => keys::run(&cli.data_dir, command),
         Command::Plugin(command) => plugin::run(&cli.data_dir, command).await,
-        Command::Model(command) => model::run(&cli.data_dir, command),
+        Command::Model(args) => model::run(&cli.data_dir, args).await,
         Command::Route(command) => route::run(&cli.data_dir, command).await,
         Command::Policy(command) => policy::run(&cli.data_dir, command).await,
         Command::Audit(command) => audit::run(&cli.data_dir, command),

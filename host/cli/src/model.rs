@@ -1,23 +1,34 @@
 //! `agentctl model`: models for plugins with the `inference` capability.
 //!
-//! `add` signs a model file with a publisher key and puts it in a model
-//! directory (`<name>/<version>/model.onnx` and `manifest.json`), the
-//! directory Axon's `--models` reads. Axon verifies the signature under the
-//! trust list and the digest before it loads a model.
+//! `publish` signs a model file with a publisher key and publishes it to the
+//! plugin store (`--plugin-store`: the same blob store and registry as the
+//! plugins). Axon fetches a model when a plugin version that pins it loads,
+//! and verifies its signature under the trust list and its bytes against the
+//! signed digest.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use plugin_store::KeyPair;
-use plugin_store::model::{ModelSpec, add_to_dir};
+use plugin_store::model::ModelSpec;
+
+use crate::plugin::{actor, dev_publisher_key, read_key, upload_bar};
+
+/// `agentctl model`: which store, and what to do in it.
+#[derive(clap::Args)]
+pub(crate) struct ModelArgs {
+    #[command(flatten)]
+    store: aws_stores::PluginStoreArgs,
+    #[command(subcommand)]
+    command: ModelCommand,
+}
 
 #[derive(Subcommand)]
 pub(crate) enum ModelCommand {
-    /// Sign a model with a publisher key and add it to a model directory,
-    /// under the name, version and shapes of its `model.toml`. Versions are
-    /// immutable: the same bytes again is a no-op, other bytes fail.
-    Add {
+    /// Sign a model with a publisher key and publish it under the name,
+    /// version and shapes of its `model.toml`. Versions are immutable: the
+    /// same bytes again is a no-op, other bytes fail.
+    Publish {
         /// The model's `model.toml`.
         #[arg(long)]
         manifest: PathBuf,
@@ -27,39 +38,47 @@ pub(crate) enum ModelCommand {
         /// The publisher key file. Default: the local stack's dev key.
         #[arg(long)]
         key: Option<PathBuf>,
-        /// The model directory. Default: `<data-dir>/models`, the local stack's.
-        #[arg(long)]
-        dir: Option<PathBuf>,
     },
 }
 
-pub(crate) fn run(data_dir: &Path, command: ModelCommand) -> anyhow::Result<()> {
-    match command {
-        ModelCommand::Add {
+pub(crate) async fn run(data_dir: &Path, args: ModelArgs) -> anyhow::Result<()> {
+    match args.command {
+        ModelCommand::Publish {
             manifest,
             model,
             key,
-            dir,
         } => {
             let text = std::fs::read_to_string(&manifest)
                 .with_context(|| format!("reading `{}`", manifest.display()))?;
-            let spec = ModelSpec::from_toml(&text)?;
+            let spec = ModelSpec::from_toml(&text)
+                .with_context(|| format!("in `{}`", manifest.display()))?;
             let bytes =
                 std::fs::read(&model).with_context(|| format!("reading `{}`", model.display()))?;
-            let key_path = key.unwrap_or_else(|| crate::plugin::dev_publisher_key(data_dir));
-            let key = KeyPair::read(&key_path)
-                .with_context(|| format!("reading the key `{}`", key_path.display()))?;
-            let dir = dir.unwrap_or_else(|| data_dir.join("models"));
-            let (manifest, new) = add_to_dir(&dir, spec, &bytes, &key)?;
+            let key = read_key(&key.unwrap_or_else(|| dev_publisher_key(data_dir)))?;
+            let source = args
+                .store
+                .open(&data_dir.join("plugins"))
+                .await
+                .context("opening the plugin store")?;
+            let bar = upload_bar(bytes.len() as u64);
+            let published = source
+                .publish_model(&bytes, spec, &key, &actor(), &|n| bar.inc(n))
+                .await
+                .with_context(|| format!("publishing `{}`", model.display()))?;
+            bar.finish_and_clear();
+            let m = &published.manifest;
             println!(
-                "{} {} {} ({} bytes, key {}) in `{}`{}",
-                if new { "added" } else { "unchanged" },
-                manifest.name,
-                manifest.version,
-                manifest.size,
-                manifest.key_id,
-                dir.display(),
-                if new { "" } else { ": already there" }
+                "{} model {} {} ({}, {} bytes, key {})",
+                if published.new {
+                    "published"
+                } else {
+                    "unchanged"
+                },
+                m.name,
+                m.version,
+                m.digest,
+                m.size,
+                m.key_id
             );
             Ok(())
         }

@@ -155,7 +155,7 @@ pub(crate) fn dev_publisher_key(data_dir: &Path) -> PathBuf {
     trust_dir(data_dir).join("dev-publisher.key")
 }
 
-fn read_key(path: &Path) -> anyhow::Result<KeyPair> {
+pub(crate) fn read_key(path: &Path) -> anyhow::Result<KeyPair> {
     KeyPair::read(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -172,7 +172,7 @@ pub(crate) async fn trust(data_dir: &Path, source: &PluginSource) -> anyhow::Res
 
 /// A progress bar for an upload of `len` bytes, on stderr when it is a
 /// terminal (hidden otherwise, so scripts and logs get only the result).
-fn upload_bar(len: u64) -> indicatif::ProgressBar {
+pub(crate) fn upload_bar(len: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
         "uploading [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",

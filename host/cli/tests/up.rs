@@ -92,45 +92,53 @@ fn up_check_starts_the_stack_and_answers_a_sample_request() {
         assert!(listed.contains(name), "{listed}");
     }
 
-    models_are_signed_into_the_model_directory(dir.path(), &data_dir);
+    models_are_published_to_the_plugin_store(dir.path(), &data_dir);
 
     policies_read_the_input_of_a_plugin_with_an_input_schema(dir.path(), &data_dir);
 }
 
-/// `agentctl model add` signs a model into the stack's model directory:
-/// the one `up` added is unchanged, a new version is added, and other bytes
-/// for a version are refused.
-fn models_are_signed_into_the_model_directory(dir: &std::path::Path, data_dir: &std::path::Path) {
+/// `agentctl model publish` publishes a model to the stack's plugin store:
+/// the one `up` published is unchanged, a new version is published once,
+/// and other bytes for a version are refused.
+fn models_are_published_to_the_plugin_store(dir: &std::path::Path, data_dir: &std::path::Path) {
     let model = plugin_artifacts::SUPPORT_INTENT_MODEL;
     let bytes = dir.join("support-intent.onnx");
     std::fs::write(&bytes, model.bytes().unwrap()).unwrap();
     let spec = dir.join("model.toml");
-    let add = |spec_text: &str, model: &std::path::Path| {
+    let publish = |spec_text: &str, model: &std::path::Path| {
         std::fs::write(&spec, spec_text).unwrap();
         let (spec, model) = (spec.to_str().unwrap(), model.to_str().unwrap());
         agentctl(
             data_dir,
-            &["model", "add", "--manifest", spec, "--model", model],
+            &["model", "publish", "--manifest", spec, "--model", model],
         )
     };
     let text = model.spec_text().unwrap();
-    let (ok, out) = add(&text, &bytes);
+    let (ok, out) = publish(&text, &bytes);
     assert!(
-        ok && out.contains("unchanged support-intent 1.0.0"),
+        ok && out.contains("unchanged model support-intent 1.0.0"),
         "{out}"
     );
     let newer = text.replace("version = \"1.0.0\"", "version = \"1.1.0\"");
-    let (ok, out) = add(&newer, &bytes);
-    assert!(ok && out.contains("added support-intent 1.1.0"), "{out}");
+    let (ok, out) = publish(&newer, &bytes);
     assert!(
-        data_dir
-            .join("models/support-intent/1.1.0/manifest.json")
-            .is_file()
+        ok && out.contains("published model support-intent 1.1.0"),
+        "{out}"
+    );
+    let (ok, out) = publish(&newer, &bytes);
+    assert!(
+        ok && out.contains("unchanged model support-intent 1.1.0"),
+        "{out}"
     );
     let other = dir.join("other.onnx");
     std::fs::write(&other, b"not the same model").unwrap();
-    let (ok, out) = add(&newer, &other);
-    assert!(!ok && out.contains("models are immutable"), "{out}");
+    let (ok, out) = publish(&newer, &other);
+    assert!(
+        !ok && out.contains(
+            "model `support-intent` version `1.1.0` is already published with other bytes"
+        ),
+        "{out}"
+    );
 }
 
 /// On the stack `up` made: a plugin published with an input schema gets an

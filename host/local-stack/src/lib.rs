@@ -12,8 +12,8 @@
 //! aliased `live` the first time they are published, and the intent table's
 //! [`SEED_ROUTES`] set once (the earlier system's `call_reasoning` reaches
 //! `echo`). Where ONNX Runtime is found (the `onnxruntime` wheel of the
-//! test Python), it also trains the support-intent model, signs it into
-//! `<data>/models/` and publishes the `support-intent` example the same way.
+//! test Python), it also trains the support-intent model and publishes it,
+//! and the `support-intent` example, the same way.
 //! [`LocalStack::start`] then runs Axon (with inference, if set up), the
 //! GPU pool's Axon when asked, and Orbit on loopback.
 
@@ -28,7 +28,7 @@ use governance::store::{NewPolicySet, seed_if_new};
 use std::collections::BTreeSet;
 
 use axon::inference::Accelerator;
-use plugin_store::model::{ModelSpec, add_to_dir};
+use plugin_store::model::ModelSpec;
 use plugin_store::{AliasTarget, KeyPair, PluginSource, PublishSpec, StoreError, admin};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -71,7 +71,7 @@ pub async fn prepare(data_dir: &Path) -> anyhow::Result<Prepared> {
             .await
             .context("setting up the local trust list")?;
     publish_examples(&source, &trust.publisher).await?;
-    let onnxruntime = prepare_inference(data_dir, &source, &trust.publisher).await?;
+    let onnxruntime = prepare_inference(&source, &trust.publisher).await?;
     seed_routes(&**source.registry()).await?;
     Ok(Prepared {
         dev_key,
@@ -81,17 +81,11 @@ pub async fn prepare(data_dir: &Path) -> anyhow::Result<Prepared> {
     })
 }
 
-/// The local stack's model directory.
-pub fn models_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("models")
-}
-
 /// Sets up inference where ONNX Runtime is found: the support-intent model
-/// trained (cached by the build), signed into `<data>/models/`, and the
+/// trained (cached by the build) and published to the plugin store, and the
 /// `support-intent` example published. Returns the library; `None` (with a
 /// warning saying how to turn it on) where there is none.
 async fn prepare_inference(
-    data_dir: &Path,
     source: &PluginSource,
     key: &KeyPair,
 ) -> anyhow::Result<Option<PathBuf>> {
@@ -110,12 +104,19 @@ async fn prepare_inference(
         .map_err(anyhow::Error::msg)
         .context("training the support-intent model")?;
     let spec = ModelSpec::from_toml(&model.spec_text().context("reading its model.toml")?)?;
-    match add_to_dir(&models_dir(data_dir), spec, &bytes, key) {
-        Ok((manifest, true)) => {
-            tracing::info!(model = %manifest.name, version = %manifest.version, digest = %manifest.digest, "model added");
+    match source
+        .publish_model(&bytes, spec, key, "agentctl-up", &|_| {})
+        .await
+    {
+        Ok(published) if published.new => {
+            let manifest = published.manifest;
+            tracing::info!(model = %manifest.name, version = %manifest.version, digest = %manifest.digest, "model published");
         }
-        Ok((_, false)) => {}
-        Err(e) => tracing::warn!("{e}; the stack serves the model already there"),
+        Ok(_) => {}
+        Err(e @ StoreError::AlreadyPublished { .. }) => {
+            tracing::warn!("{e}; the stack serves the model already there")
+        }
+        Err(e) => return Err(e).context("publishing the support-intent model"),
     }
     publish_example(source, key, &plugin_artifacts::SUPPORT_INTENT).await?;
     Ok(Some(library))
@@ -323,8 +324,8 @@ pub struct LocalStack {
 }
 
 impl LocalStack {
-    /// Starts Axon (serving inference with `onnxruntime`, if given, and
-    /// `<data>/models`), the GPU pool's Axon if `gpu` says so (inference
+    /// Starts Axon (serving inference with `onnxruntime`, if given, models
+    /// from the plugin store), the GPU pool's Axon if `gpu` says so (inference
     /// needed), then Orbit pointed at them, on a prepared `data_dir`.
     pub async fn start(
         data_dir: &Path,
@@ -409,7 +410,6 @@ async fn start_axon(
     let mut config = axon::AxonConfig::local(data_dir.to_owned(), listen);
     if let Some(library) = onnxruntime {
         config.onnxruntime = Some(library.to_owned());
-        config.models = Some(models_dir(data_dir));
     }
     let flag = match gpu {
         Some(pool) => {

@@ -50,6 +50,7 @@ where
     Fut: Future<Output = Arc<dyn Registry>>,
 {
     versions_are_immutable(open().await).await;
+    models_are_immutable_and_apart_from_plugins(open().await).await;
     concurrent_publishers_of_one_version_cannot_both_win(&open).await;
     alias_moves_are_compare_and_set_and_none_is_lost(&open).await;
     labels_revocations_and_history(open().await).await;
@@ -202,6 +203,53 @@ async fn versions_are_immutable(registry: Arc<dyn Registry>) {
         matches!(missing, Err(ref e) if e.is_not_found()),
         "{missing:?}"
     );
+}
+
+async fn models_are_immutable_and_apart_from_plugins(registry: Arc<dyn Registry>) {
+    let model = record("contract-model", "1.0.0", b"weights");
+    assert_eq!(
+        registry.register_model(&model).await.ok(),
+        Some(Registered::New)
+    );
+    match registry
+        .register_model(&record("contract-model", "1.0.0", b"weights"))
+        .await
+    {
+        Ok(Registered::Unchanged(kept)) => assert_eq!(*kept, model),
+        other => panic!("re-registering the same model: {other:?}"),
+    }
+    let refused = registry
+        .register_model(&record("contract-model", "1.0.0", b"other weights"))
+        .await;
+    match refused {
+        Err(e @ StoreError::AlreadyPublished { .. }) => {
+            assert!(e.to_string().starts_with("model `contract-model`"), "{e}")
+        }
+        other => panic!("other bytes under a published model version: {other:?}"),
+    }
+    let read = registry.model(&model.name, &model.version).await;
+    assert_eq!(read.ok(), Some(model.clone()));
+
+    // A plugin of the same name is another thing: neither sees the other.
+    let missing = registry.version(&model.name, &model.version).await;
+    assert!(
+        matches!(missing, Err(ref e) if e.is_not_found()),
+        "{missing:?}"
+    );
+    let plugin = record("contract-model", "1.0.0", b"a module");
+    assert_eq!(registry.register(&plugin).await.ok(), Some(Registered::New));
+    assert_eq!(
+        registry.model(&model.name, &model.version).await.ok(),
+        Some(model.clone())
+    );
+    let missing = registry.model(&model.name, &Version::new(2, 0, 0)).await;
+    match missing {
+        Err(e) if e.is_not_found() => {
+            let says = "model `contract-model` version `2.0.0` not found";
+            assert_eq!(e.to_string(), says)
+        }
+        other => panic!("a model never published: {other:?}"),
+    }
 }
 
 async fn concurrent_publishers_of_one_version_cannot_both_win<F, Fut>(open: &F)

@@ -8,9 +8,14 @@ pub enum StoreError {
     NotFound(String),
     /// The version exists already with different content; versions are immutable.
     #[error(
-        "plugin `{name}` version `{version}` is already published with another module; publish a new version"
+        "{kind} `{name}` version `{version}` is already published with other bytes; publish a new version"
     )]
-    AlreadyPublished { name: String, version: String },
+    AlreadyPublished {
+        /// `plugin` or `model`.
+        kind: &'static str,
+        name: String,
+        version: String,
+    },
     /// A name, version or spec that cannot be accepted; says what to fix.
     #[error("{0}")]
     Invalid(String),

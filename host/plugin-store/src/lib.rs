@@ -41,6 +41,8 @@ pub use registry::{
 };
 pub use semver::Version;
 pub use signing::{Envelope, KeyId, KeyPair};
-pub use source::{BlobStore, PluginSource, Progress, Published, VerifyError, verify_entry};
+pub use source::{
+    BlobStore, PluginSource, Progress, Published, PublishedModel, VerifyError, verify_entry,
+};
 pub use sqlite::SqliteRegistry;
 pub use trust::{Trust, TrustError, TrustList, TrustedKey, VerifiedManifest, VerifiedModel};

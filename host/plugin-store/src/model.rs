@@ -5,8 +5,6 @@
 //! uses in its own signed manifest, so a plugin version runs the same
 //! weights for as long as it exists.
 
-use std::path::{Path, PathBuf};
-
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
@@ -132,52 +130,6 @@ impl ModelManifest {
     }
 }
 
-/// The files of model `name@version` in a model directory.
-pub fn model_files(dir: &Path, name: &PluginName, version: &Version) -> (PathBuf, PathBuf) {
-    let at = dir.join(name.as_str()).join(version.to_string());
-    (at.join("model.onnx"), at.join("manifest.json"))
-}
-
-/// Signs `bytes` under `spec` with `key` and writes both into the model
-/// directory `dir` (`<name>/<version>/model.onnx` and `manifest.json`, the
-/// layout Axon reads). A version is immutable: the same bytes again are a
-/// no-op (returning `false`), other bytes are refused.
-pub fn add_to_dir(
-    dir: &Path,
-    spec: ModelSpec,
-    bytes: &[u8],
-    key: &KeyPair,
-) -> Result<(ModelManifest, bool), StoreError> {
-    let (model_path, manifest_path) = model_files(dir, &spec.name, &spec.version);
-    let manifest = ModelManifest::new(spec, bytes, key.id().clone());
-    if let Ok(existing) = std::fs::read(&model_path) {
-        if Digest::of(&existing) == manifest.digest {
-            return Ok((manifest, false));
-        }
-        return Err(StoreError::Invalid(format!(
-            "model `{}@{}` is already in `{}` with other bytes; models are immutable: give the new one a new version",
-            manifest.name,
-            manifest.version,
-            dir.display()
-        )));
-    }
-    let io = |path: &Path| StoreError::io(format!("writing `{}`", path.display()));
-    if let Some(parent) = model_path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    // The manifest first, the model last: a reader sees no model without
-    // its manifest. Each through a temporary file renamed into place.
-    for (path, contents) in [
-        (&manifest_path, manifest.sign(key).to_json().into_bytes()),
-        (&model_path, bytes.to_vec()),
-    ] {
-        let partial = path.with_extension("partial");
-        std::fs::write(&partial, contents).map_err(io(&partial))?;
-        std::fs::rename(&partial, path).map_err(io(path))?;
-    }
-    Ok((manifest, true))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,30 +157,41 @@ mod tests {
         assert!(err.to_string().contains("max_batch"), "{err}");
     }
 
-    #[test]
-    fn a_model_directory_entry_is_written_once_and_immutable() {
+    #[tokio::test]
+    async fn a_model_is_published_once_and_fetched_checked() {
         let dir = tempfile::tempdir().unwrap();
+        let source = crate::PluginSource::local(dir.path()).await.unwrap();
         let key = KeyPair::generate().unwrap();
         let spec = ModelSpec::from_toml(SPEC).unwrap();
-        let (manifest, new) = add_to_dir(dir.path(), spec.clone(), b"onnx", &key).unwrap();
-        assert!(new);
-        let (model, signed) = model_files(dir.path(), &spec.name, &spec.version);
-        assert_eq!(std::fs::read(model).unwrap(), b"onnx");
-        let envelope = Envelope::from_json(&std::fs::read_to_string(signed).unwrap()).unwrap();
-        let payload = envelope
+        let publish =
+            |bytes: &'static [u8]| source.publish_model(bytes, spec.clone(), &key, "test", &|_| {});
+        let published = publish(b"onnx").await.unwrap();
+        assert!(published.new);
+        assert!(!publish(b"onnx").await.unwrap().new);
+        let err = publish(b"other").await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("already published with other bytes"),
+            "{err}"
+        );
+
+        let record = source
+            .model_record(&spec.name, &spec.version)
+            .await
+            .unwrap();
+        let payload = record
+            .envelope
             .verify(MODEL_MANIFEST_TYPE, key.id(), &key.public())
             .unwrap();
-        assert_eq!(
-            serde_json::from_slice::<ModelManifest>(&payload).unwrap(),
-            manifest
-        );
-        assert!(
-            !add_to_dir(dir.path(), spec.clone(), b"onnx", &key)
-                .unwrap()
-                .1
-        );
-        let err = add_to_dir(dir.path(), spec, b"other", &key).unwrap_err();
-        assert!(err.to_string().contains("immutable"), "{err}");
+        let manifest: ModelManifest = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(manifest, published.manifest);
+        assert_eq!(source.model_bytes(&manifest).await.unwrap(), b"onnx");
+
+        // Bytes changed behind the store's back are refused.
+        let blob = dir.path().join("blobs/sha256").join(manifest.digest.hex());
+        std::fs::write(blob, b"ONNX").unwrap();
+        let err = source.model_bytes(&manifest).await.unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::manifest::{Digest, PluginManifest, PluginName};
+use crate::model::ModelManifest;
 use crate::signing::{Envelope, KeyPair};
 
 /// One published version as stored: the signed manifest envelope, plus the
@@ -37,6 +38,18 @@ impl VersionRecord {
     /// The record of `manifest` signed by `key` (the key it names), registered
     /// by `actor`.
     pub fn signed(manifest: &PluginManifest, key: &KeyPair, actor: &str) -> Self {
+        Self {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            digest: manifest.digest,
+            envelope: manifest.sign(key),
+            published_at: manifest.created_at.clone(),
+            published_by: actor.to_owned(),
+        }
+    }
+
+    /// The record of model `manifest` signed by `key`, registered by `actor`.
+    pub fn signed_model(manifest: &ModelManifest, key: &KeyPair, actor: &str) -> Self {
         Self {
             name: manifest.name.clone(),
             version: manifest.version.clone(),
@@ -232,6 +245,12 @@ impl RouteChange {
 /// The history subject of the intent table: no plugin name starts with `#`.
 pub const ROUTES_SUBJECT: &str = "#routes";
 
+/// The history subject of model `name`: `#` is in no plugin's name, so a
+/// model may share a plugin's name.
+pub fn model_subject(name: &PluginName) -> String {
+    format!("model#{name}")
+}
+
 /// One recorded change: who, when, what, from, to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryEntry {
@@ -396,6 +415,11 @@ pub mod refusal {
         StoreError::NotFound(format!("plugin `{name}` version `{version}`"))
     }
 
+    /// No such model version.
+    pub fn no_model(name: &PluginName, version: &Version) -> StoreError {
+        StoreError::NotFound(format!("model `{name}` version `{version}`"))
+    }
+
     /// An alias moved since the writer read revision `expected`.
     pub fn alias_moved(plugin: &PluginName, alias: &str, now: u64, expected: u64) -> StoreError {
         StoreError::Conflict(format!(
@@ -496,6 +520,19 @@ pub trait Registry: Send + Sync {
         name: &PluginName,
         version: &Version,
     ) -> Result<VersionEntry, StoreError>;
+
+    /// Registers a model version as [`register`](Self::register) does a
+    /// plugin's, in the models' own namespace, recorded in the history of
+    /// [`model_subject`]. Models are not in the [`Snapshot`]: Axon reads
+    /// the ones a plugin version pins when it loads that version.
+    async fn register_model(&self, record: &VersionRecord) -> Result<Registered, StoreError>;
+
+    /// One model version.
+    async fn model(
+        &self,
+        name: &PluginName,
+        version: &Version,
+    ) -> Result<VersionRecord, StoreError>;
 
     /// A counter that every write moves; equal values mean nothing changed.
     async fn generation(&self) -> Result<u64, StoreError>;

@@ -16,6 +16,7 @@ use semver::Version;
 
 use crate::error::StoreError;
 use crate::manifest::{Digest, PluginManifest, PluginName, PublishSpec};
+use crate::model::{ModelManifest, ModelSpec};
 use crate::registry::{Registered, Registry, VersionEntry, VersionRecord};
 use crate::signing::KeyPair;
 use crate::trust::{Trust, TrustError, VerifiedManifest};
@@ -60,6 +61,14 @@ pub trait BlobStore: Send + Sync {
 pub struct Published {
     pub manifest: PluginManifest,
     /// False when the same module was already published under this version.
+    pub new: bool,
+}
+
+/// What [`PluginSource::publish_model`] did.
+#[derive(Debug, Clone)]
+pub struct PublishedModel {
+    pub manifest: ModelManifest,
+    /// False when the same bytes were already published under this version.
     pub new: bool,
 }
 
@@ -175,25 +184,10 @@ impl PluginSource {
                 manifest,
                 new: true,
             }),
-            Registered::Unchanged(existing) => {
-                let manifest = serde_json::from_slice(
-                    &existing
-                        .envelope
-                        .unverified_payload()
-                        .map_err(|e| StoreError::Invalid(e.to_string()))?,
-                )
-                .map_err(|e| StoreError::Corrupt {
-                    what: format!(
-                        "the stored manifest of `{}@{}`",
-                        existing.name, existing.version
-                    ),
-                    reason: e.to_string(),
-                })?;
-                Ok(Published {
-                    manifest,
-                    new: false,
-                })
-            }
+            Registered::Unchanged(existing) => Ok(Published {
+                manifest: stored_manifest(&existing)?,
+                new: false,
+            }),
         }
     }
 
@@ -208,20 +202,92 @@ impl PluginSource {
 
     /// The module bytes of `manifest`, checked against its digest and size.
     pub async fn module(&self, manifest: &PluginManifest) -> Result<Vec<u8>, StoreError> {
-        let bytes = self.blobs.get(&manifest.digest, manifest.size).await?;
-        if bytes.len() as u64 != manifest.size {
+        self.checked_blob(&manifest.digest, manifest.size).await
+    }
+
+    /// Publishes model `bytes` under `spec`, signed by `key`, as `actor`:
+    /// the bytes content-addressed in the blob store, then the signed
+    /// manifest in the registry (so a registered model never points at
+    /// missing bytes). The same bytes again under the same version are a
+    /// no-op; other bytes under a published version are
+    /// [`StoreError::AlreadyPublished`].
+    pub async fn publish_model(
+        &self,
+        bytes: &[u8],
+        spec: ModelSpec,
+        key: &KeyPair,
+        actor: &str,
+        progress: Progress<'_>,
+    ) -> Result<PublishedModel, StoreError> {
+        let manifest = ModelManifest::new(spec, bytes, key.id().clone());
+        let record = VersionRecord::signed_model(&manifest, key, actor);
+        self.blobs
+            .put_with_progress(&manifest.digest, bytes, progress)
+            .await?;
+        match self.registry.register_model(&record).await? {
+            Registered::New => Ok(PublishedModel {
+                manifest,
+                new: true,
+            }),
+            Registered::Unchanged(existing) => Ok(PublishedModel {
+                manifest: stored_manifest(&existing)?,
+                new: false,
+            }),
+        }
+    }
+
+    /// The registry's record of model `name` at `version`: its signed
+    /// manifest, which the reader verifies before it fetches the bytes.
+    pub async fn model_record(
+        &self,
+        name: &PluginName,
+        version: &Version,
+    ) -> Result<VersionRecord, StoreError> {
+        self.registry.model(name, version).await
+    }
+
+    /// The bytes of model `manifest` (verified by the caller), checked
+    /// against its digest and size.
+    pub async fn model_bytes(&self, manifest: &ModelManifest) -> Result<Vec<u8>, StoreError> {
+        self.checked_blob(&manifest.digest, manifest.size).await
+    }
+
+    /// The blob under `digest`, refused unless it is `size` bytes that hash
+    /// to `digest`: a store that does not check checksums, or was tampered
+    /// with, cannot hand out other bytes.
+    async fn checked_blob(&self, digest: &Digest, size: u64) -> Result<Vec<u8>, StoreError> {
+        let bytes = self.blobs.get(digest, size).await?;
+        if bytes.len() as u64 != size {
             return Err(StoreError::SizeMismatch {
-                expected: manifest.size,
+                expected: size,
                 actual: bytes.len() as u64,
             });
         }
         let actual = Digest::of(&bytes);
-        if actual != manifest.digest {
+        if actual != *digest {
             return Err(StoreError::DigestMismatch {
-                expected: manifest.digest,
+                expected: *digest,
                 actual,
             });
         }
         Ok(bytes)
     }
+}
+
+/// The manifest inside a stored record's envelope, as its publisher signed
+/// it (read unverified: the caller published it, or verifies it next).
+fn stored_manifest<M: serde::de::DeserializeOwned>(
+    record: &VersionRecord,
+) -> Result<M, StoreError> {
+    let payload = record
+        .envelope
+        .unverified_payload()
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    serde_json::from_slice(&payload).map_err(|e| StoreError::Corrupt {
+        what: format!(
+            "the stored manifest of `{}@{}`",
+            record.name, record.version
+        ),
+        reason: e.to_string(),
+    })
 }

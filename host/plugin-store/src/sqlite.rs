@@ -18,7 +18,7 @@ use crate::manifest::PluginName;
 use crate::registry::{
     Alias, AliasMove, AliasTarget, HistoryEntry, ROUTES_SUBJECT, Registered, Registry, Route,
     RouteChange, Snapshot, StoredAlias, StoredVersion, VersionEntry, VersionRecord, corrupt,
-    refusal, timestamp_now, to_json,
+    model_subject, refusal, timestamp_now, to_json,
 };
 use crate::signing::Envelope;
 
@@ -35,6 +35,15 @@ CREATE TABLE IF NOT EXISTS versions (
     published_by TEXT NOT NULL,
     labels TEXT NOT NULL DEFAULT '[]',
     revoked INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    published_at TEXT NOT NULL,
+    published_by TEXT NOT NULL,
     PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS aliases (
@@ -196,6 +205,105 @@ fn record_history(
     Ok(())
 }
 
+/// What a published record is: a plugin version or a model version, each
+/// in its own table.
+#[derive(Debug, Clone, Copy)]
+enum Published {
+    Plugin,
+    Model,
+}
+
+impl Published {
+    fn table(self) -> &'static str {
+        match self {
+            Self::Plugin => "versions",
+            Self::Model => "models",
+        }
+    }
+
+    /// The columns [`version_row`] reads (models are never labelled or revoked).
+    fn columns(self) -> &'static str {
+        match self {
+            Self::Plugin => VERSION_COLUMNS,
+            Self::Model => "name, version, digest, envelope, published_at, published_by, '[]', 0",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Plugin => "plugin",
+            Self::Model => "model",
+        }
+    }
+
+    fn subject(self, name: &PluginName) -> String {
+        match self {
+            Self::Plugin => name.to_string(),
+            Self::Model => model_subject(name),
+        }
+    }
+}
+
+/// Inserts `record` unless its version is there: the same digest again is
+/// unchanged, another is refused (versions are immutable).
+fn insert_record(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    what: Published,
+    record: &VersionRecord,
+) -> Result<Registered, StoreError> {
+    let inserted = tx
+        .execute(
+            &format!(
+                "INSERT INTO {} (name, version, digest, envelope, published_at, published_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name, version) DO NOTHING",
+                what.table()
+            ),
+            params![
+                record.name.as_str(),
+                record.version.to_string(),
+                record.digest.to_string(),
+                record.envelope.to_json(),
+                record.published_at,
+                record.published_by,
+            ],
+        )
+        .map_err(db_error(path))?;
+    if inserted == 1 {
+        record_history(
+            tx,
+            path,
+            &what.subject(&record.name),
+            &record.published_by,
+            "publish",
+            None,
+            Some(format!("{} {}", record.version, record.digest)),
+        )?;
+        return Ok(Registered::New);
+    }
+    let existing = tx
+        .query_row(
+            &format!(
+                "SELECT {} FROM {} WHERE name = ?1 AND version = ?2",
+                what.columns(),
+                what.table()
+            ),
+            params![record.name.as_str(), record.version.to_string()],
+            version_row,
+        )
+        .map_err(db_error(path))?
+        .into_entry()?;
+    if existing.record.digest == record.digest {
+        Ok(Registered::Unchanged(Box::new(existing.record)))
+    } else {
+        Err(StoreError::AlreadyPublished {
+            kind: what.kind(),
+            name: record.name.to_string(),
+            version: record.version.to_string(),
+        })
+    }
+}
+
 const VERSION_COLUMNS: &str =
     "name, version, digest, envelope, published_at, published_by, labels, revoked";
 
@@ -250,49 +358,37 @@ fn alias_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAlias> {
 impl Registry for SqliteRegistry {
     async fn register(&self, record: &VersionRecord) -> Result<Registered, StoreError> {
         let record = record.clone();
-        self.write(move |tx, path| {
-            let inserted = tx
-                .execute(
-                    "INSERT INTO versions (name, version, digest, envelope, published_at, published_by)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name, version) DO NOTHING",
-                    params![
-                        record.name.as_str(),
-                        record.version.to_string(),
-                        record.digest.to_string(),
-                        record.envelope.to_json(),
-                        record.published_at,
-                        record.published_by,
-                    ],
-                )
-                .map_err(db_error(path))?;
-            if inserted == 1 {
-                record_history(
-                    tx,
-                    path,
-                    record.name.as_str(),
-                    &record.published_by,
-                    "publish",
-                    None,
-                    Some(format!("{} {}", record.version, record.digest)),
-                )?;
-                return Ok(Registered::New);
-            }
-            let existing = tx
+        self.write(move |tx, path| insert_record(tx, path, Published::Plugin, &record))
+            .await
+    }
+
+    async fn register_model(&self, record: &VersionRecord) -> Result<Registered, StoreError> {
+        let record = record.clone();
+        self.write(move |tx, path| insert_record(tx, path, Published::Model, &record))
+            .await
+    }
+
+    async fn model(
+        &self,
+        name: &PluginName,
+        version: &Version,
+    ) -> Result<VersionRecord, StoreError> {
+        let (name, version) = (name.clone(), version.clone());
+        self.with(move |conn, path| {
+            Ok(conn
                 .query_row(
-                    &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE name = ?1 AND version = ?2"),
-                    params![record.name.as_str(), record.version.to_string()],
+                    &format!(
+                        "SELECT {} FROM models WHERE name = ?1 AND version = ?2",
+                        Published::Model.columns()
+                    ),
+                    params![name.as_str(), version.to_string()],
                     version_row,
                 )
+                .optional()
                 .map_err(db_error(path))?
-                .into_entry()?;
-            if existing.record.digest == record.digest {
-                Ok(Registered::Unchanged(Box::new(existing.record)))
-            } else {
-                Err(StoreError::AlreadyPublished {
-                    name: record.name.to_string(),
-                    version: record.version.to_string(),
-                })
-            }
+                .ok_or_else(|| refusal::no_model(&name, &version))?
+                .into_entry()?
+                .record)
         })
         .await
     }

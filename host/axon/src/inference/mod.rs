@@ -3,11 +3,13 @@
 //! `ort`), with libonnxruntime loaded at start-up from the path the operator
 //! gives (`--onnxruntime`), never downloaded.
 //!
-//! - A model is read from the model directory (`<dir>/<name>/<version>/`:
-//!   `model.onnx` and `manifest.json`, its signed manifest), verified under
-//!   the trust list, digest-checked, loaded once and shared by every plugin
-//!   version that pins it. Its signature is checked again each time a
-//!   plugin version that pins it loads; a version already loaded keeps it.
+//! - A model is published to the plugin store like a plugin (its bytes in
+//!   the blob store by digest, its signed manifest in the registry). When a
+//!   plugin version that pins it loads, Axon fetches it ([`fetch_model`]),
+//!   verifies its manifest under the trust list and its bytes against the
+//!   manifest's digest, and loads it once, shared by every plugin version
+//!   that pins it. Its signature is checked again each time such a version
+//!   loads; a version already loaded keeps it.
 //! - A plugin sees only the models its signed manifest pins, by name; it
 //!   cannot load weights of its own (there is no backend for `load`).
 //! - Every call is checked against the model's declared inputs and bounded
@@ -19,12 +21,14 @@
 mod guard;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use plugin_store::model::{ModelFormat, ModelManifest, model_files};
-use plugin_store::{Digest, Envelope, GpuNeed, InferenceNeed, PluginName, Trust, Version};
+use plugin_store::model::{ModelFormat, ModelManifest};
+use plugin_store::{
+    Envelope, GpuNeed, InferenceNeed, PluginName, PluginSource, StoreError, Trust, Version,
+};
 use wasmtime_wasi_nn::backend::BackendInner;
 use wasmtime_wasi_nn::backend::onnx::OnnxBackend;
 use wasmtime_wasi_nn::wit::{ExecutionTarget, WasiNnCtx};
@@ -32,13 +36,11 @@ use wasmtime_wasi_nn::{Graph, GraphRegistry};
 
 pub use guard::{CallBudget, Outcome};
 
-/// Where the runtime and the models are, and the bounds on every call.
+/// Where the runtime is, and the bounds on every call.
 #[derive(Debug, Clone)]
 pub struct InferenceConfig {
     /// libonnxruntime (e.g. from the `onnxruntime` wheel's `capi/`).
     pub onnxruntime: PathBuf,
-    /// The model directory: `<name>/<version>/{model.onnx,manifest.json}`.
-    pub models_dir: PathBuf,
     pub limits: InferenceLimits,
     /// Where models run: this Axon's pool.
     pub accelerator: Accelerator,
@@ -116,7 +118,6 @@ pub struct LoadedModel {
 
 /// The runtime, once per process, and the models loaded so far.
 pub struct Inference {
-    models_dir: PathBuf,
     limits: InferenceLimits,
     accelerator: Accelerator,
     models: Mutex<HashMap<(PluginName, Version), Arc<LoadedModel>>>,
@@ -152,7 +153,6 @@ impl Inference {
             Accelerator::Cpu => {}
         }
         Ok(Self {
-            models_dir: config.models_dir.clone(),
             limits: config.limits,
             accelerator: config.accelerator,
             models: Mutex::default(),
@@ -164,17 +164,45 @@ impl Inference {
         self.accelerator
     }
 
-    /// The models `need` pins, each loaded once and verified under `trust`:
-    /// what one plugin version may use. Blocking (reads and loads models).
-    pub fn grant(&self, need: &InferenceNeed, trust: &Trust) -> Result<Grant, String> {
+    /// The models `need` pins that are not loaded yet: what to
+    /// [`fetch_model`] before [`grant`](Self::grant).
+    pub fn to_fetch(&self, need: &InferenceNeed) -> Vec<(PluginName, Version)> {
+        let loaded = self.loaded();
+        need.models
+            .iter()
+            .map(|(name, version)| (name.clone(), version.clone()))
+            .filter(|key| !loaded.contains_key(key))
+            .collect()
+    }
+
+    /// The models `need` pins, each loaded once (from `fetched`, the ones
+    /// [`to_fetch`](Self::to_fetch) named) and trusted under `trust`: what
+    /// one plugin version may use. Blocking (loads models).
+    pub fn grant(
+        &self,
+        need: &InferenceNeed,
+        trust: &Trust,
+        fetched: Vec<ModelFile>,
+    ) -> Result<Grant, String> {
         if need.gpu == GpuNeed::Required && !self.accelerator.is_gpu() {
             return Err(
                 "it requires a GPU, and this Axon is the CPU pool (Orbit routes such plugins to the GPU pool, an Axon started with `--accelerator cuda`)".into(),
             );
         }
+        let mut fetched: HashMap<_, _> = fetched
+            .into_iter()
+            .map(|file| {
+                (
+                    (file.manifest.name.clone(), file.manifest.version.clone()),
+                    file,
+                )
+            })
+            .collect();
         let mut models = HashMap::new();
         for (name, version) in &need.models {
-            models.insert(name.to_string(), self.model(name, version, trust)?);
+            let key = (name.clone(), version.clone());
+            let file = fetched.remove(&key);
+            models.insert(name.to_string(), self.model(key, file, trust)?);
         }
         Ok(Grant {
             models: Arc::new(models),
@@ -184,11 +212,11 @@ impl Inference {
 
     fn model(
         &self,
-        name: &PluginName,
-        version: &Version,
+        key: (PluginName, Version),
+        fetched: Option<ModelFile>,
         trust: &Trust,
     ) -> Result<Arc<LoadedModel>, String> {
-        let key = (name.clone(), version.clone());
+        let (name, version) = &key;
         let cached = self.loaded().get(&key).cloned();
         if let Some(model) = cached {
             // Loaded once, but trusted only as long as its key is.
@@ -197,13 +225,9 @@ impl Inference {
                 .map_err(|e| format!("model `{name}@{version}` is not trusted: {e}"))?;
             return Ok(model);
         }
-        let model = Arc::new(load_model(
-            &self.models_dir,
-            name,
-            version,
-            trust,
-            self.accelerator,
-        )?);
+        // Loaded by another version since `to_fetch`, or fetched now.
+        let file = fetched.ok_or_else(|| format!("model `{name}@{version}` was not fetched"))?;
+        let model = Arc::new(load_model(file, self.accelerator)?);
         tracing::info!(model = %name, %version, digest = %model.manifest.digest, "model loaded");
         Ok(self.loaded().entry(key).or_insert(model).clone())
     }
@@ -257,46 +281,89 @@ pub fn nvidia_gpus() -> usize {
     })
 }
 
-/// Reads, verifies and loads `name@version` from `dir`.
-fn load_model(
-    dir: &Path,
+/// A model fetched from the plugin store and verified: its manifest signed
+/// by a key the trust list allows for it, its bytes the manifest's digest.
+pub struct ModelFile {
+    pub manifest: ModelManifest,
+    envelope: Envelope,
+    bytes: Vec<u8>,
+}
+
+/// Why [`fetch_model`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Not published, not trusted, or its bytes changed: the plugin
+    /// versions that pin it cannot load until that is fixed.
+    #[error("{0}")]
+    Refused(String),
+    /// The plugin store failed: try again.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Fetches model `name@version` from `source` and verifies it under `trust`,
+/// every time: a registry or blob store that was written behind the
+/// publisher's back cannot hand Axon other weights.
+pub async fn fetch_model(
+    source: &PluginSource,
     name: &PluginName,
     version: &Version,
     trust: &Trust,
-    accelerator: Accelerator,
-) -> Result<LoadedModel, String> {
-    let (model_path, manifest_path) = model_files(dir, name, version);
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| {
-            format!(
-                "model `{name}@{version}`: cannot read `{}`: {e}",
-                path.display()
-            )
-        })
-    };
-    let envelope = String::from_utf8(read(&manifest_path)?)
-        .map_err(|_| format!("model `{name}@{version}`: manifest.json is not UTF-8"))
-        .and_then(|text| {
-            Envelope::from_json(&text).map_err(|e| format!("model `{name}@{version}`: {e}"))
+) -> Result<ModelFile, FetchError> {
+    let unavailable =
+        |e: StoreError| FetchError::Unavailable(format!("fetching model `{name}@{version}`: {e}"));
+    let record = source
+        .model_record(name, version)
+        .await
+        .map_err(|e| match e {
+            e if e.is_not_found() => {
+                FetchError::Refused(format!("{e}: publish it with `agentctl model publish`"))
+            }
+            e => unavailable(e),
         })?;
     let manifest = trust
-        .verify_model(&envelope, name, version, SystemTime::now())
-        .map_err(|e| format!("model `{name}@{version}` is not trusted: {e}"))?
+        .verify_model(&record.envelope, name, version, SystemTime::now())
+        .map_err(|e| FetchError::Refused(format!("model `{name}@{version}` is not trusted: {e}")))?
         .manifest;
-    let bytes = read(&model_path)?;
-    let digest = Digest::of(&bytes);
-    if digest != manifest.digest || bytes.len() as u64 != manifest.size {
-        return Err(format!(
-            "model `{name}@{version}`: model.onnx has digest {digest} ({} bytes), its signed manifest says {} ({} bytes): the file was changed or replaced",
-            bytes.len(),
-            manifest.digest,
-            manifest.size
-        ));
+    if manifest.digest != record.digest {
+        return Err(FetchError::Refused(format!(
+            "the registry's digest for model `{name}@{version}` differs from its signed manifest"
+        )));
     }
+    let bytes = source.model_bytes(&manifest).await.map_err(|e| match e {
+        e @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }) => {
+            FetchError::Refused(format!(
+                "model `{name}@{version}`: the stored bytes are not the ones its manifest signs ({e}): they were changed or replaced"
+            ))
+        }
+        e if e.is_not_found() => FetchError::Refused(format!(
+            "model `{name}@{version}`: its bytes are missing from the blob store ({e})"
+        )),
+        e => unavailable(e),
+    })?;
+    Ok(ModelFile {
+        manifest,
+        envelope: record.envelope,
+        bytes,
+    })
+}
+
+/// Loads a fetched (so verified) model into ONNX Runtime.
+fn load_model(file: ModelFile, accelerator: Accelerator) -> Result<LoadedModel, String> {
+    let ModelFile {
+        manifest,
+        envelope,
+        bytes,
+    } = file;
     let ModelFormat::Onnx = manifest.format;
     let graph = OnnxBackend::default()
         .load(&[&bytes], accelerator.target())
-        .map_err(|e| format!("model `{name}@{version}` does not load in ONNX Runtime: {e:#}"))?;
+        .map_err(|e| {
+            format!(
+                "model `{}@{}` does not load in ONNX Runtime: {e:#}",
+                manifest.name, manifest.version
+            )
+        })?;
     Ok(LoadedModel {
         manifest,
         envelope,

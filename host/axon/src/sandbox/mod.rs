@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use plugin_store::{Digest, INFERENCE, PluginManifest, Trust};
+use plugin_store::{Digest, INFERENCE, PluginManifest, PluginName, Trust, Version};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
@@ -42,7 +42,7 @@ use wasmtime::{
 pub use limits::{LimitPolicy, Limits};
 pub use state::LogLimits;
 
-use crate::inference::{Grant, Inference, InferenceConfig, Outcome};
+use crate::inference::{Grant, Inference, InferenceConfig, ModelFile, Outcome};
 use bindings::{ReasonRequest, ReasoningError, ReasoningPluginPre};
 use cache::ArtifactCache;
 use capture::Capture;
@@ -330,13 +330,26 @@ impl Sandbox {
         Ok((component, false))
     }
 
-    /// The models a version's manifest pins, loaded and verified under
-    /// `trust`, if it declares inference. Blocking: call it off the async
-    /// workers.
+    /// The models a version's manifest pins that are not loaded yet: what
+    /// to [`fetch_model`](crate::inference::fetch_model) for
+    /// [`grant`](Self::grant).
+    pub fn models_to_fetch(&self, manifest: &PluginManifest) -> Vec<(PluginName, Version)> {
+        match (&self.inference, &manifest.inference) {
+            (Some(inference), Some(need)) if manifest.capabilities.contains(INFERENCE) => {
+                inference.to_fetch(need)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The models a version's manifest pins, loaded (those not loaded yet
+    /// from `fetched`) and trusted under `trust`, if it declares inference.
+    /// Blocking: call it off the async workers.
     pub fn grant(
         &self,
         manifest: &PluginManifest,
         trust: &Trust,
+        fetched: Vec<ModelFile>,
     ) -> Result<Option<Grant>, PrepareError> {
         if !manifest.capabilities.contains(INFERENCE) {
             return Ok(None);
@@ -346,11 +359,11 @@ impl Sandbox {
         })?;
         let inference = self.inference.as_ref().ok_or_else(|| {
             PrepareError::Capability(
-                "it needs the `inference` capability, which this Axon does not serve (start it with `--onnxruntime` and `--models`)".into(),
+                "it needs the `inference` capability, which this Axon does not serve (start it with `--onnxruntime`)".into(),
             )
         })?;
         inference
-            .grant(need, trust)
+            .grant(need, trust, fetched)
             .map(Some)
             .map_err(PrepareError::Capability)
     }

@@ -2,13 +2,10 @@
 //! verified before they load, the sandbox computes what native ONNX Runtime
 //! computes, and every bound holds against a hostile plugin.
 
-use std::path::Path;
-
 use plugin_artifacts::{INFERENCE_ABUSE, SUPPORT_INTENT, SUPPORT_INTENT_MODEL};
-use plugin_store::model::{ModelManifest, ModelSpec, model_files};
+use plugin_store::model::{ModelManifest, ModelSpec};
 use plugin_store::{KeyPair, PluginManifest, PublishSpec, VersionRecord};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 use crate::support::TestAxon;
 
@@ -28,44 +25,47 @@ async fn assert_limit(axon: &TestAxon, input: Value, says: &str) {
     assert!(reply.message().contains(says), "{}", reply.message());
 }
 
-/// Axon with inference on, its model directory empty.
-async fn axon_with_inference() -> (TestAxon, TempDir) {
+/// Axon with inference on, the support-intent model 1.0.0 published.
+async fn axon_with_inference() -> TestAxon {
     axon_with_inference_and(|_| {}).await
 }
 
 /// The same, with `adjust` applied to its configuration.
-async fn axon_with_inference_and(
-    adjust: impl FnOnce(&mut axon::AxonConfig),
-) -> (TestAxon, TempDir) {
-    let models = tempfile::tempdir().unwrap();
+async fn axon_with_inference_and(adjust: impl FnOnce(&mut axon::AxonConfig)) -> TestAxon {
     let library = plugin_artifacts::onnxruntime_library().unwrap();
-    let dir = models.path().to_owned();
     let axon = TestAxon::start_with(move |config| {
         config.onnxruntime = Some(library);
-        config.models = Some(dir);
         config.accelerator = accelerator();
         adjust(config);
     })
     .await;
-    (axon, models)
+    publish_model(&axon, &axon.trust.publisher, "1.0.0").await;
+    axon
 }
 
-/// Writes the support-intent model into `dir`, signed by `key`, with
-/// `tamper` applied to the bytes after signing. Returns the model file.
-fn place_model(dir: &Path, key: &KeyPair, tamper: impl FnOnce(&mut Vec<u8>)) -> std::path::PathBuf {
-    let mut bytes = SUPPORT_INTENT_MODEL.bytes().unwrap();
-    let spec = ModelSpec::from_toml(&SUPPORT_INTENT_MODEL.spec_text().unwrap()).unwrap();
-    let (model, signed) = model_files(dir, &spec.name, &spec.version);
-    let manifest = ModelManifest::new(spec, &bytes, key.id().clone());
-    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
-    std::fs::write(signed, manifest.sign(key).to_json()).unwrap();
-    tamper(&mut bytes);
-    std::fs::write(&model, bytes).unwrap();
-    model
+/// Publishes the support-intent model as `version`, signed by `key`, to
+/// Axon's plugin store.
+async fn publish_model(axon: &TestAxon, key: &KeyPair, version: &str) -> ModelManifest {
+    let mut spec = ModelSpec::from_toml(&SUPPORT_INTENT_MODEL.spec_text().unwrap()).unwrap();
+    spec.version = version.parse().unwrap();
+    let bytes = SUPPORT_INTENT_MODEL.bytes().unwrap();
+    let published = axon
+        .source
+        .publish_model(&bytes, spec, key, "test", &|_| {});
+    published.await.unwrap().manifest
 }
 
 fn support_intent_spec() -> PublishSpec {
     PublishSpec::from_toml(&SUPPORT_INTENT.manifest_text().unwrap().unwrap()).unwrap()
+}
+
+/// The support-intent plugin as `version`, pinning the model's `model`.
+fn support_intent_pinning(version: &str, model: &str) -> PublishSpec {
+    let mut spec = support_intent_spec();
+    spec.version = version.parse().unwrap();
+    let need = spec.inference.as_mut().unwrap();
+    *need.models.values_mut().next().unwrap() = model.parse().unwrap();
+    spec
 }
 
 /// The abuse plugin, granted the support-intent model.
@@ -78,10 +78,12 @@ fn abuse_spec() -> PublishSpec {
 
 #[tokio::test]
 async fn the_sandbox_computes_what_native_onnx_runtime_computes() {
-    let (axon, models) = axon_with_inference().await;
-    let model = place_model(models.path(), &axon.trust.publisher, |_| {});
+    let axon = axon_with_inference().await;
     axon.publish(&SUPPORT_INTENT.bytes().unwrap(), support_intent_spec())
         .await;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("support-intent.onnx");
+    std::fs::write(&model, SUPPORT_INTENT_MODEL.bytes().unwrap()).unwrap();
 
     let texts = [
         "I was charged twice this month, please refund me",
@@ -135,8 +137,7 @@ async fn the_sandbox_computes_what_native_onnx_runtime_computes() {
 
 #[tokio::test]
 async fn a_plugin_without_the_capability_cannot_link_wasi_nn() {
-    let (axon, models) = axon_with_inference().await;
-    place_model(models.path(), &axon.trust.publisher, |_| {});
+    let axon = axon_with_inference().await;
     let module = SUPPORT_INTENT.bytes().unwrap();
 
     // Publishing refuses it, naming the import and what to declare.
@@ -177,41 +178,50 @@ async fn a_plugin_without_the_capability_cannot_link_wasi_nn() {
 }
 
 #[tokio::test]
-async fn a_tampered_or_untrusted_model_is_refused() {
-    let (axon, models) = axon_with_inference().await;
-    place_model(models.path(), &axon.trust.publisher, |bytes| {
+async fn a_tampered_untrusted_or_missing_model_is_refused() {
+    let axon = axon_with_inference().await;
+    let module = SUPPORT_INTENT.bytes().unwrap();
+    let ask = |version: &str| {
+        axon.post(json!({
+            "plugin": "support-intent",
+            "version": version,
+            "request": { "intent": "test", "input": { "message": "refund please" } },
+        }))
+    };
+    let refused = |reply: crate::support::Reply, says: &str| {
+        assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+        assert!(reply.message().contains(says), "{}", reply.message());
+    };
+    let flip_last_byte = |bytes: &mut Vec<u8>| {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-    });
-    axon.publish(&SUPPORT_INTENT.bytes().unwrap(), support_intent_spec())
+    };
+
+    // Its bytes changed in the blob store, behind the publisher's back.
+    let model = publish_model(&axon, &axon.trust.publisher, "1.0.1").await;
+    axon.tamper_with_blob(&model.digest, flip_last_byte).await;
+    axon.publish(&module, support_intent_pinning("1.0.1", "1.0.1"))
         .await;
-    let reply = axon
-        .reason("support-intent", json!({ "message": "hello" }))
-        .await;
-    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
-    assert!(
-        reply.message().contains("changed or replaced"),
-        "{}",
-        reply.message()
-    );
+    refused(ask("1.0.1").await, "changed or replaced");
 
     // Signed by a key the trust list does not name: refused before it loads.
-    place_model(models.path(), &KeyPair::generate().unwrap(), |_| {});
-    let reply = axon
-        .reason("support-intent", json!({ "message": "hello" }))
+    publish_model(&axon, &KeyPair::generate().unwrap(), "1.0.2").await;
+    axon.publish(&module, support_intent_pinning("1.0.2", "1.0.2"))
         .await;
-    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
-    assert!(
-        reply.message().contains("is not trusted"),
-        "{}",
-        reply.message()
+    refused(ask("1.0.2").await, "is not trusted");
+
+    // Never published: the message says how to publish it.
+    axon.publish(&module, support_intent_pinning("1.0.3", "9.0.0"))
+        .await;
+    refused(
+        ask("1.0.3").await,
+        "model `support-intent` version `9.0.0` not found: publish it with `agentctl model publish`",
     );
 
-    // Once the right file is in place, the same version loads.
-    place_model(models.path(), &axon.trust.publisher, |_| {});
-    let reply = axon
-        .reason("support-intent", json!({ "message": "refund please" }))
-        .await;
+    // Once the stored bytes are the signed ones again, the same version
+    // loads: a refused model is not remembered.
+    axon.tamper_with_blob(&model.digest, flip_last_byte).await;
+    let reply = ask("1.0.1").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     axon.stop().await;
 }
@@ -219,8 +229,7 @@ async fn a_tampered_or_untrusted_model_is_refused() {
 // Multi-threaded, as Axon serves: inference runs in `block_in_place`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_inference_gets_its_limit_code_while_others_answer() {
-    let (axon, models) = axon_with_inference().await;
-    place_model(models.path(), &axon.trust.publisher, |_| {});
+    let axon = axon_with_inference().await;
     axon.publish(&SUPPORT_INTENT.bytes().unwrap(), support_intent_spec())
         .await;
     axon.publish(&INFERENCE_ABUSE.bytes().unwrap(), abuse_spec())
@@ -279,8 +288,7 @@ async fn hostile_inference_gets_its_limit_code_while_others_answer() {
 #[tokio::test]
 async fn bounds_on_input_bytes_and_calls_at_once_hold() {
     // 16 KiB of input per call: 4 rows of 1024 floats fit, 8 do not.
-    let (axon, models) = axon_with_inference_and(|c| c.max_inference_input_kib = 16).await;
-    place_model(models.path(), &axon.trust.publisher, |_| {});
+    let axon = axon_with_inference_and(|c| c.max_inference_input_kib = 16).await;
     axon.publish(&INFERENCE_ABUSE.bytes().unwrap(), abuse_spec())
         .await;
     let reply = axon.reason("inference-abuse", json!({ "rows": 4 })).await;
@@ -302,8 +310,7 @@ async fn bounds_on_input_bytes_and_calls_at_once_hold() {
 
     // No calls of a model at once: every call is refused as overload, a
     // retry, not the plugin's fault.
-    let (axon, models) = axon_with_inference_and(|c| c.max_inference_concurrency = 0).await;
-    place_model(models.path(), &axon.trust.publisher, |_| {});
+    let axon = axon_with_inference_and(|c| c.max_inference_concurrency = 0).await;
     axon.publish(&INFERENCE_ABUSE.bytes().unwrap(), abuse_spec())
         .await;
     let reply = axon

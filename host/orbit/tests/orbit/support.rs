@@ -118,10 +118,9 @@ pub async fn start_axon_with(
     )
 }
 
-/// Makes `config` serve inference from `<data>/models`.
+/// Makes `config` serve inference (models from its plugin store).
 pub fn serve_inference(config: &mut axon::AxonConfig) {
     config.onnxruntime = Some(plugin_artifacts::onnxruntime_library().unwrap());
-    config.models = Some(config.data_dir.join("models"));
 }
 
 /// Makes `config` a GPU pool's Axon: inference, on a simulated GPU.
@@ -181,8 +180,8 @@ impl Stack {
         Self::start_on(dir, source, None, adjust, false, None).await
     }
 
-    /// A stack whose Axon serves inference (the support-intent model is in
-    /// `<data>/models`), and whose Orbit has a GPU pool at the address
+    /// A stack whose Axon serves inference (the support-intent model is
+    /// published to its plugin store), and whose Orbit has a GPU pool at the address
     /// returned, probed every `probe_ms`. With `gpu_first`, the GPU pool's
     /// Axon starts before Orbit (in `gpu_axon`); otherwise nothing runs
     /// there yet: start one with [`start_gpu_axon`].
@@ -275,13 +274,16 @@ impl Stack {
         if inference {
             let model = plugin_artifacts::SUPPORT_INTENT_MODEL;
             let spec = plugin_store::model::ModelSpec::from_toml(&model.spec_text().unwrap());
-            plugin_store::model::add_to_dir(
-                &data_dir.join("models"),
-                spec.unwrap(),
-                &model.bytes().unwrap(),
-                &trust.publisher,
-            )
-            .unwrap();
+            source
+                .publish_model(
+                    &model.bytes().unwrap(),
+                    spec.unwrap(),
+                    &trust.publisher,
+                    "test",
+                    &|_| {},
+                )
+                .await
+                .unwrap();
         }
         let (axon, axon_addr) =
             start_axon_with(&data_dir, &source, "127.0.0.1:0".parse().unwrap(), |c| {
