@@ -121,7 +121,8 @@ fn stored_version(item: &Item) -> Result<StoredVersion, StoreError> {
     })
 }
 
-/// `stored` under `key` (a model's labels and revoked flag stay as new).
+/// `stored` under `key`. A model is stored with labels `[]` and `revoked`
+/// false, so that `stored_version` reads it as it reads a plugin version.
 fn record_item(mut item: Item, stored: &StoredVersion) -> Item {
     item.extend([
         ("name".to_owned(), s(&stored.name)),

@@ -300,7 +300,7 @@ impl BlobStore for S3BlobStore {
             .await
             .map_err(|e| match e.as_service_error() {
                 Some(GetObjectError::NoSuchKey(_)) => {
-                    StoreError::NotFound(format!("module blob {digest}"))
+                    StoreError::NotFound(format!("blob {digest}"))
                 }
                 _ => backend(format!("cannot fetch {}", self.at(digest)), e),
             })?;

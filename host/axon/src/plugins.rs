@@ -323,7 +323,11 @@ impl PluginHost {
                 })
             }
         };
-        let grant = {
+        // Models only for a module that compiled: otherwise its failure is
+        // the answer, and nothing is fetched.
+        let grant = if compiled.is_err() {
+            None
+        } else {
             let trust = self.watcher.trust().clone();
             let mut fetched = Vec::new();
             for (model, model_version) in self.sandbox.models_to_fetch(&manifest) {
@@ -338,17 +342,22 @@ impl PluginHost {
                 fetched.push(file);
             }
             let (sandbox, manifest) = (self.sandbox.clone(), manifest.clone());
-            tokio::task::spawn_blocking(move || sandbox.grant(&manifest, &trust, fetched))
-                .await
-                .map_err(|e| LoadError::StoreUnavailable(format!("loading models stopped: {e}")))?
-                .map_err(|e| {
-                    refused(LoadError::Model(format!(
-                        "plugin `{name}` version `{version}` cannot be loaded: {e}"
-                    )))
-                })?
+            let granted =
+                tokio::task::spawn_blocking(move || sandbox.grant(&manifest, &trust, fetched))
+                    .await
+                    .map_err(|e| {
+                        LoadError::StoreUnavailable(format!("loading models stopped: {e}"))
+                    })?;
+            Some(granted.map_err(|e| {
+                refused(LoadError::Model(format!(
+                    "plugin `{name}` version `{version}` cannot be loaded: {e}"
+                )))
+            })?)
         };
         let prepared = compiled.and_then(|(component, origin)| {
-            let prepared = self.sandbox.prepare(&manifest, &component, grant)?;
+            let prepared = self
+                .sandbox
+                .prepare(&manifest, &component, grant.flatten())?;
             Ok((prepared, origin))
         });
         match prepared {

@@ -105,7 +105,7 @@ async fn prepare_inference(
         .context("training the support-intent model")?;
     let spec = ModelSpec::from_toml(&model.spec_text().context("reading its model.toml")?)?;
     match source
-        .publish_model(&bytes, spec, key, "agentctl-up", &|_| {})
+        .publish_model(&bytes, spec, key, ACTOR, &|_| {})
         .await
     {
         Ok(published) if published.new => {

@@ -59,7 +59,7 @@ impl BlobStore for LocalBlobStore {
         let path = self.path(digest);
         let unreadable = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::NotFound(format!("module blob {digest}"))
+                StoreError::NotFound(format!("blob {digest}"))
             } else {
                 StoreError::io(format!("cannot read `{}`", path.display()))(e)
             }

@@ -2,8 +2,8 @@
 //! run through `wasi:nn`. A model is published like a plugin: its bytes
 //! addressed by digest, its manifest signed by a publisher key the trust
 //! list allows for the model's name. A plugin pins the model versions it
-//! uses in its own signed manifest, so a plugin version runs the same
-//! weights for as long as it exists.
+//! uses in its own signed manifest (by version: see docs/supply-chain.md on
+//! what that leaves open).
 
 use semver::Version;
 use serde::{Deserialize, Serialize};

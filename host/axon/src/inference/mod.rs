@@ -165,8 +165,13 @@ impl Inference {
     }
 
     /// The models `need` pins that are not loaded yet: what to
-    /// [`fetch_model`] before [`grant`](Self::grant).
+    /// [`fetch_model`] before [`grant`](Self::grant). A model once loaded
+    /// stays, so what is loaded now still is at `grant`. None where `grant`
+    /// refuses anyway (a version that requires a GPU, on the CPU pool).
     pub fn to_fetch(&self, need: &InferenceNeed) -> Vec<(PluginName, Version)> {
+        if self.refuses(need).is_some() {
+            return Vec::new();
+        }
         let loaded = self.loaded();
         need.models
             .iter()
@@ -184,10 +189,8 @@ impl Inference {
         trust: &Trust,
         fetched: Vec<ModelFile>,
     ) -> Result<Grant, String> {
-        if need.gpu == GpuNeed::Required && !self.accelerator.is_gpu() {
-            return Err(
-                "it requires a GPU, and this Axon is the CPU pool (Orbit routes such plugins to the GPU pool, an Axon started with `--accelerator cuda`)".into(),
-            );
+        if let Some(reason) = self.refuses(need) {
+            return Err(reason.into());
         }
         let mut fetched: HashMap<_, _> = fetched
             .into_iter()
@@ -210,6 +213,13 @@ impl Inference {
         })
     }
 
+    /// Why this Axon refuses `need` whatever its models.
+    fn refuses(&self, need: &InferenceNeed) -> Option<&'static str> {
+        (need.gpu == GpuNeed::Required && !self.accelerator.is_gpu()).then_some(
+            "it requires a GPU, and this Axon is the CPU pool (Orbit routes such plugins to the GPU pool, an Axon started with `--accelerator cuda`)",
+        )
+    }
+
     fn model(
         &self,
         key: (PluginName, Version),
@@ -225,8 +235,10 @@ impl Inference {
                 .map_err(|e| format!("model `{name}@{version}` is not trusted: {e}"))?;
             return Ok(model);
         }
-        // Loaded by another version since `to_fetch`, or fetched now.
-        let file = fetched.ok_or_else(|| format!("model `{name}@{version}` was not fetched"))?;
+        // `to_fetch` named it, so it was fetched: a miss is a bug here.
+        let file = fetched.ok_or_else(|| {
+            format!("model `{name}@{version}` was not fetched (a bug in Axon); retry")
+        })?;
         let model = Arc::new(load_model(file, self.accelerator)?);
         tracing::info!(model = %name, %version, digest = %model.manifest.digest, "model loaded");
         Ok(self.loaded().entry(key).or_insert(model).clone())
@@ -284,9 +296,16 @@ pub fn nvidia_gpus() -> usize {
 /// A model fetched from the plugin store and verified: its manifest signed
 /// by a key the trust list allows for it, its bytes the manifest's digest.
 pub struct ModelFile {
-    pub manifest: ModelManifest,
+    manifest: ModelManifest,
     envelope: Envelope,
     bytes: Vec<u8>,
+}
+
+impl ModelFile {
+    /// Its verified manifest.
+    pub fn manifest(&self) -> &ModelManifest {
+        &self.manifest
+    }
 }
 
 /// Why [`fetch_model`] failed.
@@ -327,17 +346,17 @@ pub async fn fetch_model(
         .manifest;
     if manifest.digest != record.digest {
         return Err(FetchError::Refused(format!(
-            "the registry's digest for model `{name}@{version}` differs from its signed manifest"
+            "the registry's digest for model `{name}@{version}` differs from its signed manifest: the registry record was altered; an operator must restore it (publishing again cannot)"
         )));
     }
     let bytes = source.model_bytes(&manifest).await.map_err(|e| match e {
         e @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }) => {
             FetchError::Refused(format!(
-                "model `{name}@{version}`: the stored bytes are not the ones its manifest signs ({e}): they were changed or replaced"
+                "model `{name}@{version}`: the stored bytes are not the ones its manifest signs ({e}): they were changed or replaced; publish this version again from the original file"
             ))
         }
         e if e.is_not_found() => FetchError::Refused(format!(
-            "model `{name}@{version}`: its bytes are missing from the blob store ({e})"
+            "model `{name}@{version}`: its bytes are missing from the blob store ({e}); publish this version again from the original file"
         )),
         e => unavailable(e),
     })?;

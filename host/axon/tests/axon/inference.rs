@@ -197,13 +197,6 @@ async fn a_tampered_untrusted_or_missing_model_is_refused() {
         bytes[last] ^= 1;
     };
 
-    // Its bytes changed in the blob store, behind the publisher's back.
-    let model = publish_model(&axon, &axon.trust.publisher, "1.0.1").await;
-    axon.tamper_with_blob(&model.digest, flip_last_byte).await;
-    axon.publish(&module, support_intent_pinning("1.0.1", "1.0.1"))
-        .await;
-    refused(ask("1.0.1").await, "changed or replaced");
-
     // Signed by a key the trust list does not name: refused before it loads.
     publish_model(&axon, &KeyPair::generate().unwrap(), "1.0.2").await;
     axon.publish(&module, support_intent_pinning("1.0.2", "1.0.2"))
@@ -218,9 +211,17 @@ async fn a_tampered_untrusted_or_missing_model_is_refused() {
         "model `support-intent` version `9.0.0` not found: publish it with `agentctl model publish`",
     );
 
-    // Once the stored bytes are the signed ones again, the same version
-    // loads: a refused model is not remembered.
+    // Its bytes changed in the blob store, behind the publisher's back
+    // (before any version that pins it is published, so none loaded it).
+    let model = publish_model(&axon, &axon.trust.publisher, "1.0.1").await;
     axon.tamper_with_blob(&model.digest, flip_last_byte).await;
+    axon.publish(&module, support_intent_pinning("1.0.1", "1.0.1"))
+        .await;
+    refused(ask("1.0.1").await, "changed or replaced");
+
+    // Publishing the same version again rewrites the damaged blob, and the
+    // same plugin version loads: a refused model is not remembered.
+    publish_model(&axon, &axon.trust.publisher, "1.0.1").await;
     let reply = ask("1.0.1").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     axon.stop().await;
