@@ -224,6 +224,37 @@ async fn a_tampered_untrusted_or_missing_model_is_refused() {
     publish_model(&axon, &axon.trust.publisher, "1.0.1").await;
     let reply = ask("1.0.1").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // A registry record whose digest is not its signed manifest's: written
+    // behind publish's back, refused before any bytes are fetched.
+    let mut spec = ModelSpec::from_toml(&SUPPORT_INTENT_MODEL.spec_text().unwrap()).unwrap();
+    spec.version = "1.0.4".parse().unwrap();
+    let key = axon.trust.publisher.id().clone();
+    let signed = ModelManifest::new(spec, &SUPPORT_INTENT_MODEL.bytes().unwrap(), key);
+    let mut record = VersionRecord::signed_model(&signed, &axon.trust.publisher, "test");
+    record.digest = plugin_store::Digest::of(b"other weights");
+    axon.source
+        .registry()
+        .register_model(&record)
+        .await
+        .unwrap();
+    axon.publish(&module, support_intent_pinning("1.0.4", "1.0.4"))
+        .await;
+    refused(ask("1.0.4").await, "the registry record was altered");
+
+    // Its blob deleted: refused until the version is published again.
+    let model = publish_model(&axon, &axon.trust.publisher, "1.0.5").await;
+    let blob = axon
+        .data_dir
+        .join("plugins/blobs/sha256")
+        .join(model.digest.hex());
+    std::fs::remove_file(blob).unwrap();
+    axon.publish(&module, support_intent_pinning("1.0.5", "1.0.5"))
+        .await;
+    refused(ask("1.0.5").await, "missing from the blob store");
+    publish_model(&axon, &axon.trust.publisher, "1.0.5").await;
+    let reply = ask("1.0.5").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
     axon.stop().await;
 }
 
