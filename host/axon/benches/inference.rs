@@ -16,10 +16,10 @@
 //!   as Axon serves.
 //!
 //! The two sides alternate in blocks of 50 calls, so that drift hits both;
-//! the first 10 calls of each block are not counted, because each side's
-//! session has its own ONNX Runtime thread pool, whose threads spin a while
-//! after a call and slow the other side's first calls (alternating call by
-//! call measures that, not the host). It prints each side's median and p99
+//! the first 10 calls of each block are not counted (caches warm again).
+//! Both sides' sessions use the one ONNX Runtime thread pool Axon sets up
+//! (threads that sleep when idle), so neither side's threads take the
+//! cores from the other's next call. It prints each side's median and p99
 //! per call and their ratio, for `bench-medium` (about 8 million
 //! multiply-adds) and for the small support-intent model, where the host's
 //! fixed cost shows.
@@ -94,6 +94,7 @@ fn main() {
             onnxruntime: library.clone(),
             limits: InferenceLimits::default(),
             accelerator,
+            threads: threads(),
         }),
         ..SandboxConfig::default()
     })
@@ -213,6 +214,7 @@ fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, sides: &[Ac
                         ..InferenceLimits::default()
                     },
                     accelerator,
+                    threads: threads(),
                 }),
                 ..SandboxConfig::default()
             })
@@ -326,6 +328,12 @@ fn batching(model: &TrainedModel, cuda: bool) {
     }
 }
 
+/// Threads per call, as `--inference-threads` says:
+/// `$AGENT_RUNTIME_INFERENCE_THREADS`, else 0 (one per core).
+fn threads() -> usize {
+    std::env::var("AGENT_RUNTIME_INFERENCE_THREADS").map_or(0, |n| n.parse().expect("a number"))
+}
+
 /// A native session on `bytes`, on CUDA (failing if it cannot) or the CPU.
 fn native_session(bytes: &[u8], cuda: bool) -> Session {
     let provider = if cuda {
@@ -378,9 +386,9 @@ fn prepare(
     let fetched = sandbox
         .models_to_fetch(&manifest)
         .into_iter()
-        .map(|(name, version)| {
+        .map(|pin| {
             runtime
-                .block_on(fetch_model(source, &name, &version, trust))
+                .block_on(fetch_model(source, &pin, trust))
                 .expect("the model fetches")
         })
         .collect();

@@ -110,9 +110,16 @@ pub struct AxonConfig {
     /// Inference calls one request may make.
     #[arg(long, default_value_t = 16)]
     pub max_inference_calls: u32,
-    /// Inference calls of one model at once, host-wide (0: none).
+    /// Inference calls of one model at once, host-wide (0: none). Each
+    /// runs on an ONNX Runtime session of its own, made when first needed:
+    /// a model may be in memory (on the GPU, for the GPU pool) this many
+    /// times.
     #[arg(long, default_value_t = 4)]
     pub max_inference_concurrency: u32,
+    /// Threads one inference call may use, from one pool all calls share,
+    /// whose threads sleep when idle (0: one per core; at most 1024).
+    #[arg(long, default_value_t = 0, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
+    pub inference_threads: usize,
     /// Where models run, and so which pool this Axon serves: `cpu`, `cuda`
     /// (the GPU pool; `--onnxruntime` must be the `onnxruntime-gpu`
     /// wheel's library), or `simulated-cuda` (announces the GPU pool and
@@ -152,6 +159,7 @@ impl AxonConfig {
             max_inference_input_kib: 4096,
             max_inference_calls: 16,
             max_inference_concurrency: 4,
+            inference_threads: 0,
             accelerator: Accelerator::Cpu,
         }
     }
@@ -166,6 +174,7 @@ impl AxonConfig {
                 max_concurrent_per_model: self.max_inference_concurrency,
             },
             accelerator: self.accelerator,
+            threads: self.inference_threads,
         })
     }
 

@@ -330,8 +330,8 @@ impl PluginHost {
         } else {
             let trust = self.watcher.trust().clone();
             let mut fetched = Vec::new();
-            for (model, model_version) in self.sandbox.models_to_fetch(&manifest) {
-                let file = fetch_model(&self.source, &model, &model_version, &trust)
+            for pin in self.sandbox.models_to_fetch(&manifest) {
+                let file = fetch_model(&self.source, &pin, &trust)
                     .await
                     .map_err(|e| match e {
                         FetchError::Unavailable(e) => LoadError::StoreUnavailable(e),

@@ -160,7 +160,7 @@ pub enum GpuNeed {
 }
 
 /// What the `inference` capability asks for: the models a plugin loads by
-/// name, each pinned to one version, and its need for a GPU.
+/// name, each pinned to one version and its bytes, and its need for a GPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceNeed {
@@ -168,6 +168,13 @@ pub struct InferenceNeed {
     pub models: BTreeMap<PluginName, Version>,
     #[serde(default)]
     pub gpu: GpuNeed,
+    /// Model name to the sha256 of that version's bytes, as published when
+    /// this plugin version was: publishing fills it in (a `plugin.toml`
+    /// may name them, and then they must match), and Axon loads no other
+    /// bytes. Empty in manifests published before models were pinned by
+    /// digest, which Axon still serves by each model's own signature.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<PluginName, Digest>,
 }
 
 /// What a publisher says about a version: the format of a plugin's

@@ -194,6 +194,57 @@ mod tests {
         assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
     }
 
+    #[tokio::test]
+    async fn a_plugin_is_published_pinned_to_its_models_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = crate::PluginSource::local(dir.path()).await.unwrap();
+        let key = KeyPair::generate().unwrap();
+        let plugin = plugin_artifacts::SUPPORT_INTENT;
+        let module = plugin.bytes().unwrap();
+        let spec =
+            crate::PublishSpec::from_toml(&plugin.manifest_text().unwrap().unwrap()).unwrap();
+        let publish = |spec: crate::PublishSpec| source.publish(&module, spec, &key, "test");
+
+        // Its model first: a plugin pinning a model not published is refused.
+        let err = publish(spec.clone()).await.unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "pins model `support-intent` version `1.0.0`, which is not published: publish the model first"
+            ),
+            "{err}"
+        );
+        let model = ModelSpec::from_toml(SPEC).unwrap();
+        source
+            .publish_model(b"onnx", model, &key, "test", &|_| {})
+            .await
+            .unwrap();
+
+        // The signed manifest names the model's bytes.
+        let published = publish(spec.clone()).await.unwrap().manifest;
+        let need = published.inference.unwrap();
+        let name: crate::PluginName = "support-intent".parse().unwrap();
+        assert_eq!(need.digests.get(&name), Some(&Digest::of(b"onnx")));
+
+        // A digest plugin.toml names must be the published one, of a model it pins.
+        let mut wrong = spec.clone();
+        wrong.version = "1.0.1".parse().unwrap();
+        let pins = wrong.inference.as_mut().unwrap();
+        pins.digests.insert(name, Digest::of(b"other"));
+        let err = publish(wrong.clone()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("but that version is published as"),
+            "{err}"
+        );
+        let pins = wrong.inference.as_mut().unwrap();
+        pins.digests = [("triage".parse().unwrap(), Digest::of(b"onnx"))].into();
+        let err = publish(wrong).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("names a digest for model `triage`, which is not among"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_signed_model_manifest_round_trips() {
         let key = KeyPair::generate().unwrap();

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use semver::Version;
 
 use crate::error::StoreError;
-use crate::manifest::{Digest, PluginManifest, PluginName, PublishSpec};
+use crate::manifest::{Digest, InferenceNeed, PluginManifest, PluginName, PublishSpec};
 use crate::model::{ModelManifest, ModelSpec};
 use crate::registry::{Registered, Registry, VersionEntry, VersionRecord};
 use crate::signing::KeyPair;
@@ -174,6 +174,7 @@ impl PluginSource {
                 "the component imports `{import}`, which needs the `{capability}` capability: declare it in plugin.toml (`capabilities = [\"{capability}\"]`, with its `[{capability}]` table)"
             )));
         }
+        let spec = self.pin_model_digests(spec).await?;
         let manifest = PluginManifest::new(spec, module, world, key.id().clone());
         let record = VersionRecord::signed(&manifest, key, actor);
         self.blobs
@@ -189,6 +190,47 @@ impl PluginSource {
                 new: false,
             }),
         }
+    }
+
+    /// `spec` with the digest of every model it pins, as published: the
+    /// signed manifest then names the model's bytes, not only its version.
+    /// Refused if a model is not published yet, or is not the digest the
+    /// spec names.
+    async fn pin_model_digests(&self, mut spec: PublishSpec) -> Result<PublishSpec, StoreError> {
+        let Some(InferenceNeed {
+            models, digests, ..
+        }) = spec.inference.as_mut()
+        else {
+            return Ok(spec);
+        };
+        if let Some(name) = digests.keys().find(|name| !models.contains_key(*name)) {
+            return Err(StoreError::Invalid(format!(
+                "plugin.toml names a digest for model `{name}`, which is not among its `[inference] models`"
+            )));
+        }
+        for (name, version) in models.iter() {
+            let record = self.registry.model(name, version).await.map_err(|e| {
+                if e.is_not_found() {
+                    StoreError::Invalid(format!(
+                        "plugin.toml pins model `{name}` version `{version}`, which is not published: publish the model first (`agentctl model publish`)"
+                    ))
+                } else {
+                    e
+                }
+            })?;
+            match digests.get(name) {
+                Some(named) if *named != record.digest => {
+                    return Err(StoreError::Invalid(format!(
+                        "plugin.toml pins model `{name}` version `{version}` to {named}, but that version is published as {}",
+                        record.digest
+                    )));
+                }
+                _ => {
+                    digests.insert(name.clone(), record.digest);
+                }
+            }
+        }
+        Ok(spec)
     }
 
     /// The registry's entry for `name` at `version`.

@@ -1,11 +1,11 @@
-//! The bounds on every inference call, wrapped around the backend's graph
-//! and execution context. wasi-nn's ONNX backend trusts its caller (a
-//! tensor whose bytes do not match its shape panics the host; a dynamic
-//! dimension takes any size); here every input is checked against the
-//! model's signed manifest first.
+//! The bounds on every inference call: the graph and execution context a
+//! plugin holds. Every input is checked against the model's signed
+//! manifest, and the call against the request's budget and deadline,
+//! before it reaches the backend ([`super::onnx`]).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use wasmtime_wasi_nn::backend::{
     BackendError, BackendExecutionContext, BackendGraph, Id, NamedTensor,
@@ -13,6 +13,7 @@ use wasmtime_wasi_nn::backend::{
 use wasmtime_wasi_nn::wit::TensorType;
 use wasmtime_wasi_nn::{ExecutionContext, Graph, Tensor};
 
+use super::onnx::RunFailure;
 use super::{InferenceLimits, LoadedModel};
 
 /// What one request's inference came to, for the host to report.
@@ -25,11 +26,16 @@ pub enum Outcome {
     LimitBroken(String),
     /// A model was at its limit of calls at once: retry later.
     Busy(String),
+    /// The request's deadline passed: during an inference call, which was
+    /// stopped there (`in_call`), or before one, which did not start.
+    DeadlinePassed { in_call: bool },
 }
 
 /// One request's calls: counted, and the first bound broken remembered.
 pub struct CallBudget {
     limits: InferenceLimits,
+    /// When the request must have answered: calls stop there.
+    deadline: Instant,
     calls: AtomicU32,
     /// Bytes of every tensor the plugin created.
     tensor_bytes: AtomicU64,
@@ -37,9 +43,10 @@ pub struct CallBudget {
 }
 
 impl CallBudget {
-    pub(super) fn new(limits: InferenceLimits) -> Self {
+    pub(super) fn new(limits: InferenceLimits, deadline: Instant) -> Self {
         Self {
             limits,
+            deadline,
             calls: AtomicU32::new(0),
             tensor_bytes: AtomicU64::new(0),
             outcome: Mutex::default(),
@@ -107,6 +114,7 @@ impl CallBudget {
     fn refuse(&self, outcome: Outcome) -> BackendError {
         let message = match &outcome {
             Outcome::LimitBroken(m) | Outcome::Busy(m) => m.clone(),
+            Outcome::DeadlinePassed { .. } => "the request's deadline has passed".into(),
             Outcome::WithinBounds => String::new(),
         };
         self.record(outcome);
@@ -170,9 +178,7 @@ struct GuardedGraph {
 
 impl BackendGraph for GuardedGraph {
     fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
-        let inner = self.model.graph.init_execution_context()?;
         let guarded: Box<dyn BackendExecutionContext> = Box::new(GuardedContext {
-            inner,
             model: self.model.clone(),
             budget: self.budget.clone(),
         });
@@ -181,7 +187,6 @@ impl BackendGraph for GuardedGraph {
 }
 
 struct GuardedContext {
-    inner: ExecutionContext,
     model: Arc<LoadedModel>,
     budget: Arc<CallBudget>,
 }
@@ -288,10 +293,15 @@ impl Drop for Slot {
     }
 }
 
+/// `set-input`, `compute()` and `get-output` are wasi-nn's older interface,
+/// which Axon does not link: a component has only `compute(inputs)`.
+fn older_interface() -> BackendError {
+    error("this host serves `compute` with named inputs only".into())
+}
+
 impl BackendExecutionContext for GuardedContext {
-    fn set_input(&mut self, id: Id, tensor: &Tensor) -> Result<(), BackendError> {
-        self.check(&id, tensor)?;
-        self.inner.set_input(id, tensor)
+    fn set_input(&mut self, _id: Id, _tensor: &Tensor) -> Result<(), BackendError> {
+        Err(older_interface())
     }
 
     fn compute(
@@ -301,21 +311,32 @@ impl BackendExecutionContext for GuardedContext {
         // Every call counts, refused ones too.
         let calls = self.budget.calls.fetch_add(1, Ordering::Relaxed) + 1;
         self.count_call(calls)?;
+        let inputs = inputs.ok_or_else(older_interface)?;
         let mut input_bytes = 0;
-        for input in inputs.iter().flatten() {
+        for input in &inputs {
             self.check(&Id::Name(input.name.clone()), &input.tensor)?;
             input_bytes += input.tensor.data.len();
         }
         let _slot = self.start_call(input_bytes)?;
-        let inner = &mut self.inner;
-        blocking(move || match inputs {
-            Some(inputs) => inner.compute_with_io(inputs).map(Some),
-            None => inner.compute().map(|()| None),
-        })
+        let model = &self.model.onnx;
+        let deadline = self.budget.deadline;
+        match blocking(move || model.run(inputs, deadline)) {
+            Ok(outputs) => Ok(Some(outputs)),
+            Err(RunFailure::PastDeadline) => Err(self
+                .budget
+                .refuse(Outcome::DeadlinePassed { in_call: false })),
+            Err(RunFailure::StoppedAtDeadline) => Err(self
+                .budget
+                .refuse(Outcome::DeadlinePassed { in_call: true })),
+            Err(RunFailure::Failed(message)) => Err(error(format!(
+                "model `{}` failed: {message}",
+                self.model.manifest.name
+            ))),
+        }
     }
 
-    fn get_output(&mut self, id: Id) -> Result<Tensor, BackendError> {
-        self.inner.get_output(id)
+    fn get_output(&mut self, _id: Id) -> Result<Tensor, BackendError> {
+        Err(older_interface())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Inference for plugins granted the `inference` capability: host-owned
-//! ONNX models run through `wasi:nn` (wasmtime-wasi-nn's ONNX backend on
-//! `ort`), with libonnxruntime loaded at start-up from the path the operator
-//! gives (`--onnxruntime`), never downloaded.
+//! ONNX models run through `wasi:nn` (wasmtime-wasi-nn's interface, Axon's
+//! own ONNX backend on `ort`: [`onnx`]), with libonnxruntime loaded at
+//! start-up from the path the operator gives (`--onnxruntime`), never
+//! downloaded.
 //!
 //! - A model is published to the plugin store like a plugin (its bytes in
 //!   the blob store by digest, its signed manifest in the registry). When a
@@ -19,19 +20,18 @@
 //!   plugin does with the error it sees.
 
 mod guard;
+mod onnx;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use plugin_store::model::{ModelFormat, ModelManifest};
 use plugin_store::{
-    Envelope, GpuNeed, InferenceNeed, PluginName, PluginSource, StoreError, Trust, Version,
+    Digest, Envelope, GpuNeed, InferenceNeed, PluginName, PluginSource, StoreError, Trust, Version,
 };
-use wasmtime_wasi_nn::backend::BackendInner;
-use wasmtime_wasi_nn::backend::onnx::OnnxBackend;
-use wasmtime_wasi_nn::wit::{ExecutionTarget, WasiNnCtx};
+use wasmtime_wasi_nn::wit::WasiNnCtx;
 use wasmtime_wasi_nn::{Graph, GraphRegistry};
 
 pub use guard::{CallBudget, Outcome};
@@ -44,6 +44,8 @@ pub struct InferenceConfig {
     pub limits: InferenceLimits,
     /// Where models run: this Axon's pool.
     pub accelerator: Accelerator,
+    /// Threads one call may use, shared by every call (0: one per core).
+    pub threads: usize,
 }
 
 /// Where an Axon runs models, and so which pool it serves.
@@ -74,13 +76,6 @@ impl Accelerator {
     pub fn is_gpu(self) -> bool {
         self != Self::Cpu
     }
-
-    fn target(self) -> ExecutionTarget {
-        match self {
-            Self::Cuda => ExecutionTarget::Gpu,
-            Self::Cpu | Self::SimulatedCuda => ExecutionTarget::Cpu,
-        }
-    }
 }
 
 /// Bounds on inference, per call, per request and per model.
@@ -90,8 +85,9 @@ pub struct InferenceLimits {
     pub max_input_bytes: usize,
     /// Calls one request may make.
     pub max_calls_per_request: u32,
-    /// Calls of one model running at once, host-wide; more are refused
-    /// (503, retry) rather than queued behind a blocked thread.
+    /// Calls of one model running at once, host-wide (each on a session of
+    /// its own, made when first needed); more are refused (503, retry)
+    /// rather than queued behind a blocked thread.
     pub max_concurrent_per_model: u32,
 }
 
@@ -111,7 +107,7 @@ pub struct LoadedModel {
     pub manifest: ModelManifest,
     /// Its signed manifest, verified again at each grant.
     envelope: Envelope,
-    graph: Graph,
+    onnx: onnx::OnnxModel,
     /// Calls running now, host-wide.
     in_flight: std::sync::atomic::AtomicU32,
 }
@@ -119,6 +115,7 @@ pub struct LoadedModel {
 /// The runtime, once per process, and the models loaded so far.
 pub struct Inference {
     limits: InferenceLimits,
+    deadlines: Arc<onnx::Deadlines>,
     accelerator: Accelerator,
     models: Mutex<HashMap<(PluginName, Version), Arc<LoadedModel>>>,
 }
@@ -137,14 +134,26 @@ impl Inference {
         let shown = path.display().to_string();
         // `ort` panics when the library does not load or is too old: keep
         // that a start-up error.
-        let committed =
-            std::panic::catch_unwind(|| ort::init_from(shown.clone()).with_name("axon").commit())
-                .map_err(|_| {
-                anyhow::anyhow!(
-                    "`{shown}` is not a usable ONNX Runtime (version 1.22 or later is needed)"
-                )
-            })?;
-        committed.map_err(|e| anyhow::anyhow!("cannot start ONNX Runtime from `{shown}`: {e}"))?;
+        let committed = std::panic::catch_unwind(|| {
+            let builder = ort::init_from(shown.clone()).with_name("axon");
+            let pool = onnx::thread_pool(config.threads)
+                .map_err(|e| anyhow::anyhow!("cannot set up ONNX Runtime's thread pool: {e}"))?;
+            builder
+                .with_global_thread_pool(pool)
+                .commit()
+                .map_err(|e| anyhow::anyhow!("cannot start ONNX Runtime from `{shown}`: {e}"))
+        })
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "`{shown}` is not a usable ONNX Runtime (version 1.22 or later is needed)"
+            )
+        })??;
+        if !committed {
+            // Only where one process runs several (tests, benchmarks).
+            tracing::warn!(
+                "ONNX Runtime was started already in this process: its first thread settings stay"
+            );
+        }
         match config.accelerator {
             Accelerator::Cuda => check_cuda(&shown)?,
             Accelerator::SimulatedCuda => tracing::warn!(
@@ -152,8 +161,11 @@ impl Inference {
             ),
             Accelerator::Cpu => {}
         }
+        let deadlines = onnx::Deadlines::start()
+            .map_err(|e| anyhow::anyhow!("cannot start the inference deadline thread: {e}"))?;
         Ok(Self {
             limits: config.limits,
+            deadlines,
             accelerator: config.accelerator,
             models: Mutex::default(),
         })
@@ -168,15 +180,13 @@ impl Inference {
     /// [`fetch_model`] before [`grant`](Self::grant). A model once loaded
     /// stays, so what is loaded now still is at `grant`. None where `grant`
     /// refuses anyway (a version that requires a GPU, on the CPU pool).
-    pub fn to_fetch(&self, need: &InferenceNeed) -> Vec<(PluginName, Version)> {
+    pub fn to_fetch(&self, need: &InferenceNeed) -> Vec<ModelPin> {
         if self.refuses(need).is_some() {
             return Vec::new();
         }
         let loaded = self.loaded();
-        need.models
-            .iter()
-            .map(|(name, version)| (name.clone(), version.clone()))
-            .filter(|key| !loaded.contains_key(key))
+        ModelPin::all(need)
+            .filter(|pin| !loaded.contains_key(&(pin.name.clone(), pin.version.clone())))
             .collect()
     }
 
@@ -202,10 +212,9 @@ impl Inference {
             })
             .collect();
         let mut models = HashMap::new();
-        for (name, version) in &need.models {
-            let key = (name.clone(), version.clone());
-            let file = fetched.remove(&key);
-            models.insert(name.to_string(), self.model(key, file, trust)?);
+        for pin in ModelPin::all(need) {
+            let file = fetched.remove(&(pin.name.clone(), pin.version.clone()));
+            models.insert(pin.name.to_string(), self.model(&pin, file, trust)?);
         }
         Ok(Grant {
             models: Arc::new(models),
@@ -222,26 +231,32 @@ impl Inference {
 
     fn model(
         &self,
-        key: (PluginName, Version),
+        pin: &ModelPin,
         fetched: Option<ModelFile>,
         trust: &Trust,
     ) -> Result<Arc<LoadedModel>, String> {
-        let (name, version) = &key;
+        let (name, version) = (&pin.name, &pin.version);
+        let key = (name.clone(), version.clone());
         let cached = self.loaded().get(&key).cloned();
         if let Some(model) = cached {
-            // Loaded once, but trusted only as long as its key is.
+            // Loaded once, but trusted only as long as its key is, and
+            // only for versions that pin its bytes.
             trust
                 .verify_model(&model.envelope, name, version, SystemTime::now())
                 .map_err(|e| format!("model `{name}@{version}` is not trusted: {e}"))?;
+            pin.check(&model.manifest)?;
             return Ok(model);
         }
         // `to_fetch` named it, so it was fetched: a miss is a bug here.
         let file = fetched.ok_or_else(|| {
             format!("model `{name}@{version}` was not fetched (a bug in Axon); retry")
         })?;
-        let model = Arc::new(load_model(file, self.accelerator)?);
+        let model = Arc::new(load_model(file, self.accelerator, self.deadlines.clone())?);
         tracing::info!(model = %name, %version, digest = %model.manifest.digest, "model loaded");
-        Ok(self.loaded().entry(key).or_insert(model).clone())
+        // Another load may have put it there meanwhile: that one, checked.
+        let model = self.loaded().entry(key).or_insert(model).clone();
+        pin.check(&model.manifest)?;
+        Ok(model)
     }
 
     fn loaded(
@@ -251,8 +266,8 @@ impl Inference {
     }
 }
 
-/// Fails unless the CUDA execution provider can be set up from `library`:
-/// wasi-nn's backend would otherwise fall back to the CPU without a word.
+/// Fails unless the CUDA execution provider can be set up from `library`,
+/// at start-up rather than at the first model's load.
 fn check_cuda(library: &str) -> anyhow::Result<()> {
     use ort::execution_providers::{CUDAExecutionProvider, ExecutionProvider};
     let cuda = CUDAExecutionProvider::default();
@@ -293,6 +308,37 @@ pub fn nvidia_gpus() -> usize {
     })
 }
 
+/// A model a plugin version pins: by name and version, and, in manifests
+/// published since models are pinned by digest, by its bytes' digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPin {
+    pub name: PluginName,
+    pub version: Version,
+    pub digest: Option<Digest>,
+}
+
+impl ModelPin {
+    /// Every model `need` pins.
+    fn all(need: &InferenceNeed) -> impl Iterator<Item = ModelPin> + '_ {
+        need.models.iter().map(|(name, version)| ModelPin {
+            name: name.clone(),
+            version: version.clone(),
+            digest: need.digests.get(name).copied(),
+        })
+    }
+
+    /// Refuses a model (verified) whose bytes are not the pinned ones.
+    fn check(&self, model: &ModelManifest) -> Result<(), String> {
+        match self.digest {
+            Some(pinned) if pinned != model.digest => Err(format!(
+                "model `{}@{}` is signed as {}, and this plugin version was published against {pinned}: the model's registry record was replaced by another signed one; an operator must restore it",
+                self.name, self.version, model.digest
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A model fetched from the plugin store and verified: its manifest signed
 /// by a key the trust list allows for it, its bytes the manifest's digest.
 pub struct ModelFile {
@@ -320,15 +366,15 @@ pub enum FetchError {
     Unavailable(String),
 }
 
-/// Fetches model `name@version` from `source` and verifies it under `trust`,
-/// every time: a registry or blob store that was written behind the
-/// publisher's back cannot hand Axon other weights.
+/// Fetches model `pin` from `source` and verifies it under `trust` and
+/// against the pinned digest, every time: a registry or blob store that was
+/// written behind the publisher's back cannot hand Axon other weights.
 pub async fn fetch_model(
     source: &PluginSource,
-    name: &PluginName,
-    version: &Version,
+    pin: &ModelPin,
     trust: &Trust,
 ) -> Result<ModelFile, FetchError> {
+    let (name, version) = (&pin.name, &pin.version);
     let unavailable =
         |e: StoreError| FetchError::Unavailable(format!("fetching model `{name}@{version}`: {e}"));
     let record = source
@@ -349,6 +395,7 @@ pub async fn fetch_model(
             "the registry's digest for model `{name}@{version}` differs from its signed manifest: the registry record was altered; an operator must restore it (publishing again cannot)"
         )));
     }
+    pin.check(&manifest).map_err(FetchError::Refused)?;
     let bytes = source.model_bytes(&manifest).await.map_err(|e| match e {
         e @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }) => {
             FetchError::Refused(format!(
@@ -368,25 +415,22 @@ pub async fn fetch_model(
 }
 
 /// Loads a fetched (so verified) model into ONNX Runtime.
-fn load_model(file: ModelFile, accelerator: Accelerator) -> Result<LoadedModel, String> {
+fn load_model(
+    file: ModelFile,
+    accelerator: Accelerator,
+    deadlines: Arc<onnx::Deadlines>,
+) -> Result<LoadedModel, String> {
     let ModelFile {
         manifest,
         envelope,
         bytes,
     } = file;
     let ModelFormat::Onnx = manifest.format;
-    let graph = OnnxBackend::default()
-        .load(&[&bytes], accelerator.target())
-        .map_err(|e| {
-            format!(
-                "model `{}@{}` does not load in ONNX Runtime: {e:#}",
-                manifest.name, manifest.version
-            )
-        })?;
+    let onnx = onnx::OnnxModel::load(&manifest, bytes, accelerator, deadlines)?;
     Ok(LoadedModel {
         manifest,
         envelope,
-        graph,
+        onnx,
         in_flight: Default::default(),
     })
 }
@@ -399,9 +443,10 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// The `wasi:nn` context of one request, and the budget it draws on.
-    pub fn for_request(&self) -> (WasiNnCtx, Arc<CallBudget>) {
-        let budget = Arc::new(CallBudget::new(self.limits));
+    /// The `wasi:nn` context of one request that must answer by
+    /// `deadline`, and the budget it draws on.
+    pub fn for_request(&self, deadline: Instant) -> (WasiNnCtx, Arc<CallBudget>) {
+        let budget = Arc::new(CallBudget::new(self.limits, deadline));
         let graphs = self
             .models
             .iter()
@@ -459,6 +504,6 @@ impl GraphRegistry for GrantedGraphs {
 
 /// An empty context, for a Store that links no models.
 pub fn no_models() -> WasiNnCtx {
-    let budget = Arc::new(CallBudget::new(InferenceLimits::default()));
+    let budget = Arc::new(CallBudget::new(InferenceLimits::default(), Instant::now()));
     WasiNnCtx::new([], GrantedGraphs::new(HashMap::new(), budget).into())
 }

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use plugin_store::{Digest, INFERENCE, PluginManifest, PluginName, Trust, Version};
+use plugin_store::{Digest, INFERENCE, PluginManifest, Trust};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
@@ -42,7 +42,7 @@ use wasmtime::{
 pub use limits::{LimitPolicy, Limits};
 pub use state::LogLimits;
 
-use crate::inference::{Grant, Inference, InferenceConfig, ModelFile, Outcome};
+use crate::inference::{Grant, Inference, InferenceConfig, ModelFile, ModelPin, Outcome};
 use bindings::{ReasonRequest, ReasoningError, ReasoningPluginPre};
 use cache::ArtifactCache;
 use capture::Capture;
@@ -117,8 +117,12 @@ pub enum RunError {
     Failed(String),
     #[error("the plugin answered with invalid output: {0}")]
     InvalidOutput(String),
-    #[error("the plugin ran past its {} ms deadline", .deadline.as_millis())]
-    Timeout { deadline: Duration },
+    #[error("the plugin ran past its {} ms deadline{}", .deadline.as_millis(), if *.in_inference { " (in an inference call, stopped there)" } else { "" })]
+    Timeout {
+        deadline: Duration,
+        /// Whether an inference call was running then (and was stopped).
+        in_inference: bool,
+    },
     #[error("the plugin tried to grow its memory (all its memories together) past its {} MiB limit", .limit_bytes >> 20)]
     MemoryLimit { limit_bytes: u64 },
     #[error("the plugin {0}")]
@@ -333,7 +337,7 @@ impl Sandbox {
     /// The models a version's manifest pins that are not loaded yet: what
     /// to [`fetch_model`](crate::inference::fetch_model) for
     /// [`grant`](Self::grant).
-    pub fn models_to_fetch(&self, manifest: &PluginManifest) -> Vec<(PluginName, Version)> {
+    pub fn models_to_fetch(&self, manifest: &PluginManifest) -> Vec<ModelPin> {
         match (&self.inference, &manifest.inference) {
             (Some(inference), Some(need)) if manifest.capabilities.contains(INFERENCE) => {
                 inference.to_fetch(need)
@@ -495,7 +499,7 @@ impl Sandbox {
             stderr.clone(),
         );
         let budget = plugin.grant.as_ref().map(|grant| {
-            let (nn, budget) = grant.for_request();
+            let (nn, budget) = grant.for_request(started + plugin.limits.deadline);
             state.nn = Some(nn);
             state.nn_budget = Some(budget.clone());
             budget
@@ -562,11 +566,19 @@ impl Sandbox {
         match budget.map(|b| b.outcome()) {
             Some(Outcome::LimitBroken(message)) => return Err(RunError::ResourceLimit(message)),
             Some(Outcome::Busy(_)) => return Err(RunError::Overloaded { scope: "inference" }),
+            // Whatever the plugin made of the error: it answered too late.
+            Some(Outcome::DeadlinePassed { in_call }) => {
+                return Err(RunError::Timeout {
+                    deadline: plugin.limits.deadline,
+                    in_inference: in_call,
+                });
+            }
             _ => {}
         }
         match outcome {
             Err(_elapsed) => Err(RunError::Timeout {
                 deadline: plugin.limits.deadline,
+                in_inference: false,
             }),
             Ok(Err(error)) => Err(classify_trap(&error, memory_exceeded, &plugin.limits)),
             Ok(Ok(Err(ReasoningError::InvalidInput(message)))) => {
@@ -638,6 +650,7 @@ fn classify_trap(error: &wasmtime::Error, memory_exceeded: bool, limits: &Limits
         }
         Some(Trap::Interrupt) => RunError::Timeout {
             deadline: limits.deadline,
+            in_inference: false,
         },
         Some(Trap::UnreachableCodeReached) => RunError::Trapped(
             "the plugin panicked or aborted (wasm `unreachable`); its stderr is in Axon's log"

@@ -2,7 +2,7 @@
 //! verified before they load, the sandbox computes what native ONNX Runtime
 //! computes, and every bound holds against a hostile plugin.
 
-use plugin_artifacts::{INFERENCE_ABUSE, SUPPORT_INTENT, SUPPORT_INTENT_MODEL};
+use plugin_artifacts::{BENCH_MEDIUM_MODEL, INFERENCE_ABUSE, SUPPORT_INTENT, SUPPORT_INTENT_MODEL};
 use plugin_store::model::{ModelManifest, ModelSpec};
 use plugin_store::{KeyPair, PluginManifest, PublishSpec, VersionRecord};
 use serde_json::{Value, json};
@@ -66,6 +66,31 @@ fn support_intent_pinning(version: &str, model: &str) -> PublishSpec {
     let need = spec.inference.as_mut().unwrap();
     *need.models.values_mut().next().unwrap() = model.parse().unwrap();
     spec
+}
+
+/// Registers support-intent `version` pinning model `model` (and `digest`,
+/// if any) as is, bypassing publish's checks.
+async fn register_pinning(
+    axon: &TestAxon,
+    version: &str,
+    model: &str,
+    digest: Option<plugin_store::Digest>,
+) {
+    let module = SUPPORT_INTENT.bytes().unwrap();
+    let mut spec = support_intent_pinning(version, model);
+    let need = spec.inference.as_mut().unwrap();
+    if let Some(digest) = digest {
+        need.digests = need
+            .models
+            .keys()
+            .map(|name| (name.clone(), digest))
+            .collect();
+    }
+    let world = plugin_store::component::reasoning_world(&module).unwrap();
+    let key = axon.trust.publisher.id().clone();
+    let manifest = PluginManifest::new(spec, &module, world, key);
+    let record = VersionRecord::signed(&manifest, &axon.trust.publisher, "test");
+    axon.register_raw(&module, record).await;
 }
 
 /// The abuse plugin, granted the support-intent model.
@@ -203,13 +228,46 @@ async fn a_tampered_untrusted_or_missing_model_is_refused() {
         .await;
     refused(ask("1.0.2").await, "is not trusted");
 
-    // Never published: the message says how to publish it.
-    axon.publish(&module, support_intent_pinning("1.0.3", "9.0.0"))
-        .await;
+    // Never published: publishing a plugin that pins it is refused, and a
+    // version registered anyway (or whose model record was deleted) is
+    // refused with how to publish the model.
+    let error = axon
+        .source
+        .publish(
+            &module,
+            support_intent_pinning("1.0.3", "9.0.0"),
+            &axon.trust.publisher,
+            "test",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("which is not published: publish the model first"),
+        "{error}"
+    );
+    register_pinning(&axon, "1.0.3", "9.0.0", None).await;
     refused(
         ask("1.0.3").await,
         "model `support-intent` version `9.0.0` not found: publish it with `agentctl model publish`",
     );
+
+    // A version whose signed manifest pins other bytes than the model's
+    // signed ones (its record replaced by another signed manifest): refused,
+    // whether the model is loaded already (1.0.0) or not (1.0.6).
+    let pinned = axon
+        .publish(&module, support_intent_pinning("1.0.7", "1.0.0"))
+        .await;
+    let need = pinned.inference.as_ref().unwrap();
+    assert_eq!(need.digests.len(), 1, "publish pins the model's digest");
+    assert_eq!(ask("1.0.7").await.status, 200);
+    let other = Some(plugin_store::Digest::of(b"other weights"));
+    register_pinning(&axon, "1.0.8", "1.0.0", other).await;
+    refused(ask("1.0.8").await, "was published against");
+    publish_model(&axon, &axon.trust.publisher, "1.0.6").await;
+    register_pinning(&axon, "1.0.9", "1.0.6", other).await;
+    refused(ask("1.0.9").await, "was published against");
 
     // Its bytes changed in the blob store, behind the publisher's back
     // (before any version that pins it is published, so none loaded it).
@@ -314,6 +372,55 @@ async fn hostile_inference_gets_its_limit_code_while_others_answer() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let reply = axon.reason("echo", json!("still here")).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
+    axon.stop().await;
+}
+
+// Multi-threaded, as Axon serves: the deadline's timer runs beside the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inference_call_stops_at_the_request_deadline() {
+    let axon = axon_with_inference_and(|c| c.max_inference_calls = 100_000).await;
+    let spec = ModelSpec::from_toml(&BENCH_MEDIUM_MODEL.spec_text().unwrap()).unwrap();
+    let bytes = BENCH_MEDIUM_MODEL.bytes().unwrap();
+    let published = axon
+        .source
+        .publish_model(&bytes, spec, &axon.trust.publisher, "test", &|_| {});
+    published.await.unwrap();
+    let spec = PublishSpec::from_toml(
+        "name = \"inference-abuse\"\nversion = \"1.0.0\"\ncapabilities = [\"inference\"]\n[inference]\nmodels = { bench-medium = \"1.0.0\" }\n[limits]\ndeadline_ms = 100",
+    )
+    .unwrap();
+    axon.publish(&INFERENCE_ABUSE.bytes().unwrap(), spec).await;
+
+    // Calls of 64 rows, one after another, far past the deadline. It falls
+    // during a call nearly always (the plugin spends little time between
+    // calls): that call is stopped there, and the timeout says so. Not
+    // always: ONNX Runtime looks at the stop flag between the model's nodes
+    // (three matrix products here), so a call in its last node when the
+    // deadline passes ends as usual, more often on a loaded machine.
+    let input =
+        json!({ "model": "bench-medium", "rows": 64, "calls": 100_000, "keep_going": true });
+    let (mut replies, mut stopped) = (Vec::new(), false);
+    for _ in 0..10 {
+        let reply = axon.reason("inference-abuse", input.clone()).await;
+        assert_eq!(reply.code(), "PLUGIN_TIMEOUT", "{}", reply.body);
+        stopped = reply
+            .message()
+            .contains("in an inference call, stopped there");
+        replies.push(reply.body);
+        if stopped {
+            break;
+        }
+    }
+    assert!(
+        stopped,
+        "in 10 requests, no call was stopped at the deadline: {replies:#?}"
+    );
+    // The stopped call gave back its slot (a session, if lost, is made again).
+    let reply = axon
+        .reason("inference-abuse", json!({ "model": "bench-medium" }))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["output"]["calls_done"], 1, "{}", reply.body);
     axon.stop().await;
 }
 

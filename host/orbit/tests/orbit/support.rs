@@ -272,18 +272,7 @@ impl Stack {
         }
 
         if inference {
-            let model = plugin_artifacts::SUPPORT_INTENT_MODEL;
-            let spec = plugin_store::model::ModelSpec::from_toml(&model.spec_text().unwrap());
-            source
-                .publish_model(
-                    &model.bytes().unwrap(),
-                    spec.unwrap(),
-                    &trust.publisher,
-                    "test",
-                    &|_| {},
-                )
-                .await
-                .unwrap();
+            publish_support_intent_model(&source, &trust.publisher).await;
         }
         let (axon, axon_addr) =
             start_axon_with(&data_dir, &source, "127.0.0.1:0".parse().unwrap(), |c| {
@@ -411,6 +400,10 @@ impl Stack {
             .await
             .unwrap();
         let spec = PublishSpec::from_toml(toml).unwrap();
+        if spec.inference.is_some() {
+            // Publishing pins the model's digest: it must be there first.
+            publish_support_intent_model(&self.source, &trust.publisher).await;
+        }
         let m = publish_live(
             &self.source,
             &trust.publisher,
@@ -582,4 +575,15 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// Publishes the support-intent model, the one the tests' plugins pin (the
+/// same bytes again are a no-op).
+async fn publish_support_intent_model(source: &PluginSource, key: &plugin_store::KeyPair) {
+    let model = plugin_artifacts::SUPPORT_INTENT_MODEL;
+    let spec = plugin_store::model::ModelSpec::from_toml(&model.spec_text().unwrap());
+    source
+        .publish_model(&model.bytes().unwrap(), spec.unwrap(), key, "test", &|_| {})
+        .await
+        .unwrap();
 }
