@@ -218,6 +218,14 @@ impl PluginSource {
                     e
                 }
             })?;
+            // The digest its publisher signed: a record whose digest is not
+            // its manifest's was altered, and no plugin should pin it.
+            let signed: ModelManifest = stored_manifest(&record)?;
+            if signed.digest != record.digest {
+                return Err(StoreError::Invalid(format!(
+                    "the registry's record of model `{name}` version `{version}` was altered (its digest is not its signed manifest's): an operator must restore it before plugins can pin it"
+                )));
+            }
             match digests.get(name) {
                 Some(named) if *named != record.digest => {
                     return Err(StoreError::Invalid(format!(

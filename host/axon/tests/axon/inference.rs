@@ -296,8 +296,18 @@ async fn a_tampered_untrusted_or_missing_model_is_refused() {
         .register_model(&record)
         .await
         .unwrap();
-    axon.publish(&module, support_intent_pinning("1.0.4", "1.0.4"))
-        .await;
+    let error = axon
+        .source
+        .publish(
+            &module,
+            support_intent_pinning("1.0.4", "1.0.4"),
+            &axon.trust.publisher,
+            "test",
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("was altered"), "{error}");
+    register_pinning(&axon, "1.0.4", "1.0.4", None).await;
     refused(ask("1.0.4").await, "the registry record was altered");
 
     // Its blob deleted: refused until the version is published again.
