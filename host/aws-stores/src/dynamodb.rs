@@ -596,6 +596,15 @@ impl Registry for DynamoRegistry {
         Ok(stored_version(&item)?.into_entry()?.record)
     }
 
+    async fn models(&self) -> Result<Vec<VersionRecord>, StoreError> {
+        let mut records = Vec::new();
+        for item in self.query(MODELS).await? {
+            records.push(stored_version(&item)?.into_entry()?.record);
+        }
+        records.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        Ok(records)
+    }
+
     async fn version(
         &self,
         name: &PluginName,

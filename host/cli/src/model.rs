@@ -4,15 +4,18 @@
 //! plugin store (`--plugin-store`: the same blob store and registry as the
 //! plugins). Axon fetches a model when a plugin version that pins it loads,
 //! and verifies its signature under the trust list and its bytes against the
-//! signed digest.
+//! signed digest. `list` and `describe` show what is published, verified
+//! under the trust list, and which plugin versions pin each model.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use plugin_store::model::ModelSpec;
+use plugin_store::{PluginSource, Version, verify_entry};
 
-use crate::plugin::{actor, dev_publisher_key, read_key, upload_bar};
+use crate::plugin::{actor, dev_publisher_key, parse_name, read_key, trust, upload_bar};
 
 /// `agentctl model`: which store, and what to do in it.
 #[derive(clap::Args)]
@@ -39,6 +42,14 @@ pub(crate) enum ModelCommand {
         #[arg(long)]
         key: Option<PathBuf>,
     },
+    /// List published model versions with their verified publisher and state.
+    List,
+    /// Show one model's versions (or one version) in full, with the plugin
+    /// versions that pin each.
+    Describe {
+        /// `name` or `name@version`.
+        model: String,
+    },
 }
 
 pub(crate) async fn run(data_dir: &Path, args: ModelArgs) -> anyhow::Result<()> {
@@ -55,11 +66,7 @@ pub(crate) async fn run(data_dir: &Path, args: ModelArgs) -> anyhow::Result<()> 
             let bytes =
                 std::fs::read(&model).with_context(|| format!("reading `{}`", model.display()))?;
             let key = read_key(&key.unwrap_or_else(|| dev_publisher_key(data_dir)))?;
-            let source = args
-                .store
-                .open(&data_dir.join("plugins"))
-                .await
-                .context("opening the plugin store")?;
+            let source = open(data_dir, &args.store).await?;
             let bar = upload_bar(bytes.len() as u64);
             let published = source
                 .publish_model(&bytes, spec, &key, &actor(), &|n| bar.inc(n))
@@ -82,5 +89,96 @@ pub(crate) async fn run(data_dir: &Path, args: ModelArgs) -> anyhow::Result<()> 
             );
             Ok(())
         }
+        ModelCommand::List => {
+            let source = open(data_dir, &args.store).await?;
+            let trust = trust(data_dir, &source).await?;
+            let records = source.registry().models().await?;
+            if records.is_empty() {
+                println!("no models published yet");
+            }
+            let now = SystemTime::now();
+            for record in &records {
+                let (state, publisher) = match trust.verify_model(
+                    &record.envelope,
+                    &record.name,
+                    &record.version,
+                    now,
+                ) {
+                    Ok(v) => ("ok".to_owned(), v.publisher),
+                    Err(e) => (e.to_string(), "-".to_owned()),
+                };
+                println!(
+                    "{:<20} {:<12} {:<16} {}  {}",
+                    record.name, record.version, publisher, record.digest, state
+                );
+            }
+            Ok(())
+        }
+        ModelCommand::Describe { model } => {
+            let source = open(data_dir, &args.store).await?;
+            describe(data_dir, &source, &model).await
+        }
     }
+}
+
+async fn open(
+    data_dir: &Path,
+    store: &aws_stores::PluginStoreArgs,
+) -> anyhow::Result<PluginSource> {
+    store
+        .open(&data_dir.join("plugins"))
+        .await
+        .context("opening the plugin store")
+}
+
+/// Every version of `which` (`name` or `name@version`), as JSON: its record,
+/// its verified manifest (or why it is not servable), and the plugin
+/// versions whose signed manifests pin it.
+async fn describe(data_dir: &Path, source: &PluginSource, which: &str) -> anyhow::Result<()> {
+    let (name, version) = match which.split_once('@') {
+        Some((name, version)) => (parse_name(name)?, Some(version.parse::<Version>()?)),
+        None => (parse_name(which)?, None),
+    };
+    let trust = trust(data_dir, source).await?;
+    let now = SystemTime::now();
+    let records = source.registry().models().await?;
+    let plugins = source.registry().snapshot().await?.versions;
+    let mut found = false;
+    for record in records
+        .iter()
+        .filter(|r| r.name == name && version.as_ref().is_none_or(|v| &r.version == v))
+    {
+        found = true;
+        let pinned_by: Vec<String> = plugins
+            .iter()
+            .filter_map(|entry| verify_entry(&trust, entry, now).ok())
+            .filter(|v| {
+                v.manifest
+                    .inference
+                    .as_ref()
+                    .is_some_and(|need| need.models.get(&name) == Some(&record.version))
+            })
+            .map(|v| format!("{}@{}", v.manifest.name, v.manifest.version))
+            .collect();
+        let mut doc = serde_json::json!({
+            "name": record.name,
+            "version": record.version.to_string(),
+            "digest": record.digest,
+            "published_at": record.published_at,
+            "published_by": record.published_by,
+            "pinned_by": pinned_by,
+        });
+        match trust.verify_model(&record.envelope, &record.name, &record.version, now) {
+            Ok(v) => {
+                doc["verified_publisher"] = serde_json::json!(v.publisher);
+                doc["manifest"] = serde_json::to_value(&v.manifest)?;
+            }
+            Err(e) => doc["not_servable"] = serde_json::json!(e.to_string()),
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    if !found {
+        bail!("no model `{which}` is published: publish it with `agentctl model publish`");
+    }
+    Ok(())
 }

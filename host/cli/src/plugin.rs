@@ -182,7 +182,7 @@ pub(crate) fn upload_bar(len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-fn parse_name(name: &str) -> anyhow::Result<PluginName> {
+pub(crate) fn parse_name(name: &str) -> anyhow::Result<PluginName> {
     Ok(name.parse()?)
 }
 

@@ -139,6 +139,33 @@ fn models_are_published_to_the_plugin_store(dir: &std::path::Path, data_dir: &st
         ),
         "{out}"
     );
+
+    // Listed and verified; described with the plugin versions that pin it.
+    let out = agentctl_ok(data_dir, &["model", "list"]);
+    let listed: Vec<&str> = out
+        .lines()
+        .filter(|line| line.starts_with("support-intent"))
+        .collect();
+    assert_eq!(listed.len(), 2, "{out}");
+    assert!(listed.iter().all(|line| line.ends_with(" ok")), "{out}");
+    let out = agentctl_ok(data_dir, &["model", "describe", "support-intent@1.0.0"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        doc["pinned_by"],
+        serde_json::json!(["support-intent@1.0.0"]),
+        "{out}"
+    );
+    assert_eq!(doc["manifest"]["digest"], doc["digest"], "{out}");
+    assert_eq!(
+        doc["verified_publisher"],
+        plugin_store::admin::DEV_PUBLISHER,
+        "{out}"
+    );
+    let (ok, out) = agentctl(data_dir, &["model", "describe", "no-such-model"]);
+    assert!(
+        !ok && out.contains("no model `no-such-model` is published"),
+        "{out}"
+    );
 }
 
 /// On the stack `up` made: a plugin published with an input schema gets an

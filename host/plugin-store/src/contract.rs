@@ -250,6 +250,30 @@ async fn models_are_immutable_and_apart_from_plugins(registry: Arc<dyn Registry>
         }
         other => panic!("a model never published: {other:?}"),
     }
+
+    // Listed by name, then version (10.0.0 after 9.0.0), plugins not among them.
+    let later = [
+        record("contract-model", "10.0.0", b"weights 10"),
+        record("contract-model", "9.0.0", b"weights 9"),
+        record("another-model", "1.0.0", b"weights"),
+    ];
+    for record in &later {
+        registry.register_model(record).await.unwrap();
+    }
+    let listed: Vec<String> = registry
+        .models()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}@{}", r.name, r.version))
+        .collect();
+    let expected = [
+        "another-model@1.0.0",
+        "contract-model@1.0.0",
+        "contract-model@9.0.0",
+        "contract-model@10.0.0",
+    ];
+    assert_eq!(listed, expected);
 }
 
 async fn concurrent_publishers_of_one_version_cannot_both_win<F, Fut>(open: &F)

@@ -534,6 +534,9 @@ pub trait Registry: Send + Sync {
         version: &Version,
     ) -> Result<VersionRecord, StoreError>;
 
+    /// Every model version, by name, then version.
+    async fn models(&self) -> Result<Vec<VersionRecord>, StoreError>;
+
     /// A counter that every write moves; equal values mean nothing changed.
     async fn generation(&self) -> Result<u64, StoreError>;
 

@@ -393,6 +393,29 @@ impl Registry for SqliteRegistry {
         .await
     }
 
+    async fn models(&self) -> Result<Vec<VersionRecord>, StoreError> {
+        let mut records = self
+            .with(move |conn, path| {
+                let mut statement = conn
+                    .prepare(&format!(
+                        "SELECT {} FROM models",
+                        Published::Model.columns()
+                    ))
+                    .map_err(db_error(path))?;
+                let rows = statement
+                    .query_map([], version_row)
+                    .map_err(db_error(path))?;
+                let mut records = Vec::new();
+                for row in rows {
+                    records.push(row.map_err(db_error(path))?.into_entry()?.record);
+                }
+                Ok(records)
+            })
+            .await?;
+        records.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        Ok(records)
+    }
+
     async fn version(
         &self,
         name: &PluginName,
