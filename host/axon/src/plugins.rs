@@ -151,22 +151,31 @@ impl PluginHost {
     }
 
     fn evict_unservable(&self, catalog: &Catalog) {
+        let trust = self.watcher.trust().clone();
+        let now = SystemTime::now();
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         loaded.retain(|(name, version), slot| {
             let Some(Ok(plugin)) = slot.get() else {
                 return true;
             };
-            let keep = catalog.version(name, version).is_some_and(|entry| {
+            let servable = catalog.version(name, version).is_some_and(|entry| {
                 entry
                     .verified
                     .as_ref()
                     .is_ok_and(|v| v.manifest.digest == plugin.manifest.digest)
             });
-            if !keep {
+            if !servable {
                 tracing::warn!(plugin = %name, %version, "evicting a version the registry no longer serves");
                 self.metrics.load("evicted");
+                return false;
             }
-            keep
+            // Its models are held to the trust list in force, as it is.
+            if let Some(reason) = plugin.prepared.untrusted_model(&trust, now) {
+                tracing::warn!(plugin = %name, %version, "evicting a version whose model is no longer trusted: {reason}");
+                self.metrics.load("evicted");
+                return false;
+            }
+            true
         });
         let live: std::collections::HashSet<Digest> = loaded
             .values()

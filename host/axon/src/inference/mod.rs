@@ -443,6 +443,18 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Why one of the granted models no longer verifies under `trust` at
+    /// `now`, if one does not: the versions granted it must go.
+    pub fn untrusted_model(&self, trust: &Trust, now: SystemTime) -> Option<String> {
+        self.models.values().find_map(|model| {
+            let (name, version) = (&model.manifest.name, &model.manifest.version);
+            let verified = trust.verify_model(&model.envelope, name, version, now);
+            verified
+                .err()
+                .map(|e| format!("model `{name}@{version}` is not trusted: {e}"))
+        })
+    }
+
     /// The `wasi:nn` context of one request that must answer by
     /// `deadline`, and the budget it draws on.
     pub fn for_request(&self, deadline: Instant) -> (WasiNnCtx, Arc<CallBudget>) {

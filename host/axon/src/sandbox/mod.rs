@@ -211,6 +211,13 @@ impl PreparedPlugin {
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
+
+    /// Why one of the models it was granted no longer verifies under
+    /// `trust` at `now` (its key revoked, expired or no longer allowed for
+    /// the model's name), if one does not.
+    pub fn untrusted_model(&self, trust: &Trust, now: std::time::SystemTime) -> Option<String> {
+        self.grant.as_ref()?.untrusted_model(trust, now)
+    }
 }
 
 /// The wasmtime engine and linker with this project's sandbox policy.

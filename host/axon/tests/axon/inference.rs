@@ -326,6 +326,70 @@ async fn a_tampered_untrusted_or_missing_model_is_refused() {
     axon.stop().await;
 }
 
+#[tokio::test]
+async fn revoking_a_models_key_evicts_the_versions_that_pin_it() {
+    use plugin_store::admin::{edit_trust_list, trusted_key};
+    let axon = axon_with_inference().await;
+    let registry = axon.source.registry().clone();
+    let doomed = KeyPair::generate().unwrap();
+    let year = std::time::Duration::from_secs(365 * 86_400);
+    let entry = trusted_key(&doomed.public(), "doomed", vec!["*".into()], year).unwrap();
+    let key_id = entry.key_id.clone();
+    let list = edit_trust_list(&*registry, &axon.trust.root, |keys| {
+        keys.push(entry.clone());
+        Ok(())
+    });
+    list.await.unwrap();
+    publish_model(&axon, &doomed, "2.0.0").await;
+    axon.publish(
+        &SUPPORT_INTENT.bytes().unwrap(),
+        support_intent_pinning("2.0.0", "2.0.0"),
+    )
+    .await;
+    let ask = || {
+        axon.post(json!({
+            "plugin": "support-intent",
+            "version": "2.0.0",
+            "request": { "intent": "test", "input": { "message": "refund please" } },
+        }))
+    };
+    // Served once Axon has the list that trusts the model's key.
+    let mut reply = ask().await;
+    for _ in 0..200 {
+        if reply.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        reply = ask().await;
+    }
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    // Revoked: the loaded version goes, and loads again only with a
+    // trusted model.
+    let list = edit_trust_list(&*registry, &axon.trust.root, |keys| {
+        keys.iter_mut()
+            .filter(|k| k.key_id == key_id)
+            .for_each(|k| k.revoked = true);
+        Ok(())
+    });
+    list.await.unwrap();
+    for _ in 0..200 {
+        if reply.status != 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        reply = ask().await;
+    }
+    assert_eq!(reply.code(), "PLUGIN_ERROR", "{}", reply.body);
+    assert!(
+        reply.message().contains("is not trusted"),
+        "{}",
+        reply.message()
+    );
+    assert!(reply.message().contains("revoked"), "{}", reply.message());
+    axon.stop().await;
+}
+
 // Multi-threaded, as Axon serves: inference runs in `block_in_place`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_inference_gets_its_limit_code_while_others_answer() {
