@@ -806,6 +806,10 @@ impl Registry for DynamoRegistry {
         self.history_of(name.as_str()).await
     }
 
+    async fn model_history(&self, name: &PluginName) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.history_of(&model_subject(name)).await
+    }
+
     async fn change_route(&self, change: &RouteChange) -> Result<Option<Route>, StoreError> {
         check_intent(&change.intent)?;
         let conflict =

@@ -50,6 +50,8 @@ pub(crate) enum ModelCommand {
         /// `name` or `name@version`.
         model: String,
     },
+    /// Show a model's publications, oldest first.
+    History { name: String },
 }
 
 pub(crate) async fn run(data_dir: &Path, args: ModelArgs) -> anyhow::Result<()> {
@@ -117,6 +119,24 @@ pub(crate) async fn run(data_dir: &Path, args: ModelArgs) -> anyhow::Result<()> 
         ModelCommand::Describe { model } => {
             let source = open(data_dir, &args.store).await?;
             describe(data_dir, &source, &model).await
+        }
+        ModelCommand::History { name } => {
+            let source = open(data_dir, &args.store).await?;
+            let name = parse_name(&name)?;
+            let history = source.registry().model_history(&name).await?;
+            if history.is_empty() {
+                bail!("model `{name}` has no history: it was never published");
+            }
+            for h in history {
+                println!(
+                    "{}  {:<12} {:<16} {}",
+                    h.at,
+                    h.actor,
+                    h.action,
+                    h.to.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
         }
     }
 }

@@ -161,6 +161,12 @@ fn models_are_published_to_the_plugin_store(dir: &std::path::Path, data_dir: &st
         plugin_store::admin::DEV_PUBLISHER,
         "{out}"
     );
+    let out = agentctl_ok(data_dir, &["model", "history", "support-intent"]);
+    let published: Vec<&str> = out.lines().filter(|l| l.contains(" publish ")).collect();
+    assert!(
+        published.len() == 2 && published[1].contains(" 1.1.0 sha256:"),
+        "{out}"
+    );
     let (ok, out) = agentctl(data_dir, &["model", "describe", "no-such-model"]);
     assert!(
         !ok && out.contains("no model `no-such-model` is published"),

@@ -274,6 +274,28 @@ async fn models_are_immutable_and_apart_from_plugins(registry: Arc<dyn Registry>
         "contract-model@10.0.0",
     ];
     assert_eq!(listed, expected);
+
+    // Each publication on record, under the model's own subject: the
+    // unchanged and refused ones, and the plugin of that name, not.
+    let history = registry.model_history(&model.name).await.unwrap();
+    let published: Vec<(&str, Option<&str>)> = history
+        .iter()
+        .map(|h| {
+            let version = h.to.as_deref().and_then(|to| to.split(' ').next());
+            (h.action.as_str(), version)
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [
+            ("publish", Some("1.0.0")),
+            ("publish", Some("10.0.0")),
+            ("publish", Some("9.0.0"))
+        ]
+    );
+    assert!(history.iter().all(|h| h.subject == "model#contract-model"));
+    let plugin_history = registry.history(&model.name).await.unwrap();
+    assert_eq!(plugin_history.len(), 1, "{plugin_history:?}");
 }
 
 async fn concurrent_publishers_of_one_version_cannot_both_win<F, Fut>(open: &F)

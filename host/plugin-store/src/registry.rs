@@ -537,6 +537,9 @@ pub trait Registry: Send + Sync {
     /// Every model version, by name, then version.
     async fn models(&self) -> Result<Vec<VersionRecord>, StoreError>;
 
+    /// Model `name`'s history (its publications), oldest first.
+    async fn model_history(&self, name: &PluginName) -> Result<Vec<HistoryEntry>, StoreError>;
+
     /// A counter that every write moves; equal values mean nothing changed.
     async fn generation(&self) -> Result<u64, StoreError>;
 
