@@ -258,12 +258,14 @@ async fn models_are_immutable_and_apart_from_plugins(registry: Arc<dyn Registry>
         record("another-model", "1.0.0", b"weights"),
     ];
     for record in &later {
-        registry.register_model(record).await.unwrap();
+        if let Err(e) = registry.register_model(record).await {
+            panic!("registering {}@{}: {e}", record.name, record.version);
+        }
     }
     let listed: Vec<String> = registry
         .models()
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("listing models: {e}"))
         .iter()
         .map(|r| format!("{}@{}", r.name, r.version))
         .collect();
@@ -277,7 +279,10 @@ async fn models_are_immutable_and_apart_from_plugins(registry: Arc<dyn Registry>
 
     // Each publication on record, under the model's own subject: the
     // unchanged and refused ones, and the plugin of that name, not.
-    let history = registry.model_history(&model.name).await.unwrap();
+    let history = registry
+        .model_history(&model.name)
+        .await
+        .unwrap_or_else(|e| panic!("a model's history: {e}"));
     let published: Vec<(&str, Option<&str>)> = history
         .iter()
         .map(|h| {
@@ -294,7 +299,10 @@ async fn models_are_immutable_and_apart_from_plugins(registry: Arc<dyn Registry>
         ]
     );
     assert!(history.iter().all(|h| h.subject == "model#contract-model"));
-    let plugin_history = registry.history(&model.name).await.unwrap();
+    let plugin_history = registry
+        .history(&model.name)
+        .await
+        .unwrap_or_else(|e| panic!("a plugin's history: {e}"));
     assert_eq!(plugin_history.len(), 1, "{plugin_history:?}");
 }
 
