@@ -29,9 +29,9 @@
 //! the same library, alternates with them: it prints GPU against CPU too.
 //!
 //! Then `bench-medium` under concurrency (1, 4 and 16 requests in flight,
-//! through the sandbox: requests per second and latency; on a GPU, the GPU
-//! and the CPU in one run), and native batching (time per row at batch 1
-//! to 64).
+//! through the sandbox: requests per second and latency, with calls run
+//! alone and merged into batches; on a GPU, the GPU and the CPU in one
+//! run), and native batching (time per row at batch 1 to 64).
 
 #![allow(clippy::expect_used)] // a benchmark fails loudly
 
@@ -179,19 +179,21 @@ fn main() {
             );
         }
     }
-    let mut sides = vec![accelerator];
+    let mut accelerators = vec![accelerator];
     if accelerator.is_gpu() {
-        sides.push(Accelerator::Cpu);
+        accelerators.push(Accelerator::Cpu);
     }
-    concurrency(&library, &source, &trust, &sides);
+    concurrency(&library, &source, &trust, &accelerators);
     batching(&BENCH_MEDIUM_MODEL, accelerator == Accelerator::Cuda);
 }
 
 /// Requests in flight at once, each one `bench-medium` call through the
 /// sandbox: throughput and latency per request, on each accelerator of the
-/// run (on a GPU, the GPU and then the CPU at each level, three rounds).
-/// The runtime has a worker per core, as Axon's does.
-fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, sides: &[Accelerator]) {
+/// run (on a GPU, the GPU and the CPU), each with calls merged into batches
+/// and not (`max_batch_rows` 64 and 1). The sides take turns, a round each,
+/// three rounds (after one to warm up). The runtime has a worker per core,
+/// as Axon's does.
+fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, accelerators: &[Accelerator]) {
     const IN_FLIGHT: [usize; 3] = [1, 4, 16];
     const REQUESTS: usize = 320;
     const ROUNDS: usize = 3;
@@ -201,9 +203,10 @@ fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, sides: &[Ac
         .enable_all()
         .build()
         .expect("runtime");
-    let sandboxes: Vec<_> = sides
+    let sides: Vec<_> = accelerators
         .iter()
-        .map(|&accelerator| {
+        .flat_map(|&accelerator| [(accelerator, 1), (accelerator, 64)])
+        .map(|(accelerator, max_batch_rows)| {
             let sandbox = Sandbox::new(&SandboxConfig {
                 pool_size: 64,
                 inference: Some(InferenceConfig {
@@ -211,6 +214,7 @@ fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, sides: &[Ac
                     limits: InferenceLimits {
                         // Every request in flight may call at once.
                         max_concurrent_per_model: 16,
+                        max_batch_rows,
                         ..InferenceLimits::default()
                     },
                     accelerator,
@@ -220,7 +224,16 @@ fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, sides: &[Ac
             })
             .expect("sandbox");
             let plugin = prepare(&runtime, &sandbox, source, trust, BENCH_MEDIUM_MODEL.name);
-            (accelerator, Arc::new(sandbox), Arc::new(plugin))
+            let label = format!(
+                "{}, {}",
+                accelerator.as_str(),
+                if max_batch_rows > 1 {
+                    "merged"
+                } else {
+                    "alone"
+                }
+            );
+            (label, Arc::new(sandbox), Arc::new(plugin))
         })
         .collect();
     let input: Arc<str> = Arc::from(format!(
@@ -228,16 +241,15 @@ fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, sides: &[Ac
         BENCH_MEDIUM_MODEL.name
     ));
     println!(
-        "concurrency: {} through the sandbox, {REQUESTS} requests per round, {ROUNDS} rounds, {workers} worker threads",
+        "concurrency: {} through the sandbox, {REQUESTS} requests per round, {ROUNDS} rounds, {workers} worker threads; calls alone or merged into batches",
         BENCH_MEDIUM_MODEL.name
     );
     for in_flight in IN_FLIGHT {
-        let mut results = Vec::new();
-        for (accelerator, sandbox, plugin) in &sandboxes {
-            let mut latencies = Vec::new();
-            let mut rates = Vec::new();
-            // One round more, first, to warm up; not counted.
-            for round in 0..=ROUNDS {
+        let mut latencies = vec![Vec::new(); sides.len()];
+        let mut rates = vec![Vec::new(); sides.len()];
+        // One round more, first, to warm up; not counted.
+        for round in 0..=ROUNDS {
+            for (side, (_, sandbox, plugin)) in sides.iter().enumerate() {
                 let started = Instant::now();
                 let tasks: Vec<_> = (0..in_flight)
                     .map(|_| {
@@ -267,26 +279,38 @@ fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, sides: &[Ac
                 });
                 let rate = took.len() as f64 / started.elapsed().as_secs_f64();
                 if round > 0 {
-                    latencies.extend(took);
-                    rates.push(rate);
+                    latencies[side].extend(took);
+                    rates[side].push(rate);
                 }
             }
-            rates.sort_by(f64::total_cmp);
-            let (p50, p99) = percentiles(&mut latencies);
-            let rate = rates[rates.len() / 2];
+        }
+        let mut medians = Vec::new();
+        for (side, (label, _, _)) in sides.iter().enumerate() {
+            rates[side].sort_by(f64::total_cmp);
+            let (p50, p99) = percentiles(&mut latencies[side]);
+            let rate = rates[side][rates[side].len() / 2];
             println!(
-                "  {in_flight:>2} in flight on {:<4}: {:>8.0} requests/s (median round) | p50 {:>8.1} us  p99 {:>8.1} us",
-                accelerator.as_str(),
-                rate,
+                "  {in_flight:>2} in flight on {label:<12}: {rate:>8.0} requests/s (median round) | p50 {:>8.1} us  p99 {:>8.1} us",
                 p50 / 1e3,
                 p99 / 1e3
             );
-            results.push(rate);
+            medians.push(rate);
         }
-        if let [gpu, cpu] = results[..] {
+        // Sides come in pairs per accelerator: alone, then merged.
+        for (pair, accelerator) in medians.chunks(2).zip(accelerators) {
+            if let [alone, merged] = pair {
+                println!(
+                    "  {in_flight:>2} in flight on {}: merged/alone throughput {:.2}x",
+                    accelerator.as_str(),
+                    merged / alone
+                );
+            }
+        }
+        if let [gpu_alone, gpu_merged, cpu_alone, cpu_merged] = medians[..] {
             println!(
-                "  {in_flight:>2} in flight: GPU/CPU throughput {:.2}x",
-                gpu / cpu
+                "  {in_flight:>2} in flight: GPU/CPU throughput {:.2}x alone, {:.2}x merged",
+                gpu_alone / cpu_alone,
+                gpu_merged / cpu_merged
             );
         }
     }

@@ -116,6 +116,12 @@ pub struct AxonConfig {
     /// times.
     #[arg(long, default_value_t = 4)]
     pub max_inference_concurrency: u32,
+    /// Rows of one batch of merged calls: calls of different requests to
+    /// a model whose manifest says its rows are independent, waiting at
+    /// once, run as one batch of at most this many rows (and the model's
+    /// `max_batch`); 1: never merge.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_inference_batch_rows: u32,
     /// Threads one inference call may use, from one pool all calls share,
     /// whose threads sleep when idle (0: one per core; at most 1024).
     #[arg(long, default_value_t = 0, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
@@ -159,6 +165,7 @@ impl AxonConfig {
             max_inference_input_kib: 4096,
             max_inference_calls: 16,
             max_inference_concurrency: 4,
+            max_inference_batch_rows: 64,
             inference_threads: 0,
             accelerator: Accelerator::Cpu,
         }
@@ -172,6 +179,7 @@ impl AxonConfig {
                 max_input_bytes: self.max_inference_input_kib as usize * 1024,
                 max_calls_per_request: self.max_inference_calls,
                 max_concurrent_per_model: self.max_inference_concurrency,
+                max_batch_rows: self.max_inference_batch_rows,
             },
             accelerator: self.accelerator,
             threads: self.inference_threads,

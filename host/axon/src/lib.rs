@@ -40,6 +40,9 @@ pub async fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     let axon_metrics = metrics::AxonMetrics::register(&mut registry);
+    if let Some(inference) = sandbox.inference_metrics() {
+        inference.register(&mut registry);
+    }
     let watcher =
         plugin_store::Watcher::trusting_root_file(source.registry().clone(), &config.trust_root())
             .await

@@ -54,6 +54,14 @@ pub struct ModelSpec {
     pub outputs: Vec<TensorSpec>,
     /// The most a dynamic (`-1`) dimension may be in one call.
     pub max_batch: u32,
+    /// The publisher's word that each row of the batch (the first
+    /// dimension, `-1` in every input and output) is computed from that row
+    /// of the inputs alone: then Axon may run calls of different requests
+    /// as one batch, and give each its rows. Never set it for a model whose
+    /// rows see each other (a softmax across the batch, say): one request
+    /// would see another's data.
+    #[serde(default)]
+    pub independent_rows: bool,
 }
 
 impl ModelSpec {
@@ -78,6 +86,13 @@ impl ModelSpec {
                     tensor.name, tensor.shape
                 )));
             }
+            let batch_first = tensor.shape[0] == -1 && !tensor.shape[1..].contains(&-1);
+            if spec.independent_rows && !batch_first {
+                return Err(StoreError::Invalid(format!(
+                    "model manifest: `independent_rows` needs every tensor's first dimension to be the batch (-1) and no other; `{}` has shape {:?}",
+                    tensor.name, tensor.shape
+                )));
+            }
         }
         Ok(spec)
     }
@@ -98,6 +113,10 @@ pub struct ModelManifest {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub max_batch: u32,
+    /// See [`ModelSpec::independent_rows`]. Left out when false, so that
+    /// manifests signed before it existed read the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub independent_rows: bool,
     /// The key that signed this manifest.
     pub key_id: KeyId,
     /// RFC 3339 time the manifest was made.
@@ -117,6 +136,7 @@ impl ModelManifest {
             inputs: spec.inputs,
             outputs: spec.outputs,
             max_batch: spec.max_batch,
+            independent_rows: spec.independent_rows,
             key_id,
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         }
@@ -155,6 +175,15 @@ mod tests {
         let err =
             ModelSpec::from_toml(&SPEC.replace("max_batch = 8", "max_batch = 0")).unwrap_err();
         assert!(err.to_string().contains("max_batch"), "{err}");
+        assert!(!spec.independent_rows);
+        let independent = format!("independent_rows = true\n{SPEC}");
+        assert!(ModelSpec::from_toml(&independent).unwrap().independent_rows);
+        let err = ModelSpec::from_toml(&independent.replace("[-1, 5]", "[5, -1]")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`independent_rows` needs every tensor's first dimension"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -260,5 +289,12 @@ mod tests {
         let back: ModelManifest = serde_json::from_slice(&payload).unwrap();
         assert_eq!(back, manifest);
         assert_eq!(back.digest, Digest::of(b"onnx"));
+        // A manifest without independent rows reads as one signed before
+        // the field existed.
+        assert!(
+            !String::from_utf8(payload)
+                .unwrap()
+                .contains("independent_rows")
+        );
     }
 }

@@ -35,6 +35,7 @@ use wasmtime_wasi_nn::wit::WasiNnCtx;
 use wasmtime_wasi_nn::{Graph, GraphRegistry};
 
 pub use guard::{CallBudget, Outcome};
+pub use onnx::InferenceMetrics;
 
 /// Where the runtime is, and the bounds on every call.
 #[derive(Debug, Clone)]
@@ -86,18 +87,24 @@ pub struct InferenceLimits {
     /// Calls one request may make.
     pub max_calls_per_request: u32,
     /// Calls of one model running at once, host-wide (each on a session of
-    /// its own, made when first needed); more are refused (503, retry)
-    /// rather than queued behind a blocked thread.
+    /// its own, made when first needed, or merged into one batch); more are
+    /// refused (503, retry) rather than queued behind a blocked thread.
     pub max_concurrent_per_model: u32,
+    /// Rows of a batch that merges calls of different requests, for a
+    /// model whose manifest says its rows are independent (1: never merge;
+    /// the model's `max_batch` bounds it too).
+    pub max_batch_rows: u32,
 }
 
 impl Default for InferenceLimits {
-    /// 4 MiB per call, 16 calls per request, 4 calls of a model at once.
+    /// 4 MiB per call, 16 calls per request, 4 calls of a model at once,
+    /// batches of up to 64 rows.
     fn default() -> Self {
         Self {
             max_input_bytes: 4 << 20,
             max_calls_per_request: 16,
             max_concurrent_per_model: 4,
+            max_batch_rows: 64,
         }
     }
 }
@@ -115,8 +122,8 @@ pub struct LoadedModel {
 /// The runtime, once per process, and the models loaded so far.
 pub struct Inference {
     limits: InferenceLimits,
-    deadlines: Arc<onnx::Deadlines>,
-    accelerator: Accelerator,
+    /// How models run: where, stopped when, merged how.
+    runner: onnx::Runner,
     models: Mutex<HashMap<(PluginName, Version), Arc<LoadedModel>>>,
 }
 
@@ -165,15 +172,24 @@ impl Inference {
             .map_err(|e| anyhow::anyhow!("cannot start the inference deadline thread: {e}"))?;
         Ok(Self {
             limits: config.limits,
-            deadlines,
-            accelerator: config.accelerator,
+            runner: onnx::Runner {
+                accelerator: config.accelerator,
+                deadlines,
+                max_batch_rows: config.limits.max_batch_rows,
+                metrics: InferenceMetrics::default(),
+            },
             models: Mutex::default(),
         })
     }
 
+    /// Each model's calls and runs, to register for `/metrics`.
+    pub fn metrics(&self) -> &InferenceMetrics {
+        &self.runner.metrics
+    }
+
     /// Where this Axon runs models.
     pub fn accelerator(&self) -> Accelerator {
-        self.accelerator
+        self.runner.accelerator
     }
 
     /// The models `need` pins that are not loaded yet: what to
@@ -224,7 +240,7 @@ impl Inference {
 
     /// Why this Axon refuses `need` whatever its models.
     fn refuses(&self, need: &InferenceNeed) -> Option<&'static str> {
-        (need.gpu == GpuNeed::Required && !self.accelerator.is_gpu()).then_some(
+        (need.gpu == GpuNeed::Required && !self.runner.accelerator.is_gpu()).then_some(
             "it requires a GPU, and this Axon is the CPU pool (Orbit routes such plugins to the GPU pool, an Axon started with `--accelerator cuda`)",
         )
     }
@@ -251,7 +267,7 @@ impl Inference {
         let file = fetched.ok_or_else(|| {
             format!("model `{name}@{version}` was not fetched (a bug in Axon); retry")
         })?;
-        let model = Arc::new(load_model(file, self.accelerator, self.deadlines.clone())?);
+        let model = Arc::new(load_model(file, &self.runner)?);
         tracing::info!(model = %name, %version, digest = %model.manifest.digest, "model loaded");
         // Another load may have put it there meanwhile: that one, checked.
         let model = self.loaded().entry(key).or_insert(model).clone();
@@ -415,18 +431,14 @@ pub async fn fetch_model(
 }
 
 /// Loads a fetched (so verified) model into ONNX Runtime.
-fn load_model(
-    file: ModelFile,
-    accelerator: Accelerator,
-    deadlines: Arc<onnx::Deadlines>,
-) -> Result<LoadedModel, String> {
+fn load_model(file: ModelFile, runner: &onnx::Runner) -> Result<LoadedModel, String> {
     let ModelFile {
         manifest,
         envelope,
         bytes,
     } = file;
     let ModelFormat::Onnx = manifest.format;
-    let onnx = onnx::OnnxModel::load(&manifest, bytes, accelerator, deadlines)?;
+    let onnx = onnx::OnnxModel::load(&manifest, bytes, runner)?;
     Ok(LoadedModel {
         manifest,
         envelope,

@@ -14,14 +14,19 @@
 //! - a call still running at the request's deadline is stopped there
 //!   (ONNX Runtime's terminate flag, set by one thread that looks at the
 //!   calls running every millisecond: [`Deadlines`]), and one that would
-//!   start after it is not started.
+//!   start after it is not started;
+//! - a model whose manifest says its rows are independent runs instead one
+//!   batch at a time, on one session, each made of the calls of different
+//!   requests that waited meanwhile ([`Batcher`]): a row costs 4 to 5 times
+//!   less in a batch of 16 than alone on two cores, 37 times less in a
+//!   batch of 64 on a GPU (docs/performance.md).
 //!
 //! The guard ([`super::guard`]) has checked every input against the
 //! model's signed manifest before a call reaches [`OnnxModel::run`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use ort::environment::GlobalThreadPoolOptions;
@@ -34,6 +39,10 @@ use ort::session::{Session, SessionInputValue};
 use ort::tensor::TensorElementType;
 use ort::value::{Tensor as OrtTensor, ValueType};
 use plugin_store::model::ModelManifest;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use wasmtime_wasi_nn::Tensor;
 use wasmtime_wasi_nn::backend::NamedTensor;
 use wasmtime_wasi_nn::wit::TensorType;
@@ -55,7 +64,7 @@ pub(super) fn thread_pool(threads: usize) -> ort::Result<GlobalThreadPoolOptions
 }
 
 /// Why a call failed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum RunFailure {
     /// The request's deadline had passed: the call did not start.
     PastDeadline,
@@ -63,6 +72,45 @@ pub(super) enum RunFailure {
     StoppedAtDeadline,
     /// ONNX Runtime refused the call or failed.
     Failed(String),
+}
+
+/// How this Axon runs every model.
+#[derive(Clone)]
+pub(super) struct Runner {
+    pub accelerator: Accelerator,
+    pub deadlines: Arc<Deadlines>,
+    /// Rows one batch of merged calls may have (1: calls are not merged).
+    pub max_batch_rows: u32,
+    pub metrics: InferenceMetrics,
+}
+
+/// Calls and runs of each model: where calls are merged, runs fall behind.
+#[derive(Clone, Default)]
+pub struct InferenceMetrics {
+    calls: Family<ModelLabel, Counter>,
+    runs: Family<ModelLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
+    version: String,
+}
+
+impl InferenceMetrics {
+    /// Registers the series in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "axon_inference_calls",
+            "Inference calls that reached a model, by model and version",
+            self.calls.clone(),
+        );
+        registry.register(
+            "axon_inference_runs",
+            "ONNX Runtime runs, by model and version: fewer than calls where calls are merged into batches",
+            self.runs.clone(),
+        );
+    }
 }
 
 /// A model loaded into ONNX Runtime: its sessions, idle ones kept.
@@ -77,6 +125,12 @@ pub(super) struct OnnxModel {
     /// Sessions not running a call now.
     idle: Mutex<Vec<Session>>,
     deadlines: Arc<Deadlines>,
+    /// Where calls wait to run merged, for a model with independent rows.
+    batcher: Option<Batcher>,
+    /// Calls of the model that got to it.
+    calls: Counter,
+    /// Its runs (a batch of merged calls is one).
+    runs: Counter,
 }
 
 impl OnnxModel {
@@ -86,28 +140,43 @@ impl OnnxModel {
     pub(super) fn load(
         manifest: &ModelManifest,
         bytes: Vec<u8>,
-        accelerator: Accelerator,
-        deadlines: Arc<Deadlines>,
+        runner: &Runner,
     ) -> Result<Self, String> {
         let label = format!("{}@{}", manifest.name, manifest.version);
+        let series = ModelLabel {
+            model: manifest.name.to_string(),
+            version: manifest.version.to_string(),
+        };
+        let calls = runner.metrics.calls.get_or_create(&series).clone();
+        let runs = runner.metrics.runs.get_or_create(&series).clone();
+        let accelerator = runner.accelerator;
         let session = new_session(&bytes, accelerator)
             .map_err(|e| format!("model `{label}` does not load in ONNX Runtime: {e}"))?;
         fits(manifest, &session).map_err(|e| {
             format!("model `{label}`: {e}; correct its model.toml and publish a new version")
         })?;
         let inputs = session.inputs.iter().map(|i| i.name.clone()).collect();
+        let max_batch_rows = runner.max_batch_rows.min(manifest.max_batch);
+        let batcher = (manifest.independent_rows && max_batch_rows > 1).then(|| Batcher {
+            max_rows: u64::from(max_batch_rows),
+            queue: Mutex::default(),
+        });
         Ok(Self {
             label,
             bytes,
             accelerator,
             inputs,
             idle: Mutex::new(vec![session]),
-            deadlines,
+            deadlines: runner.deadlines.clone(),
+            batcher,
+            calls,
+            runs,
         })
     }
 
     /// Runs the model on `inputs` (checked by the guard), stopping at
-    /// `deadline`. Blocking.
+    /// `deadline`: alone, or merged with other calls waiting at the same
+    /// time. Blocking.
     pub(super) fn run(
         &self,
         inputs: Vec<NamedTensor>,
@@ -116,19 +185,22 @@ impl OnnxModel {
         if Instant::now() >= deadline {
             return Err(RunFailure::PastDeadline);
         }
-        let values = self.input_values(inputs)?;
-        let mut session = self.take_session()?;
-        let outputs = run_until(&mut session, values, deadline, &self.deadlines);
-        self.give_back(session);
-        outputs
+        let inputs = self.in_order(inputs)?;
+        self.calls.inc();
+        match &self.batcher {
+            Some(batcher) => self.run_merged(batcher, Call::new(inputs, deadline)),
+            None => {
+                let mut session = self.take_session()?;
+                let outputs = self.run_on(&mut session, inputs, deadline);
+                self.give_back(session);
+                outputs
+            }
+        }
     }
 
-    /// `inputs` as ONNX Runtime values, in the model's order.
-    fn input_values(
-        &self,
-        mut inputs: Vec<NamedTensor>,
-    ) -> Result<Vec<(String, SessionInputValue<'static>)>, RunFailure> {
-        let mut values = Vec::with_capacity(self.inputs.len());
+    /// `inputs` in the model's order, their bytes as `f32`s.
+    fn in_order(&self, mut inputs: Vec<NamedTensor>) -> Result<Vec<Input>, RunFailure> {
+        let mut ordered = Vec::with_capacity(self.inputs.len());
         for name in &self.inputs {
             let index = inputs
                 .iter()
@@ -137,16 +209,138 @@ impl OnnxModel {
             let Tensor {
                 dimensions, data, ..
             } = inputs.swap_remove(index).tensor;
-            let shape: Vec<i64> = dimensions.into_iter().map(i64::from).collect();
             // wasm is little-endian: the plugin's bytes are its floats.
-            let floats: Vec<f32> = data
+            let floats = data
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            let tensor = OrtTensor::from_array((shape, floats)).map_err(failed)?;
-            values.push((name.clone(), tensor.into()));
+            ordered.push(Input {
+                shape: dimensions.into_iter().map(i64::from).collect(),
+                floats,
+            });
         }
-        Ok(values)
+        Ok(ordered)
+    }
+
+    /// One run on `session` of `inputs`, in the model's order.
+    fn run_on(
+        &self,
+        session: &mut Session,
+        inputs: Vec<Input>,
+        deadline: Instant,
+    ) -> Result<Vec<NamedTensor>, RunFailure> {
+        let mut values = Vec::with_capacity(inputs.len());
+        for (name, input) in self.inputs.iter().zip(inputs) {
+            let tensor = OrtTensor::from_array((input.shape, input.floats)).map_err(failed)?;
+            values.push((name.clone(), SessionInputValue::from(tensor)));
+        }
+        self.runs.inc();
+        run_until(session, values, deadline, &self.deadlines)
+    }
+
+    /// Runs `call` in a batch: queues it, and while no batch of this model
+    /// runs, runs the next one itself (whoever's calls it holds); returns
+    /// when `call` has its answer. So no thread of Axon's own runs batches,
+    /// and a call that finds the model idle runs at once, with no wait for
+    /// others to join.
+    fn run_merged(&self, batcher: &Batcher, call: Call) -> Result<Vec<NamedTensor>, RunFailure> {
+        let (id, woken) = (call.id, call.woken.clone());
+        let mut queue = batcher.lock();
+        queue.waiting.push_back(call);
+        loop {
+            if let Some(answer) = queue.answers.remove(&id) {
+                return answer;
+            }
+            if queue.running {
+                queue = woken.wait(queue).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            let (batch, expired) = next_batch(&mut queue.waiting, batcher.max_rows, Instant::now());
+            for call in expired {
+                queue.answer(&Member::of(&call), Err(RunFailure::PastDeadline));
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            queue.running = true;
+            drop(queue);
+            let members: Vec<Member> = batch.iter().map(Member::of).collect();
+            // Whatever happens in the run, every call of the batch gets an
+            // answer, and the next batch can start.
+            let ran =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_batch(batch)));
+            queue = batcher.lock();
+            queue.running = false;
+            match ran {
+                Ok(outcomes) => {
+                    // Calls to run again go back first, in their order.
+                    for (member, outcome) in members.iter().zip(outcomes).rev() {
+                        match outcome {
+                            Outcome::Answer(answer) => queue.answer(member, answer),
+                            Outcome::Again(call) => queue.waiting.push_front(call),
+                        }
+                    }
+                }
+                Err(_) => {
+                    for member in &members {
+                        let failure = RunFailure::Failed("the run panicked (a bug in Axon)".into());
+                        queue.answer(member, Err(failure));
+                    }
+                }
+            }
+            if let Some(next) = queue.waiting.front() {
+                next.woken.notify_one();
+            }
+        }
+    }
+
+    /// One run of `batch`'s calls, their inputs one after the other along
+    /// the first dimension, stopped at the first call's deadline: each
+    /// call's rows of every output; or, where the run stopped at that
+    /// deadline, the calls with time left, to run again.
+    fn run_batch(&self, mut batch: Vec<Call>) -> Vec<Outcome> {
+        let calls = batch.len();
+        let Some(deadline) = batch.first().map(|call| call.deadline) else {
+            return Vec::new();
+        };
+        let all = |failure: RunFailure| {
+            (0..calls)
+                .map(|_| Outcome::Answer(Err(failure.clone())))
+                .collect()
+        };
+        if Instant::now() >= deadline {
+            return past_first_deadline(batch, RunFailure::PastDeadline);
+        }
+        let inputs = match batch.as_mut_slice() {
+            // Alone: its inputs as they are, no copy.
+            [call] => std::mem::take(&mut call.inputs),
+            _ => merged(&batch),
+        };
+        let mut session = match self.take_session() {
+            Ok(session) => session,
+            Err(failure) => return all(failure),
+        };
+        let outputs = self.run_on(&mut session, inputs, deadline);
+        self.give_back(session);
+        match outputs {
+            Ok(outputs) if calls == 1 => vec![Outcome::Answer(Ok(outputs))],
+            Ok(outputs) => {
+                let rows: Vec<u32> = batch.iter().map(|call| call.rows).collect();
+                match split(outputs, &rows) {
+                    Ok(answers) => answers
+                        .into_iter()
+                        .map(|a| Outcome::Answer(Ok(a)))
+                        .collect(),
+                    Err(message) => all(RunFailure::Failed(format!(
+                        "{message}: its rows are not independent, as its manifest says"
+                    ))),
+                }
+            }
+            Err(RunFailure::StoppedAtDeadline) => {
+                past_first_deadline(batch, RunFailure::StoppedAtDeadline)
+            }
+            Err(failure) => all(failure),
+        }
     }
 
     /// An idle session, or a new one: the guard's slots bound how many
@@ -178,6 +372,215 @@ impl OnnxModel {
             .unwrap_or_else(PoisonError::into_inner)
             .push(session);
     }
+}
+
+/// One input of a call: its shape and its data.
+#[derive(Debug, Clone, Default)]
+struct Input {
+    shape: Vec<i64>,
+    floats: Vec<f32>,
+}
+
+/// A call of a model with independent rows, waiting to run in a batch.
+struct Call {
+    id: u64,
+    /// Its inputs, in the model's order.
+    inputs: Vec<Input>,
+    deadline: Instant,
+    /// Its rows: the first dimension of its inputs. 0 where its inputs
+    /// do not agree on one: such a call runs alone.
+    rows: u32,
+    /// Its thread's wake-up: for its answer, or to run the next batch.
+    woken: Arc<Condvar>,
+}
+
+/// Numbers calls, to find each one's answer.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+impl Call {
+    fn new(inputs: Vec<Input>, deadline: Instant) -> Self {
+        let first = |input: &Input| input.shape.first().copied();
+        let rows = match inputs.first().and_then(first) {
+            Some(rows) if inputs.iter().all(|input| first(input) == Some(rows)) => {
+                u32::try_from(rows).unwrap_or(0)
+            }
+            _ => 0,
+        };
+        Self {
+            id: CALLS.fetch_add(1, Ordering::Relaxed),
+            inputs,
+            deadline,
+            rows,
+            woken: Arc::default(),
+        }
+    }
+
+    /// Whether `other` can run in one batch with this call: the same
+    /// shapes past the first dimension.
+    fn merges_with(&self, other: &Call) -> bool {
+        self.rows > 0
+            && other.rows > 0
+            && self.inputs.len() == other.inputs.len()
+            && self
+                .inputs
+                .iter()
+                .zip(&other.inputs)
+                .all(|(a, b)| a.shape.get(1..) == b.shape.get(1..))
+    }
+}
+
+/// A call in the batch running, as its answer finds it.
+struct Member {
+    id: u64,
+    woken: Arc<Condvar>,
+}
+
+impl Member {
+    fn of(call: &Call) -> Self {
+        Self {
+            id: call.id,
+            woken: call.woken.clone(),
+        }
+    }
+}
+
+/// What became of one call of a batch.
+enum Outcome {
+    Answer(Result<Vec<NamedTensor>, RunFailure>),
+    /// The batch stopped at another call's deadline: this one has time left.
+    Again(Call),
+}
+
+/// The calls of one model waiting to run merged: one batch runs at a time,
+/// and the calls that arrive meanwhile make the next.
+struct Batcher {
+    /// Rows one batch may have: the model's `max_batch` at most.
+    max_rows: u64,
+    queue: Mutex<Queue>,
+}
+
+impl Batcher {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Call>,
+    /// Whether a batch is running now.
+    running: bool,
+    /// Answers of calls that ran, until their threads take them.
+    answers: HashMap<u64, Result<Vec<NamedTensor>, RunFailure>>,
+}
+
+impl Queue {
+    fn answer(&mut self, member: &Member, answer: Result<Vec<NamedTensor>, RunFailure>) {
+        self.answers.insert(member.id, answer);
+        member.woken.notify_one();
+    }
+}
+
+/// Takes from `waiting` the next batch: the first call, and after it, in
+/// their order, those that merge with it, have no earlier deadline (the
+/// batch stops at the first's) and fit in `max_rows` rows together. Takes
+/// out the calls past their deadline too, second.
+fn next_batch(waiting: &mut VecDeque<Call>, max_rows: u64, now: Instant) -> (Vec<Call>, Vec<Call>) {
+    let (expired, left): (Vec<Call>, Vec<Call>) =
+        waiting.drain(..).partition(|call| call.deadline <= now);
+    let mut left = left.into_iter();
+    let Some(first) = left.next() else {
+        return (Vec::new(), expired);
+    };
+    let mut rows = u64::from(first.rows);
+    let mut batch = vec![first];
+    for call in left {
+        let joins = batch[0].merges_with(&call)
+            && call.deadline >= batch[0].deadline
+            && rows + u64::from(call.rows) <= max_rows;
+        if joins {
+            rows += u64::from(call.rows);
+            batch.push(call);
+        } else {
+            waiting.push_back(call);
+        }
+    }
+    (batch, expired)
+}
+
+/// What becomes of `batch`'s calls when its first call's deadline has
+/// passed (so the batch did not start, or stopped): `failure` for the
+/// calls with no time left either, another try for the others.
+fn past_first_deadline(batch: Vec<Call>, failure: RunFailure) -> Vec<Outcome> {
+    let Some(deadline) = batch.first().map(|call| call.deadline) else {
+        return Vec::new();
+    };
+    batch
+        .into_iter()
+        .map(|call| {
+            if call.deadline <= deadline {
+                Outcome::Answer(Err(failure.clone()))
+            } else {
+                Outcome::Again(call)
+            }
+        })
+        .collect()
+}
+
+/// The inputs of `batch`'s calls (which merge), one after the other along
+/// the first dimension.
+fn merged(batch: &[Call]) -> Vec<Input> {
+    let Some(first) = batch.first() else {
+        return Vec::new();
+    };
+    let rows: u32 = batch.iter().map(|call| call.rows).sum();
+    (0..first.inputs.len())
+        .map(|i| {
+            let mut shape = first.inputs[i].shape.clone();
+            shape[0] = i64::from(rows);
+            let floats = batch
+                .iter()
+                .flat_map(|call| call.inputs[i].floats.iter().copied())
+                .collect();
+            Input { shape, floats }
+        })
+        .collect()
+}
+
+/// The outputs of a merged run, split into each call's `rows`.
+fn split(outputs: Vec<NamedTensor>, rows: &[u32]) -> Result<Vec<Vec<NamedTensor>>, String> {
+    let total: u32 = rows.iter().sum();
+    let mut answers: Vec<Vec<NamedTensor>> = rows.iter().map(|_| Vec::new()).collect();
+    for output in outputs {
+        let Tensor {
+            dimensions,
+            data,
+            ty,
+        } = output.tensor;
+        if dimensions.first() != Some(&total) {
+            return Err(format!(
+                "output `{}` has shape {dimensions:?} for {total} rows of input",
+                output.name
+            ));
+        }
+        let row_bytes = data.len() / total as usize;
+        let mut rest = data.as_slice();
+        for (answer, &rows) in answers.iter_mut().zip(rows) {
+            let (mine, after) = rest.split_at(rows as usize * row_bytes);
+            rest = after;
+            let mut shape = dimensions.clone();
+            shape[0] = rows;
+            answer.push(NamedTensor {
+                name: output.name.clone(),
+                tensor: Tensor {
+                    dimensions: shape,
+                    ty,
+                    data: mine.to_vec(),
+                },
+            });
+        }
+    }
+    Ok(answers)
 }
 
 /// Whether `session`'s graph takes and gives the tensors `manifest`
@@ -362,6 +765,12 @@ mod tests {
     use plugin_store::model::ModelSpec;
 
     fn model() -> OnnxModel {
+        model_merging(1)
+    }
+
+    /// The support-intent model (its rows are independent), merging calls
+    /// into batches of up to `max_batch_rows` rows.
+    fn model_merging(max_batch_rows: u32) -> OnnxModel {
         let library = plugin_artifacts::onnxruntime_library().unwrap();
         let started = ort::init_from(library.display().to_string())
             .with_global_thread_pool(thread_pool(1).unwrap())
@@ -370,7 +779,17 @@ mod tests {
         let bytes = SUPPORT_INTENT_MODEL.bytes().unwrap();
         let spec = ModelSpec::from_toml(&SUPPORT_INTENT_MODEL.spec_text().unwrap()).unwrap();
         let manifest = ModelManifest::new(spec, &bytes, "test".into());
-        OnnxModel::load(&manifest, bytes, Accelerator::Cpu, deadlines()).unwrap()
+        assert!(manifest.independent_rows);
+        OnnxModel::load(&manifest, bytes, &runner(max_batch_rows)).unwrap()
+    }
+
+    fn runner(max_batch_rows: u32) -> Runner {
+        Runner {
+            accelerator: Accelerator::Cpu,
+            deadlines: deadlines(),
+            max_batch_rows,
+            metrics: InferenceMetrics::default(),
+        }
     }
 
     fn deadlines() -> Arc<Deadlines> {
@@ -378,18 +797,173 @@ mod tests {
     }
 
     fn one_row() -> Vec<NamedTensor> {
-        let data = [0.01f32; 1024]
-            .iter()
-            .flat_map(|f| f.to_le_bytes())
+        rows(1, 0)
+    }
+
+    /// `rows` rows of features, each unlike the others (after `seed`).
+    fn rows(rows: u32, seed: u32) -> Vec<NamedTensor> {
+        let data = (0..rows * 1024)
+            .flat_map(|i| (((i + seed * 1024) % 997) as f32 * 1e-3).to_le_bytes())
             .collect();
         vec![NamedTensor {
             name: "features".into(),
             tensor: Tensor {
-                dimensions: vec![1, 1024],
+                dimensions: vec![rows, 1024],
                 ty: TensorType::Fp32,
                 data,
             },
         }]
+    }
+
+    fn floats(tensor: &Tensor) -> Vec<f32> {
+        tensor
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    /// Whether two answers are the same tensors, within rounding (a batch
+    /// may take other kernels than a row alone).
+    fn same(a: &[NamedTensor], b: &[NamedTensor]) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(a, b)| {
+                a.name == b.name
+                    && a.tensor.dimensions == b.tensor.dimensions
+                    && floats(&a.tensor)
+                        .iter()
+                        .zip(floats(&b.tensor))
+                        .all(|(x, y)| (x - y).abs() <= 1e-5)
+            })
+    }
+
+    #[test]
+    fn calls_waiting_at_once_run_as_one_batch_and_each_gets_its_rows() {
+        let model = Arc::new(model_merging(64));
+        let counts = [1, 2, 1, 3];
+        let alone: Vec<_> = (0..4)
+            .map(|seed| model.run(rows(counts[seed], seed as u32), later()).unwrap())
+            .collect();
+        let runs = model.runs.get();
+        assert_eq!(runs, 4);
+        // As if a batch were running: the four calls wait together.
+        let batcher = model.batcher.as_ref().unwrap();
+        batcher.lock().running = true;
+        let deadline = later();
+        let calls: Vec<_> = (0..4)
+            .map(|seed| {
+                let model = model.clone();
+                std::thread::spawn(move || model.run(rows(counts[seed], seed as u32), deadline))
+            })
+            .collect();
+        for _ in 0..10_000 {
+            if batcher.lock().waiting.len() == 4 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        {
+            let mut queue = batcher.lock();
+            assert_eq!(queue.waiting.len(), 4, "the calls did not queue");
+            queue.running = false;
+            queue.waiting.front().unwrap().woken.notify_one();
+        }
+        for (seed, call) in calls.into_iter().enumerate() {
+            let merged = call.join().unwrap().unwrap();
+            assert_eq!(merged[0].tensor.dimensions[0], counts[seed]);
+            assert!(same(&merged, &alone[seed]), "call {seed}");
+        }
+        assert_eq!(model.runs.get(), runs + 1, "one run for four calls");
+        assert!(batcher.lock().answers.is_empty());
+    }
+
+    fn call(rows: u32, width: i64, deadline: Instant) -> Call {
+        let input = Input {
+            shape: vec![i64::from(rows), width],
+            floats: vec![0.0; rows as usize * width as usize],
+        };
+        Call::new(vec![input], deadline)
+    }
+
+    #[test]
+    fn a_batch_takes_the_calls_that_merge_within_its_rows_and_deadline() {
+        let now = Instant::now();
+        let soon = now + Duration::from_secs(1);
+        let later = now + Duration::from_secs(2);
+        let sooner = now + Duration::from_millis(500);
+        let mut waiting: VecDeque<Call> = [
+            call(1, 8, now),    // 0: past its deadline
+            call(2, 8, soon),   // 1: first, the batch stops at its deadline
+            call(1, 8, sooner), // 2: would stop sooner
+            call(1, 4, later),  // 3: another shape
+            call(7, 8, later),  // 4: past 8 rows together
+            call(3, 8, later),  // 5: joins
+            call(3, 8, soon),   // 6: joins, the same deadline
+            call(1, 8, later),  // 7: no rows left
+        ]
+        .into();
+        let ids: Vec<u64> = waiting.iter().map(|call| call.id).collect();
+        let (batch, expired) = next_batch(&mut waiting, 8, now);
+        let taken = |calls: &[Call]| calls.iter().map(|call| call.id).collect::<Vec<_>>();
+        assert_eq!(taken(&expired), [ids[0]]);
+        assert_eq!(taken(&batch), [ids[1], ids[5], ids[6]]);
+        let left: Vec<u64> = waiting.iter().map(|call| call.id).collect();
+        assert_eq!(left, [ids[2], ids[3], ids[4], ids[7]]);
+        // A call whose inputs disagree on the rows runs alone.
+        let odd = Input {
+            shape: vec![2, 8],
+            floats: vec![0.0; 16],
+        };
+        let mut waiting: VecDeque<Call> = [
+            Call::new(
+                vec![
+                    odd.clone(),
+                    Input {
+                        shape: vec![3, 8],
+                        ..odd
+                    },
+                ],
+                later,
+            ),
+            call(1, 8, later),
+        ]
+        .into();
+        let (batch, _) = next_batch(&mut waiting, 8, now);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].rows, 0);
+        assert_eq!(waiting.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_past_its_first_deadline_runs_the_calls_with_time_left_again() {
+        let model = model_merging(64);
+        let first = call(1, 1024, Instant::now());
+        let other = call(1, 1024, later());
+        let other_id = other.id;
+        let outcomes = model.run_batch(vec![first, other]);
+        assert!(matches!(
+            outcomes[0],
+            Outcome::Answer(Err(RunFailure::PastDeadline))
+        ));
+        assert!(matches!(&outcomes[1], Outcome::Again(call) if call.id == other_id));
+        assert_eq!(model.runs.get(), 0, "nothing ran");
+    }
+
+    #[test]
+    fn a_merged_runs_outputs_are_split_into_each_calls_rows() {
+        let output = || NamedTensor {
+            name: "scores".into(),
+            tensor: Tensor {
+                dimensions: vec![3, 2],
+                ty: TensorType::Fp32,
+                data: (0..24).collect(),
+            },
+        };
+        let answers = split(vec![output()], &[1, 2]).unwrap();
+        assert_eq!(answers[1][0].tensor.dimensions, [2, 2]);
+        assert_eq!(answers[1][0].tensor.data, (8..24).collect::<Vec<u8>>());
+        let err = split(vec![output()], &[1, 1]).err().unwrap();
+        assert!(err.contains("shape [3, 2] for 2 rows of input"), "{err}");
     }
 
     fn later() -> Instant {
@@ -440,9 +1014,7 @@ mod tests {
             err.contains(r#"declares inputs {"pixels"}, and the ONNX graph has {"features"}"#),
             "{err}"
         );
-        let err = OnnxModel::load(&manifest, bytes, Accelerator::Cpu, deadlines())
-            .err()
-            .unwrap();
+        let err = OnnxModel::load(&manifest, bytes, &runner(1)).err().unwrap();
         assert!(err.contains("correct its model.toml"), "{err}");
     }
 

@@ -464,6 +464,11 @@ impl Sandbox {
             .map_or_else(Default::default, Inference::accelerator)
     }
 
+    /// Each model's calls and runs, where inference is on.
+    pub fn inference_metrics(&self) -> Option<&crate::inference::InferenceMetrics> {
+        self.inference.as_ref().map(Inference::metrics)
+    }
+
     /// Instances running now, host-wide.
     pub fn in_flight(&self) -> usize {
         (self.pool_size as usize).saturating_sub(self.slots.available_permits())

@@ -101,55 +101,72 @@ fn abuse_spec() -> PublishSpec {
     .unwrap()
 }
 
+const TEXTS: [&str; 3] = [
+    "I was charged twice this month, please refund me",
+    "The app crashes on start and production is down, urgent",
+    "Please cancel my subscription before it renews",
+];
+
+/// What native ONNX Runtime (the Python wheel) says of each of [`TEXTS`].
+fn native_predictions() -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("support-intent.onnx");
+    std::fs::write(&model, SUPPORT_INTENT_MODEL.bytes().unwrap()).unwrap();
+    SUPPORT_INTENT_MODEL
+        .predict_natively(&model, &TEXTS)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Asserts that the support-intent plugin's `output` for `text` has the
+/// scores `native` has, within `tolerance`.
+fn assert_like_native(output: &Value, native: &Value, tolerance: f64, text: &str) {
+    let labels = |config: &str| -> Vec<String> {
+        serde_json::from_str(&support_intent_spec().config[config]).unwrap()
+    };
+    for (head, names) in [
+        ("intent", labels("intents")),
+        ("urgency", labels("urgencies")),
+    ] {
+        let expected = native[head].as_array().unwrap();
+        assert_eq!(expected.len(), names.len());
+        for (name, want) in names.iter().zip(expected) {
+            let got = output["scores"][head][name].as_f64().unwrap();
+            let want = want.as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= tolerance,
+                "{text}: {head} {name}: {got} vs native {want}"
+            );
+        }
+    }
+}
+
+/// How far the sandbox may be from native: the same library and kernels on
+/// the CPU; on a GPU, CUDA's own kernels (TF32 matrix products on recent
+/// GPUs) against native on the CPU.
+fn tolerance() -> f64 {
+    match accelerator() {
+        axon::inference::Accelerator::Cuda => 1e-3,
+        _ => 1e-6,
+    }
+}
+
 #[tokio::test]
 async fn the_sandbox_computes_what_native_onnx_runtime_computes() {
     let axon = axon_with_inference().await;
     axon.publish(&SUPPORT_INTENT.bytes().unwrap(), support_intent_spec())
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("support-intent.onnx");
-    std::fs::write(&model, SUPPORT_INTENT_MODEL.bytes().unwrap()).unwrap();
-
-    let texts = [
-        "I was charged twice this month, please refund me",
-        "The app crashes on start and production is down, urgent",
-        "Please cancel my subscription before it renews",
-    ];
-    let native: Vec<Value> = SUPPORT_INTENT_MODEL
-        .predict_natively(&model, &texts)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    let labels = |config: &str| -> Vec<String> {
-        serde_json::from_str(&support_intent_spec().config[config]).unwrap()
-    };
-    let (intents, urgencies) = (labels("intents"), labels("urgencies"));
-    // The same library and kernels on the CPU; on a GPU, CUDA's own kernels
-    // (TF32 matrix products on recent GPUs) against native on the CPU.
-    let tolerance = match accelerator() {
-        axon::inference::Accelerator::Cuda => 1e-3,
-        _ => 1e-6,
-    };
+    let native = native_predictions();
     let mut answers = Vec::new();
-    for (text, native) in texts.iter().zip(&native) {
+    for (text, native) in TEXTS.iter().zip(&native) {
         let reply = axon
             .reason("support-intent", json!({ "message": text }))
             .await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         let output = &reply.body["output"];
-        for (head, names) in [("intent", &intents), ("urgency", &urgencies)] {
-            let expected = native[head].as_array().unwrap();
-            assert_eq!(expected.len(), names.len());
-            for (name, want) in names.iter().zip(expected) {
-                let got = output["scores"][head][name].as_f64().unwrap();
-                let want = want.as_f64().unwrap();
-                assert!(
-                    (got - want).abs() <= tolerance,
-                    "{text}: {head} {name}: {got} vs native {want}"
-                );
-            }
-        }
+        assert_like_native(output, native, tolerance(), text);
         assert_eq!(reply.body["stats"]["inference_calls"], 1, "{}", reply.body);
         answers.push((output["intent"].clone(), output["urgency"].clone()));
     }
@@ -157,6 +174,68 @@ async fn the_sandbox_computes_what_native_onnx_runtime_computes() {
     assert_eq!(answers[1].0, "technical");
     assert_eq!(answers[1].1, "high");
     assert_eq!(answers[2].0, "cancellation");
+    axon.stop().await;
+}
+
+/// The value of the `series` line for support-intent in `metrics`.
+fn model_counter(metrics: &str, series: &str) -> u64 {
+    let line = format!("{series}{{model=\"support-intent\",version=\"1.0.0\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line}in:\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_at_once_are_merged_and_each_gets_its_own_answer() {
+    let axon = axon_with_inference_and(|c| c.max_inference_concurrency = 32).await;
+    axon.publish(&SUPPORT_INTENT.bytes().unwrap(), support_intent_spec())
+        .await;
+    let axon = std::sync::Arc::new(axon);
+    let native = std::sync::Arc::new(native_predictions());
+    // A batch's matrix products may take other kernels than one row's.
+    let tolerance = tolerance().max(1e-5);
+    // Requests at once, each with one call: a call that comes while
+    // another runs waits, and runs merged with the others waiting then.
+    // Whether any does depends on timing, so up to 20 bursts.
+    let mut metrics = String::new();
+    let mut merged = false;
+    for _ in 0..20 {
+        let mut burst = tokio::task::JoinSet::new();
+        for i in 0..24 {
+            let (axon, native) = (axon.clone(), native.clone());
+            burst.spawn(async move {
+                let text = TEXTS[i % TEXTS.len()];
+                let reply = axon
+                    .reason("support-intent", json!({ "message": text }))
+                    .await;
+                assert_eq!(reply.status, 200, "{}", reply.body);
+                assert_like_native(
+                    &reply.body["output"],
+                    &native[i % TEXTS.len()],
+                    tolerance,
+                    text,
+                );
+            });
+        }
+        while let Some(done) = burst.join_next().await {
+            done.unwrap();
+        }
+        metrics = axon.metrics().await;
+        let calls = model_counter(&metrics, "axon_inference_calls_total");
+        let runs = model_counter(&metrics, "axon_inference_runs_total");
+        assert!(runs <= calls, "{metrics}");
+        if runs < calls {
+            merged = true;
+            break;
+        }
+    }
+    assert!(
+        merged,
+        "in 20 bursts of 24 requests, no calls were merged:\n{metrics}"
+    );
+    let axon = std::sync::Arc::into_inner(axon).unwrap();
     axon.stop().await;
 }
 
