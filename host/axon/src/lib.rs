@@ -91,7 +91,8 @@ pub async fn build(config: &AxonConfig, source: PluginSource) -> anyhow::Result<
 
 /// Preloads plugins (unless lazy), marks the state ready, and follows the
 /// registry from then on: every `config.refresh_ms`, a changed view evicts
-/// what is no longer served and (unless lazy) preloads what is new.
+/// what is no longer served and (unless lazy) preloads what is new, and
+/// models no loaded version holds any more are unloaded.
 pub async fn start(config: &AxonConfig, state: &AxonState) -> anyhow::Result<()> {
     let host = state.plugins();
     if !config.lazy_load {
@@ -127,6 +128,9 @@ pub async fn start(config: &AxonConfig, state: &AxonState) -> anyhow::Result<()>
                     tracing::warn!(%error, "cannot refresh the plugin registry; keeping the last view")
                 }
             }
+            // Also when the view is the same: the last request using an
+            // evicted version may have ended since.
+            host.sandbox().unload_unused_models();
         }
     });
     Ok(())

@@ -10,7 +10,8 @@
 //!   verifies its manifest under the trust list and its bytes against the
 //!   manifest's digest, and loads it once, shared by every plugin version
 //!   that pins it. Its signature is checked again each time such a version
-//!   loads; a version already loaded keeps it.
+//!   loads; a version already loaded keeps it. Once no loaded version (and
+//!   no request) holds it, it is unloaded ([`Inference::unload_unused`]).
 //! - A plugin sees only the models its signed manifest pins, by name; it
 //!   cannot load weights of its own (there is no backend for `load`).
 //! - Every call is checked against the model's declared inputs and bounded
@@ -193,9 +194,11 @@ impl Inference {
     }
 
     /// The models `need` pins that are not loaded yet: what to
-    /// [`fetch_model`] before [`grant`](Self::grant). A model once loaded
-    /// stays, so what is loaded now still is at `grant`. None where `grant`
-    /// refuses anyway (a version that requires a GPU, on the CPU pool).
+    /// [`fetch_model`] before [`grant`](Self::grant). A model loaded now is
+    /// still at `grant` unless no version used it and it was unloaded
+    /// meanwhile ([`unload_unused`](Self::unload_unused)): then `grant`
+    /// fails, and the load is retried. None where `grant` refuses anyway (a
+    /// version that requires a GPU, on the CPU pool).
     pub fn to_fetch(&self, need: &InferenceNeed) -> Vec<ModelPin> {
         if self.refuses(need).is_some() {
             return Vec::new();
@@ -263,16 +266,34 @@ impl Inference {
             pin.check(&model.manifest)?;
             return Ok(model);
         }
-        // `to_fetch` named it, so it was fetched: a miss is a bug here.
+        // `to_fetch` named it, so it was fetched, unless it was loaded then
+        // and unloaded since (no loaded version used it).
         let file = fetched.ok_or_else(|| {
-            format!("model `{name}@{version}` was not fetched (a bug in Axon); retry")
+            format!("model `{name}@{version}` was unloaded while this version loaded; retry")
         })?;
         let model = Arc::new(load_model(file, &self.runner)?);
         tracing::info!(model = %name, %version, digest = %model.manifest.digest, "model loaded");
         // Another load may have put it there meanwhile: that one, checked.
         let model = self.loaded().entry(key).or_insert(model).clone();
+        self.runner.metrics.set_loaded(&model.manifest, true);
         pin.check(&model.manifest)?;
         Ok(model)
+    }
+
+    /// Unloads the models no loaded plugin version (and no request) holds:
+    /// so a model's old versions leave memory as plugin versions move on.
+    /// A version loading now that pins one of them fetches it again.
+    pub fn unload_unused(&self) {
+        self.loaded().retain(|_, model| {
+            // The map's own reference is the only one left.
+            let used = Arc::strong_count(model) > 1;
+            if !used {
+                let manifest = &model.manifest;
+                tracing::info!(model = %manifest.name, version = %manifest.version, "model unloaded: no loaded plugin version pins it");
+                self.runner.metrics.set_loaded(manifest, false);
+            }
+            used
+        });
     }
 
     fn loaded(

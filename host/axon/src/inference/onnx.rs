@@ -42,6 +42,7 @@ use plugin_store::model::ModelManifest;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use wasmtime_wasi_nn::Tensor;
 use wasmtime_wasi_nn::backend::NamedTensor;
@@ -84,17 +85,28 @@ pub(super) struct Runner {
     pub metrics: InferenceMetrics,
 }
 
-/// Calls and runs of each model: where calls are merged, runs fall behind.
+/// Calls and runs of each model (where calls are merged, runs fall
+/// behind), and which models are loaded.
 #[derive(Clone, Default)]
 pub struct InferenceMetrics {
     calls: Family<ModelLabel, Counter>,
     runs: Family<ModelLabel, Counter>,
+    loaded: Family<ModelLabel, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabel {
     model: String,
     version: String,
+}
+
+impl ModelLabel {
+    fn of(manifest: &ModelManifest) -> Self {
+        Self {
+            model: manifest.name.to_string(),
+            version: manifest.version.to_string(),
+        }
+    }
 }
 
 impl InferenceMetrics {
@@ -110,6 +122,18 @@ impl InferenceMetrics {
             "ONNX Runtime runs, by model and version: fewer than calls where calls are merged into batches",
             self.runs.clone(),
         );
+        registry.register(
+            "axon_inference_models_loaded",
+            "1 while a model version is loaded (in memory), 0 once unloaded",
+            self.loaded.clone(),
+        );
+    }
+
+    /// Shows `manifest`'s model as loaded or not.
+    pub(super) fn set_loaded(&self, manifest: &ModelManifest, loaded: bool) {
+        self.loaded
+            .get_or_create(&ModelLabel::of(manifest))
+            .set(i64::from(loaded));
     }
 }
 
@@ -143,10 +167,7 @@ impl OnnxModel {
         runner: &Runner,
     ) -> Result<Self, String> {
         let label = format!("{}@{}", manifest.name, manifest.version);
-        let series = ModelLabel {
-            model: manifest.name.to_string(),
-            version: manifest.version.to_string(),
-        };
+        let series = ModelLabel::of(manifest);
         let calls = runner.metrics.calls.get_or_create(&series).clone();
         let runs = runner.metrics.runs.get_or_create(&series).clone();
         let accelerator = runner.accelerator;

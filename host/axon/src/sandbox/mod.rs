@@ -464,6 +464,13 @@ impl Sandbox {
             .map_or_else(Default::default, Inference::accelerator)
     }
 
+    /// Unloads the models no loaded version holds, where inference is on.
+    pub fn unload_unused_models(&self) {
+        if let Some(inference) = &self.inference {
+            inference.unload_unused();
+        }
+    }
+
     /// Each model's calls and runs, where inference is on.
     pub fn inference_metrics(&self) -> Option<&crate::inference::InferenceMetrics> {
         self.inference.as_ref().map(Inference::metrics)

@@ -466,6 +466,21 @@ async fn revoking_a_models_key_evicts_the_versions_that_pin_it() {
         reply.message()
     );
     assert!(reply.message().contains("revoked"), "{}", reply.message());
+    // And the model, which no loaded version holds now, leaves memory.
+    let unloaded = "axon_inference_models_loaded{model=\"support-intent\",version=\"2.0.0\"} 0";
+    let mut metrics = axon.metrics().await;
+    assert!(
+        metrics.contains(&unloaded.replace(" 0", " 1")) || metrics.contains(unloaded),
+        "{metrics}"
+    );
+    for _ in 0..200 {
+        if metrics.contains(unloaded) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        metrics = axon.metrics().await;
+    }
+    assert!(metrics.contains(unloaded), "{metrics}");
     axon.stop().await;
 }
 
