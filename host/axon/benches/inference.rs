@@ -13,9 +13,12 @@
 //! - sandbox: a whole `Sandbox::run` of the `inference-abuse` plugin making
 //!   one call on the same tensor (a fresh Store, instantiate, the `wasi:nn`
 //!   call through Axon's checks, the answer), on a multi-threaded runtime
-//!   as Axon serves.
+//!   as Axon serves, run from the benchmark's own thread (`block_on`);
+//! - sandbox on a worker thread: the same, as a task on one of the
+//!   runtime's workers, as Axon serves a request: the call runs in
+//!   `block_in_place` there, which it does not on the benchmark's thread.
 //!
-//! The two sides alternate in blocks of 50 calls, so that drift hits both;
+//! The sides alternate in blocks of 50 calls, so that drift hits all;
 //! the first 10 calls of each block are not counted (caches warm again).
 //! Both sides' sessions use the one ONNX Runtime thread pool Axon sets up
 //! (threads that sleep when idle), so neither side's threads take the
@@ -99,6 +102,7 @@ fn main() {
         ..SandboxConfig::default()
     })
     .expect("sandbox");
+    let sandbox = Arc::new(sandbox);
 
     println!(
         "inference on {}: sandbox (a whole request, one call) vs native ort `run`, per call",
@@ -106,7 +110,8 @@ fn main() {
     );
     for model in [BENCH_MEDIUM_MODEL, SUPPORT_INTENT_MODEL] {
         let bytes = publish_model(&runtime, &source, &model, &publisher);
-        let plugin = prepare(&runtime, &sandbox, &source, &trust, model.name);
+        let plugin = Arc::new(prepare(&runtime, &sandbox, &source, &trust, model.name));
+        let mut worker_ns = Vec::new();
         let cuda = accelerator == Accelerator::Cuda;
         let mut native = native_session(&bytes, cuda);
         // On a GPU, native on the CPU too: GPU against CPU in the same run.
@@ -153,6 +158,25 @@ fn main() {
                     sandbox_ns.push(elapsed);
                 }
             }
+            // As Axon serves: the request a task on a worker thread, where
+            // the inference call runs in `block_in_place`.
+            for call in 0..BLOCK {
+                let (sandbox, plugin) = (Arc::clone(&sandbox), Arc::clone(&plugin));
+                let input = input.clone();
+                let started = Instant::now();
+                let answer = runtime
+                    .block_on(
+                        runtime
+                            .spawn(async move { sandbox.run(&plugin, invocation(&input)).await }),
+                    )
+                    .expect("a request task")
+                    .expect("the plugin answers");
+                let elapsed = started.elapsed().as_nanos() as u64;
+                assert_eq!(answer.stats.inference_calls, 1);
+                if block > 0 && call >= WARM_UP {
+                    worker_ns.push(elapsed);
+                }
+            }
         }
         let (n50, n99) = percentiles(&mut native_ns);
         let (s50, s99) = percentiles(&mut sandbox_ns);
@@ -166,6 +190,15 @@ fn main() {
             s50 / n50,
             s99 / n99,
             native_ns.len()
+        );
+        let (w50, w99) = percentiles(&mut worker_ns);
+        println!(
+            "  {:<15} sandbox on a worker thread p50 {:>8.1} us  p99 {:>8.1} us | on a worker/native {:.3}x (p50), {:.3}x (p99)",
+            model.name,
+            w50 / 1e3,
+            w99 / 1e3,
+            w50 / n50,
+            w99 / n99
         );
         if !cpu_ns.is_empty() {
             let (c50, c99) = percentiles(&mut cpu_ns);

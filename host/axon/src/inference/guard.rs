@@ -320,7 +320,7 @@ impl BackendExecutionContext for GuardedContext {
         let _slot = self.start_call(input_bytes)?;
         let model = &self.model.onnx;
         let deadline = self.budget.deadline;
-        match blocking(move || model.run(inputs, deadline)) {
+        match model.run(inputs, deadline) {
             Ok(outputs) => Ok(Some(outputs)),
             Err(RunFailure::PastDeadline) => Err(self
                 .budget
@@ -337,17 +337,5 @@ impl BackendExecutionContext for GuardedContext {
 
     fn get_output(&mut self, _id: Id) -> Result<Tensor, BackendError> {
         Err(older_interface())
-    }
-}
-
-/// Runs `work` (native inference) telling tokio that this worker thread is
-/// busy, so that other requests move to another worker meanwhile.
-fn blocking<R>(work: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
     }
 }

@@ -151,6 +151,9 @@ pub(super) struct OnnxModel {
     deadlines: Arc<Deadlines>,
     /// Where calls wait to run merged, for a model with independent rows.
     batcher: Option<Batcher>,
+    /// How long its last run took, in ns: whether the next can run on the
+    /// worker thread ([`INLINE_RUN`]). Unknown at first: `u64::MAX`.
+    last_run_ns: AtomicU64,
     /// Calls of the model that got to it.
     calls: Counter,
     /// Its runs (a batch of merged calls is one).
@@ -190,6 +193,7 @@ impl OnnxModel {
             idle: Mutex::new(vec![session]),
             deadlines: runner.deadlines.clone(),
             batcher,
+            last_run_ns: AtomicU64::new(u64::MAX),
             calls,
             runs,
         })
@@ -208,7 +212,7 @@ impl OnnxModel {
         }
         let inputs = self.in_order(inputs)?;
         self.calls.inc();
-        match &self.batcher {
+        let call = || match &self.batcher {
             Some(batcher) => self.run_merged(batcher, Call::new(inputs, deadline)),
             None => {
                 let mut session = self.take_session()?;
@@ -216,7 +220,33 @@ impl OnnxModel {
                 self.give_back(session);
                 outputs
             }
+        };
+        if self.runs_at_once() {
+            call()
+        } else {
+            blocking(call)
         }
+    }
+
+    /// Whether a call now would start at once and, by the model's last
+    /// run, end within [`INLINE_RUN`]: then it runs on the worker thread
+    /// as it is. `block_in_place` (which hands the worker's other tasks to
+    /// another thread) cost 5 to 9 us a call on the small example model and
+    /// about 300 us on a 1.5 ms one (docs/performance.md).
+    fn runs_at_once(&self) -> bool {
+        let short = self.last_run_ns.load(Ordering::Relaxed) <= INLINE_RUN.as_nanos() as u64;
+        short
+            && match &self.batcher {
+                Some(batcher) => {
+                    let queue = batcher.lock();
+                    !queue.running && queue.waiting.is_empty()
+                }
+                None => !self
+                    .idle
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty(),
+            }
     }
 
     /// `inputs` in the model's order, their bytes as `f32`s.
@@ -256,7 +286,11 @@ impl OnnxModel {
             values.push((name.clone(), SessionInputValue::from(tensor)));
         }
         self.runs.inc();
-        run_until(session, values, deadline, &self.deadlines)
+        let started = Instant::now();
+        let outputs = run_until(session, values, deadline, &self.deadlines);
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_run_ns.store(took, Ordering::Relaxed);
+        outputs
     }
 
     /// Runs `call` in a batch: queues it, and while no batch of this model
@@ -392,6 +426,24 @@ impl OnnxModel {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(session);
+    }
+}
+
+/// How long a call may be expected to take and still run on the worker
+/// thread, rather than in `block_in_place`: what a plugin's wasm holds a
+/// worker for between two yields (the epoch tick).
+const INLINE_RUN: Duration = Duration::from_millis(1);
+
+/// Runs `work` (native inference, or a wait for it) telling tokio that
+/// this worker thread is busy, so that other requests move to another
+/// worker meanwhile.
+fn blocking<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 
@@ -953,6 +1005,29 @@ mod tests {
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].rows, 0);
         assert_eq!(waiting.len(), 1);
+    }
+
+    #[test]
+    fn only_a_short_call_that_starts_at_once_runs_on_the_worker_thread() {
+        let merging = model_merging(64);
+        assert!(!merging.runs_at_once(), "the first run's length is unknown");
+        merging.run(one_row(), later()).unwrap();
+        merging.last_run_ns.store(1_000, Ordering::Relaxed);
+        assert!(merging.runs_at_once());
+        // A batch running: the call would wait.
+        merging.batcher.as_ref().unwrap().lock().running = true;
+        assert!(!merging.runs_at_once());
+        merging.batcher.as_ref().unwrap().lock().running = false;
+        merging.last_run_ns.store(2_000_000, Ordering::Relaxed);
+        assert!(!merging.runs_at_once(), "a 2 ms run");
+
+        let alone = model();
+        alone.last_run_ns.store(1_000, Ordering::Relaxed);
+        assert!(alone.runs_at_once());
+        // No idle session: the call would make one.
+        let held = alone.take_session().unwrap();
+        assert!(!alone.runs_at_once());
+        alone.give_back(held);
     }
 
     #[test]
