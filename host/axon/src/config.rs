@@ -119,7 +119,8 @@ pub struct AxonConfig {
     /// Rows of one batch of merged calls: calls of different requests to
     /// a model whose manifest says its rows are independent, waiting at
     /// once, run as one batch of at most this many rows (and the model's
-    /// `max_batch`); 1: never merge.
+    /// `max_batch`; a single call with more rows runs alone); 1: never
+    /// merge.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_inference_batch_rows: u32,
     /// Threads one inference call may use, from one pool all calls share,

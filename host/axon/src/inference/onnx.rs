@@ -293,60 +293,95 @@ impl OnnxModel {
         outputs
     }
 
-    /// Runs `call` in a batch: queues it, and while no batch of this model
-    /// runs, runs the next one itself (whoever's calls it holds); returns
-    /// when `call` has its answer. So no thread of Axon's own runs batches,
-    /// and a call that finds the model idle runs at once, with no wait for
-    /// others to join.
+    /// Runs `call` in a batch: queues it, and whenever no batch of this
+    /// model runs and the next one holds `call`, runs it (with whoever's
+    /// other calls it holds); returns when `call` has its answer, or at its
+    /// deadline while it still waits. So no thread of Axon's own runs
+    /// batches, and a call that finds the model idle runs at once, with no
+    /// wait for others to join.
     fn run_merged(&self, batcher: &Batcher, call: Call) -> Result<Vec<NamedTensor>, RunFailure> {
-        let (id, woken) = (call.id, call.woken.clone());
+        let (id, deadline, woken) = (call.id, call.deadline, call.woken.clone());
         let mut queue = batcher.lock();
         queue.waiting.push_back(call);
         loop {
             if let Some(answer) = queue.answers.remove(&id) {
                 return answer;
             }
-            if queue.running {
+            if !queue.running {
+                let (batch, expired) =
+                    next_batch(&mut queue.waiting, batcher.max_rows, Instant::now());
+                for call in expired {
+                    queue.answer(&Member::of(&call), Err(RunFailure::PastDeadline));
+                }
+                if batch.iter().any(|call| call.id == id) {
+                    queue = self.lead(batcher, queue, batch);
+                    continue;
+                }
+                // The next batch is another call's to run, on its thread.
+                for call in batch.into_iter().rev() {
+                    queue.waiting.push_front(call);
+                }
+                if let Some(next) = queue.waiting.front() {
+                    next.woken.notify_one();
+                }
+                if queue.answers.contains_key(&id) {
+                    continue;
+                }
+            }
+            // Queued, it waits no longer than its deadline. In a batch
+            // running, it waits for the batch, which stops at a deadline no
+            // later than its own.
+            let queued = queue.waiting.iter().any(|call| call.id == id);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !queued {
                 queue = woken.wait(queue).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            let (batch, expired) = next_batch(&mut queue.waiting, batcher.max_rows, Instant::now());
-            for call in expired {
-                queue.answer(&Member::of(&call), Err(RunFailure::PastDeadline));
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            queue.running = true;
-            drop(queue);
-            let members: Vec<Member> = batch.iter().map(Member::of).collect();
-            // Whatever happens in the run, every call of the batch gets an
-            // answer, and the next batch can start.
-            let ran =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_batch(batch)));
-            queue = batcher.lock();
-            queue.running = false;
-            match ran {
-                Ok(outcomes) => {
-                    // Calls to run again go back first, in their order.
-                    for (member, outcome) in members.iter().zip(outcomes).rev() {
-                        match outcome {
-                            Outcome::Answer(answer) => queue.answer(member, answer),
-                            Outcome::Again(call) => queue.waiting.push_front(call),
-                        }
-                    }
-                }
-                Err(_) => {
-                    for member in &members {
-                        let failure = RunFailure::Failed("the run panicked (a bug in Axon)".into());
-                        queue.answer(member, Err(failure));
-                    }
-                }
-            }
-            if let Some(next) = queue.waiting.front() {
-                next.woken.notify_one();
+            } else if left.is_zero() {
+                queue.waiting.retain(|call| call.id != id);
+                return Err(RunFailure::PastDeadline);
+            } else {
+                let waited = woken.wait_timeout(queue, left);
+                queue = waited.unwrap_or_else(PoisonError::into_inner).0;
             }
         }
+    }
+
+    /// Runs `batch` while `queue` shows a batch running, and answers its
+    /// calls (or queues again, first, those to run again).
+    fn lead<'a>(
+        &self,
+        batcher: &'a Batcher,
+        mut queue: MutexGuard<'a, Queue>,
+        batch: Vec<Call>,
+    ) -> MutexGuard<'a, Queue> {
+        let members: Vec<Member> = batch.iter().map(Member::of).collect();
+        queue.running = true;
+        drop(queue);
+        // Whatever happens in the run, every call of the batch gets an
+        // answer, and the next batch can start.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_batch(batch)));
+        let mut queue = batcher.lock();
+        queue.running = false;
+        match ran {
+            Ok(outcomes) => {
+                // Calls to run again go back first, in their order.
+                for (member, outcome) in members.iter().zip(outcomes).rev() {
+                    match outcome {
+                        Outcome::Answer(answer) => queue.answer(member, answer),
+                        Outcome::Again(call) => queue.waiting.push_front(call),
+                    }
+                }
+            }
+            Err(_) => {
+                for member in &members {
+                    let failure = RunFailure::Failed("the run panicked (a bug in Axon)".into());
+                    queue.answer(member, Err(failure));
+                }
+            }
+        }
+        if let Some(next) = queue.waiting.front() {
+            next.woken.notify_one();
+        }
+        queue
     }
 
     /// One run of `batch`'s calls, their inputs one after the other along
@@ -387,7 +422,7 @@ impl OnnxModel {
                         .map(|a| Outcome::Answer(Ok(a)))
                         .collect(),
                     Err(message) => all(RunFailure::Failed(format!(
-                        "{message}: its rows are not independent, as its manifest says"
+                        "{message}: the model does not give one output row per input row, as its manifest's `independent_rows` says"
                     ))),
                 }
             }
@@ -1028,6 +1063,23 @@ mod tests {
         let held = alone.take_session().unwrap();
         assert!(!alone.runs_at_once());
         alone.give_back(held);
+    }
+
+    #[test]
+    fn a_call_waiting_past_its_deadline_gives_up_there() {
+        let model = Arc::new(model_merging(64));
+        let batcher = model.batcher.as_ref().unwrap();
+        // As if a batch that never ends were running.
+        batcher.lock().running = true;
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let waiting = {
+            let model = model.clone();
+            std::thread::spawn(move || model.run(one_row(), deadline))
+        };
+        let result = waiting.join().unwrap();
+        assert!(matches!(result, Err(RunFailure::PastDeadline)));
+        let queue = batcher.lock();
+        assert!(queue.waiting.is_empty() && queue.answers.is_empty());
     }
 
     #[test]

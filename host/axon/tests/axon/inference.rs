@@ -225,7 +225,6 @@ async fn calls_at_once_are_merged_and_each_gets_its_own_answer() {
         metrics = axon.metrics().await;
         let calls = model_counter(&metrics, "axon_inference_calls_total");
         let runs = model_counter(&metrics, "axon_inference_runs_total");
-        assert!(runs <= calls, "{metrics}");
         if runs < calls {
             merged = true;
             break;
