@@ -4,9 +4,10 @@
 //! several times on its way in and out. Here:
 //!
 //! - a model keeps a pool of sessions, one per call running at once, made
-//!   as concurrency first needs them and bounded by the model's calls at
-//!   once (`--max-inference-concurrency`), so calls of one model run side
-//!   by side;
+//!   as concurrency first needs them (on a thread of their own, waited for
+//!   no later than the call's deadline) and bounded by the model's calls
+//!   at once (`--max-inference-concurrency`), so calls of one model run
+//!   side by side;
 //! - every session draws on one process-wide ONNX Runtime thread pool whose
 //!   threads do not spin when idle ([`thread_pool`]), so models loaded do
 //!   not each keep a pool of threads taking cores from the plugins;
@@ -142,12 +143,12 @@ pub(super) struct OnnxModel {
     /// `name@version`, for the log.
     label: String,
     /// The model's bytes, for the sessions made later.
-    bytes: Vec<u8>,
+    bytes: Arc<[u8]>,
     accelerator: Accelerator,
     /// Its inputs' names, in the order ONNX Runtime takes them.
     inputs: Vec<String>,
     /// Sessions not running a call now.
-    idle: Mutex<Vec<Session>>,
+    sessions: Arc<Sessions>,
     deadlines: Arc<Deadlines>,
     /// Where calls wait to run merged, for a model with independent rows.
     batcher: Option<Batcher>,
@@ -187,10 +188,16 @@ impl OnnxModel {
         });
         Ok(Self {
             label,
-            bytes,
+            bytes: bytes.into(),
             accelerator,
             inputs,
-            idle: Mutex::new(vec![session]),
+            sessions: Arc::new(Sessions {
+                state: Mutex::new(SessionState {
+                    idle: vec![session],
+                    failure: None,
+                }),
+                changed: Condvar::new(),
+            }),
             deadlines: runner.deadlines.clone(),
             batcher,
             last_run_ns: AtomicU64::new(u64::MAX),
@@ -215,7 +222,7 @@ impl OnnxModel {
         let call = || match &self.batcher {
             Some(batcher) => self.run_merged(batcher, Call::new(inputs, deadline)),
             None => {
-                let mut session = self.take_session()?;
+                let mut session = self.take_session(deadline)?;
                 let outputs = self.run_on(&mut session, inputs, deadline);
                 self.give_back(session);
                 outputs
@@ -241,11 +248,7 @@ impl OnnxModel {
                     let queue = batcher.lock();
                     !queue.running && queue.waiting.is_empty()
                 }
-                None => !self
-                    .idle
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .is_empty(),
+                None => !self.sessions.lock().idle.is_empty(),
             }
     }
 
@@ -406,8 +409,11 @@ impl OnnxModel {
             [call] => std::mem::take(&mut call.inputs),
             _ => merged(&batch),
         };
-        let mut session = match self.take_session() {
+        let mut session = match self.take_session(deadline) {
             Ok(session) => session,
+            Err(RunFailure::PastDeadline) => {
+                return past_first_deadline(batch, RunFailure::PastDeadline);
+            }
             Err(failure) => return all(failure),
         };
         let outputs = self.run_on(&mut session, inputs, deadline);
@@ -434,33 +440,81 @@ impl OnnxModel {
     }
 
     /// An idle session, or a new one: the guard's slots bound how many
-    /// calls run at once, and so how many sessions there are.
-    fn take_session(&self) -> Result<Session, RunFailure> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        match idle {
-            Some(session) => Ok(session),
-            None => match new_session(&self.bytes, self.accelerator) {
-                Ok(session) => {
-                    tracing::info!(model = %self.label, "another ONNX Runtime session made, for calls at once");
-                    Ok(session)
+    /// calls run at once, and so how many sessions there are. A new one is
+    /// made on a thread of its own, as it can take long (the weights copied
+    /// and optimised, onto the GPU for the GPU pool), and the call waits
+    /// for it, or for any session given back, no later than `deadline`. A
+    /// session made after that is kept for the next call.
+    fn take_session(&self, deadline: Instant) -> Result<Session, RunFailure> {
+        let sessions = &self.sessions;
+        let mut state = sessions.lock();
+        if let Some(session) = state.idle.pop() {
+            return Ok(session);
+        }
+        // A failure seen by an earlier call is not this call's.
+        state.failure = None;
+        let (maker, bytes) = (sessions.clone(), self.bytes.clone());
+        let (accelerator, label) = (self.accelerator, self.label.clone());
+        let made = std::thread::Builder::new()
+            .name("axon-onnx-session".into())
+            .spawn(move || {
+                let session = new_session(&bytes, accelerator);
+                let mut state = maker.lock();
+                match session {
+                    Ok(session) => {
+                        tracing::info!(model = %label, "another ONNX Runtime session made, for calls at once");
+                        state.idle.push(session);
+                    }
+                    Err(e) => {
+                        tracing::warn!(model = %label, "cannot make another ONNX Runtime session (out of memory? lower --max-inference-concurrency): {e}");
+                        state.failure = Some(e.to_string());
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(model = %self.label, "cannot make another ONNX Runtime session (out of memory? lower --max-inference-concurrency): {e}");
-                    Err(failed(e))
-                }
-            },
+                maker.changed.notify_one();
+            });
+        if let Err(e) = made {
+            return Err(RunFailure::Failed(format!(
+                "cannot start a thread to make a session: {e}"
+            )));
+        }
+        loop {
+            if let Some(session) = state.idle.pop() {
+                return Ok(session);
+            }
+            if let Some(failure) = state.failure.take() {
+                return Err(RunFailure::Failed(failure));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RunFailure::PastDeadline);
+            }
+            let waited = sessions.changed.wait_timeout(state, left);
+            state = waited.unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 
     fn give_back(&self, session: Session) {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(session);
+        self.sessions.lock().idle.push(session);
+        self.sessions.changed.notify_one();
+    }
+}
+
+/// A model's sessions not running a call, and a wake-up for calls waiting
+/// for one.
+struct Sessions {
+    state: Mutex<SessionState>,
+    changed: Condvar,
+}
+
+struct SessionState {
+    idle: Vec<Session>,
+    /// Why the last session could not be made: for a call waiting for it.
+    failure: Option<String>,
+}
+
+impl Sessions {
+    fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -879,13 +933,17 @@ mod tests {
     /// The support-intent model (its rows are independent), merging calls
     /// into batches of up to `max_batch_rows` rows.
     fn model_merging(max_batch_rows: u32) -> OnnxModel {
+        load(&SUPPORT_INTENT_MODEL, max_batch_rows)
+    }
+
+    fn load(model: &plugin_artifacts::TrainedModel, max_batch_rows: u32) -> OnnxModel {
         let library = plugin_artifacts::onnxruntime_library().unwrap();
         let started = ort::init_from(library.display().to_string())
             .with_global_thread_pool(thread_pool(1).unwrap())
             .commit();
         started.unwrap();
-        let bytes = SUPPORT_INTENT_MODEL.bytes().unwrap();
-        let spec = ModelSpec::from_toml(&SUPPORT_INTENT_MODEL.spec_text().unwrap()).unwrap();
+        let bytes = model.bytes().unwrap();
+        let spec = ModelSpec::from_toml(&model.spec_text().unwrap()).unwrap();
         let manifest = ModelManifest::new(spec, &bytes, "test".into());
         assert!(manifest.independent_rows);
         OnnxModel::load(&manifest, bytes, &runner(max_batch_rows)).unwrap()
@@ -1060,7 +1118,7 @@ mod tests {
         alone.last_run_ns.store(1_000, Ordering::Relaxed);
         assert!(alone.runs_at_once());
         // No idle session: the call would make one.
-        let held = alone.take_session().unwrap();
+        let held = alone.take_session(later()).unwrap();
         assert!(!alone.runs_at_once());
         alone.give_back(held);
     }
@@ -1122,11 +1180,11 @@ mod tests {
     fn calls_at_once_each_run_on_a_session_of_their_own() {
         let model = model();
         // A call holds the only session: another does not wait for it.
-        let held = model.take_session().unwrap();
+        let held = model.take_session(later()).unwrap();
         let outputs = model.run(one_row(), later()).unwrap();
-        assert_eq!(model.idle.lock().unwrap().len(), 1);
+        assert_eq!(model.sessions.lock().idle.len(), 1);
         model.give_back(held);
-        assert_eq!(model.idle.lock().unwrap().len(), 2);
+        assert_eq!(model.sessions.lock().idle.len(), 2);
         // Every output, as `f32` bytes of its shape.
         assert!(!outputs.is_empty());
         for output in &outputs {
@@ -1149,9 +1207,34 @@ mod tests {
     }
 
     #[test]
+    fn a_call_waits_for_a_new_session_no_longer_than_its_deadline() {
+        // The medium model: making a session (32 MiB of weights, optimised)
+        // takes far longer than the call's millisecond.
+        let model = load(&plugin_artifacts::BENCH_MEDIUM_MODEL, 1);
+        let held = model.take_session(later()).unwrap();
+        let soon = Instant::now() + Duration::from_millis(1);
+        let result = model.run(one_row(), soon);
+        assert!(
+            matches!(result, Err(RunFailure::PastDeadline)),
+            "{:?}",
+            result.err()
+        );
+        // The session made meanwhile is kept for the next call.
+        for _ in 0..10_000 {
+            if !model.sessions.lock().idle.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(model.sessions.lock().idle.len(), 1);
+        model.give_back(held);
+        assert!(model.run(one_row(), later()).is_ok());
+    }
+
+    #[test]
     fn a_model_unlike_its_manifest_is_refused_at_load() {
         let model = model();
-        let session = model.take_session().unwrap();
+        let session = model.take_session(later()).unwrap();
         let bytes = SUPPORT_INTENT_MODEL.bytes().unwrap();
         let spec = ModelSpec::from_toml(&SUPPORT_INTENT_MODEL.spec_text().unwrap()).unwrap();
         let mut manifest = ModelManifest::new(spec, &bytes, "test".into());
