@@ -14,6 +14,9 @@
 //!   one call on the same tensor (a fresh Store, instantiate, the `wasi:nn`
 //!   call through Axon's checks, the answer), on a multi-threaded runtime
 //!   as Axon serves, run from the benchmark's own thread (`block_on`);
+//! - native after a request: native again, each call right after a
+//!   sandbox request that does all but the call (what the request's other
+//!   work costs the run that follows, in caches);
 //! - sandbox on a worker thread: the same, as a task on one of the
 //!   runtime's workers, as Axon serves a request: the call runs in
 //!   `block_in_place` there, which it does not on the benchmark's thread.
@@ -117,7 +120,10 @@ fn main() {
         // On a GPU, native on the CPU too: GPU against CPU in the same run.
         let mut native_cpu = cuda.then(|| native_session(&bytes, false));
         let input = format!(r#"{{"model":"{}","rows":1,"calls":1}}"#, model.name);
+        // All of the request but its call.
+        let no_call = format!(r#"{{"model":"{}","rows":1,"calls":0}}"#, model.name);
         let values = vec![0.01f32; WIDTH];
+        let mut after_ns = Vec::new();
 
         let (mut native_ns, mut sandbox_ns, mut cpu_ns) = (Vec::new(), Vec::new(), Vec::new());
         // One extra block of each to warm up, not counted.
@@ -158,6 +164,25 @@ fn main() {
                     sandbox_ns.push(elapsed);
                 }
             }
+            // Native again, each call right after a request that does all
+            // but the call: what the request's other work (a fresh
+            // instance, the plugin's memory, the answer) costs the run
+            // that follows it, in caches, whoever makes the run.
+            for call in 0..BLOCK {
+                let answer = runtime
+                    .block_on(sandbox.run(&plugin, invocation(&no_call)))
+                    .expect("the plugin answers");
+                assert_eq!(answer.stats.inference_calls, 0);
+                let tensor =
+                    Tensor::from_array((vec![1i64, WIDTH as i64], values.clone())).expect("tensor");
+                let started = Instant::now();
+                let outputs = native.run(ort::inputs![tensor]).expect("native run");
+                let elapsed = started.elapsed().as_nanos() as u64;
+                drop(outputs);
+                if block > 0 && call >= WARM_UP {
+                    after_ns.push(elapsed);
+                }
+            }
             // As Axon serves: the request a task on a worker thread, where
             // the inference call runs in `block_in_place`.
             for call in 0..BLOCK {
@@ -190,6 +215,15 @@ fn main() {
             s50 / n50,
             s99 / n99,
             native_ns.len()
+        );
+        let (a50, a99) = percentiles(&mut after_ns);
+        println!(
+            "  {:<15} native after a request (all but its call) p50 {:>8.1} us  p99 {:>8.1} us | after/native {:.3}x (p50); sandbox/after {:.3}x (p50)",
+            model.name,
+            a50 / 1e3,
+            a99 / 1e3,
+            a50 / n50,
+            s50 / a50
         );
         let (w50, w99) = percentiles(&mut worker_ns);
         println!(
@@ -224,12 +258,12 @@ fn main() {
 /// sandbox: throughput and latency per request, on each accelerator of the
 /// run (on a GPU, the GPU and the CPU), each with calls merged into batches
 /// and not (`max_batch_rows` 64 and 1). The sides take turns, a round each,
-/// three rounds (after one to warm up). The runtime has a worker per core,
+/// in the other order each round, four rounds (after one to warm up). The runtime has a worker per core,
 /// as Axon's does.
 fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, accelerators: &[Accelerator]) {
     const IN_FLIGHT: [usize; 3] = [1, 4, 16];
     const REQUESTS: usize = 320;
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 4;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -282,7 +316,14 @@ fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, accelerator
         let mut rates = vec![Vec::new(); sides.len()];
         // One round more, first, to warm up; not counted.
         for round in 0..=ROUNDS {
-            for (side, (_, sandbox, plugin)) in sides.iter().enumerate() {
+            // Each round in the other order (A B, B A, ...), so that no side
+            // always follows another.
+            let mut order: Vec<usize> = (0..sides.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for side in order {
+                let (_, sandbox, plugin) = &sides[side];
                 let started = Instant::now();
                 let tasks: Vec<_> = (0..in_flight)
                     .map(|_| {
@@ -440,17 +481,18 @@ fn prepare(
     let world = plugin_store::component::reasoning_world(&module).expect("a reasoning plugin");
     let manifest = PluginManifest::new(spec, &module, world, plugin_store::KeyId::from("bench"));
     let (component, _) = sandbox.compile(&manifest.digest, &module).expect("compile");
-    let fetched = sandbox
-        .models_to_fetch(&manifest)
-        .into_iter()
+    let to_load = sandbox.models_to_load(&manifest);
+    let fetched = to_load
+        .to_fetch
+        .iter()
         .map(|pin| {
             runtime
-                .block_on(fetch_model(source, &pin, trust))
+                .block_on(fetch_model(source, pin, trust))
                 .expect("the model fetches")
         })
         .collect();
     let grant = sandbox
-        .grant(&manifest, trust, fetched)
+        .grant(&manifest, trust, to_load, fetched)
         .expect("the model loads");
     sandbox
         .prepare(&manifest, &component, grant)

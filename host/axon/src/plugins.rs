@@ -338,9 +338,10 @@ impl PluginHost {
             None
         } else {
             let trust = self.watcher.trust().clone();
+            let to_load = self.sandbox.models_to_load(&manifest);
             let mut fetched = Vec::new();
-            for pin in self.sandbox.models_to_fetch(&manifest) {
-                let file = fetch_model(&self.source, &pin, &trust)
+            for pin in &to_load.to_fetch {
+                let file = fetch_model(&self.source, pin, &trust)
                     .await
                     .map_err(|e| match e {
                         FetchError::Unavailable(e) => LoadError::StoreUnavailable(e),
@@ -351,12 +352,11 @@ impl PluginHost {
                 fetched.push(file);
             }
             let (sandbox, manifest) = (self.sandbox.clone(), manifest.clone());
-            let granted =
-                tokio::task::spawn_blocking(move || sandbox.grant(&manifest, &trust, fetched))
-                    .await
-                    .map_err(|e| {
-                        LoadError::StoreUnavailable(format!("loading models stopped: {e}"))
-                    })?;
+            let granted = tokio::task::spawn_blocking(move || {
+                sandbox.grant(&manifest, &trust, to_load, fetched)
+            })
+            .await
+            .map_err(|e| LoadError::StoreUnavailable(format!("loading models stopped: {e}")))?;
             Some(granted.map_err(|e| {
                 refused(LoadError::Model(format!(
                     "plugin `{name}` version `{version}` cannot be loaded: {e}"

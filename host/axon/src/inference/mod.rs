@@ -10,8 +10,9 @@
 //!   verifies its manifest under the trust list and its bytes against the
 //!   manifest's digest, and loads it once, shared by every plugin version
 //!   that pins it. Its signature is checked again each time such a version
-//!   loads; a version already loaded keeps it. Once no loaded version (and
-//!   no request) holds it, it is unloaded ([`Inference::unload_unused`]).
+//!   loads; a version already loaded keeps it. Once no loaded version (nor
+//!   a request, nor a version loading) holds it, it is unloaded
+//!   ([`Inference::unload_unused`]).
 //! - A plugin sees only the models its signed manifest pins, by name; it
 //!   cannot load weights of its own (there is no backend for `load`).
 //! - Every call is checked against the model's declared inputs and bounded
@@ -193,29 +194,34 @@ impl Inference {
         self.runner.accelerator
     }
 
-    /// The models `need` pins that are not loaded yet: what to
-    /// [`fetch_model`] before [`grant`](Self::grant). A model loaded now is
-    /// still at `grant` unless no version used it and it was unloaded
-    /// meanwhile ([`unload_unused`](Self::unload_unused)): then `grant`
-    /// fails, and the load is retried. None where `grant` refuses anyway (a
+    /// What loading a version that pins `need`'s models takes: the models
+    /// loaded now, held so that [`unload_unused`](Self::unload_unused)
+    /// keeps them until [`grant`](Self::grant), and the ones to
+    /// [`fetch_model`] first. Nothing where `grant` refuses anyway (a
     /// version that requires a GPU, on the CPU pool).
-    pub fn to_fetch(&self, need: &InferenceNeed) -> Vec<ModelPin> {
+    pub fn to_load(&self, need: &InferenceNeed) -> ModelsToLoad {
+        let mut to_load = ModelsToLoad::default();
         if self.refuses(need).is_some() {
-            return Vec::new();
+            return to_load;
         }
         let loaded = self.loaded();
-        ModelPin::all(need)
-            .filter(|pin| !loaded.contains_key(&(pin.name.clone(), pin.version.clone())))
-            .collect()
+        for pin in ModelPin::all(need) {
+            match loaded.get(&(pin.name.clone(), pin.version.clone())) {
+                Some(model) => to_load.held.push(Arc::clone(model)),
+                None => to_load.to_fetch.push(pin),
+            }
+        }
+        to_load
     }
 
     /// The models `need` pins, each loaded once (from `fetched`, the ones
-    /// [`to_fetch`](Self::to_fetch) named) and trusted under `trust`: what
-    /// one plugin version may use. Blocking (loads models).
+    /// `to_load` said to fetch) and trusted under `trust`: what one plugin
+    /// version may use. Blocking (loads models).
     pub fn grant(
         &self,
         need: &InferenceNeed,
         trust: &Trust,
+        to_load: ModelsToLoad,
         fetched: Vec<ModelFile>,
     ) -> Result<Grant, String> {
         if let Some(reason) = self.refuses(need) {
@@ -235,6 +241,8 @@ impl Inference {
             let file = fetched.remove(&(pin.name.clone(), pin.version.clone()));
             models.insert(pin.name.to_string(), self.model(&pin, file, trust)?);
         }
+        // Held until here: each is in `models` now, or the grant failed.
+        drop(to_load);
         Ok(Grant {
             models: Arc::new(models),
             limits: self.limits,
@@ -266,11 +274,9 @@ impl Inference {
             pin.check(&model.manifest)?;
             return Ok(model);
         }
-        // `to_fetch` named it, so it was fetched, unless it was loaded then
-        // and unloaded since (no loaded version used it).
-        let file = fetched.ok_or_else(|| {
-            format!("model `{name}@{version}` was unloaded while this version loaded; retry")
-        })?;
+        // `to_load` held it or said to fetch it.
+        let file = fetched
+            .ok_or_else(|| format!("model `{name}@{version}` was neither loaded nor fetched"))?;
         let model = Arc::new(load_model(file, &self.runner)?);
         tracing::info!(model = %name, %version, digest = %model.manifest.digest, "model loaded");
         // Another load may have put it there meanwhile: that one, checked.
@@ -280,9 +286,10 @@ impl Inference {
         Ok(model)
     }
 
-    /// Unloads the models no loaded plugin version (and no request) holds:
-    /// so a model's old versions leave memory as plugin versions move on.
-    /// A version loading now that pins one of them fetches it again.
+    /// Unloads the models no loaded plugin version (and no request or
+    /// load under way) holds: so a model's old versions leave memory as
+    /// plugin versions move on. A version that pins one of them later
+    /// fetches it again.
     pub fn unload_unused(&self) {
         self.loaded().retain(|_, model| {
             // The map's own reference is the only one left.
@@ -374,6 +381,16 @@ impl ModelPin {
             _ => Ok(()),
         }
     }
+}
+
+/// What loading one plugin version's models takes: see
+/// [`Inference::to_load`].
+#[derive(Default)]
+pub struct ModelsToLoad {
+    /// Loaded already: held, so that they stay loaded until the grant.
+    held: Vec<Arc<LoadedModel>>,
+    /// Not loaded: to [`fetch_model`] and hand to the grant.
+    pub to_fetch: Vec<ModelPin>,
 }
 
 /// A model fetched from the plugin store and verified: its manifest signed

@@ -42,7 +42,7 @@ use wasmtime::{
 pub use limits::{LimitPolicy, Limits};
 pub use state::LogLimits;
 
-use crate::inference::{Grant, Inference, InferenceConfig, ModelFile, ModelPin, Outcome};
+use crate::inference::{Grant, Inference, InferenceConfig, ModelFile, ModelsToLoad, Outcome};
 use bindings::{ReasonRequest, ReasoningError, ReasoningPluginPre};
 use cache::ArtifactCache;
 use capture::Capture;
@@ -341,15 +341,15 @@ impl Sandbox {
         Ok((component, false))
     }
 
-    /// The models a version's manifest pins that are not loaded yet: what
+    /// What loading the models a version's manifest pins takes: the ones
     /// to [`fetch_model`](crate::inference::fetch_model) for
-    /// [`grant`](Self::grant).
-    pub fn models_to_fetch(&self, manifest: &PluginManifest) -> Vec<ModelPin> {
+    /// [`grant`](Self::grant), and the ones loaded, held until then.
+    pub fn models_to_load(&self, manifest: &PluginManifest) -> ModelsToLoad {
         match (&self.inference, &manifest.inference) {
             (Some(inference), Some(need)) if manifest.capabilities.contains(INFERENCE) => {
-                inference.to_fetch(need)
+                inference.to_load(need)
             }
-            _ => Vec::new(),
+            _ => ModelsToLoad::default(),
         }
     }
 
@@ -360,6 +360,7 @@ impl Sandbox {
         &self,
         manifest: &PluginManifest,
         trust: &Trust,
+        to_load: ModelsToLoad,
         fetched: Vec<ModelFile>,
     ) -> Result<Option<Grant>, PrepareError> {
         if !manifest.capabilities.contains(INFERENCE) {
@@ -374,7 +375,7 @@ impl Sandbox {
             )
         })?;
         inference
-            .grant(need, trust, fetched)
+            .grant(need, trust, to_load, fetched)
             .map(Some)
             .map_err(PrepareError::Capability)
     }

@@ -483,6 +483,70 @@ async fn revoking_a_models_key_evicts_the_versions_that_pin_it() {
     axon.stop().await;
 }
 
+/// A version that finds its model loaded holds it until its grant: a
+/// refresh that unloads unused models in between (the version that used
+/// it just evicted) does not fail the load.
+#[tokio::test]
+async fn a_model_found_loaded_stays_loaded_until_the_version_is_granted() {
+    use axon::inference::{InferenceConfig, InferenceLimits, fetch_model};
+    use axon::sandbox::{Sandbox, SandboxConfig};
+    use plugin_store::{PluginSource, Trust, TrustList, admin::trusted_key};
+    let store = tempfile::tempdir().unwrap();
+    let source = PluginSource::local(store.path()).await.unwrap();
+    let (root, publisher) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+    let trust = Trust::new(root.public());
+    let hour = std::time::Duration::from_secs(3600);
+    let list = TrustList {
+        serial: 1,
+        issued_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        keys: vec![trusted_key(&publisher.public(), "test", vec!["*".into()], hour).unwrap()],
+    };
+    trust.install(&list.sign(&root)).unwrap();
+    let spec = ModelSpec::from_toml(&SUPPORT_INTENT_MODEL.spec_text().unwrap()).unwrap();
+    let bytes = SUPPORT_INTENT_MODEL.bytes().unwrap();
+    let published = source.publish_model(&bytes, spec, &publisher, "test", &|_| {});
+    published.await.unwrap();
+    let sandbox = Sandbox::new(&SandboxConfig {
+        inference: Some(InferenceConfig {
+            onnxruntime: plugin_artifacts::onnxruntime_library().unwrap(),
+            limits: InferenceLimits::default(),
+            accelerator: accelerator(),
+            threads: 0,
+        }),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let module = SUPPORT_INTENT.bytes().unwrap();
+    let world = plugin_store::component::reasoning_world(&module).unwrap();
+    let version = |version: &str| {
+        let spec = support_intent_pinning(version, "1.0.0");
+        PluginManifest::new(spec, &module, world.clone(), publisher.id().clone())
+    };
+    let (first, second) = (version("1.0.0"), version("1.0.1"));
+
+    let to_load = sandbox.models_to_load(&first);
+    assert_eq!(to_load.to_fetch.len(), 1);
+    let fetched = fetch_model(&source, &to_load.to_fetch[0], &trust)
+        .await
+        .unwrap();
+    let grant = sandbox.grant(&first, &trust, to_load, vec![fetched]);
+    let grant = grant.unwrap().expect("a grant");
+    // The second version finds the model loaded and fetches nothing; then
+    // the first is evicted and a refresh unloads what nothing holds.
+    let to_load = sandbox.models_to_load(&second);
+    assert!(to_load.to_fetch.is_empty());
+    drop(grant);
+    sandbox.unload_unused_models();
+    let grant = sandbox.grant(&second, &trust, to_load, Vec::new());
+    let grant = grant.unwrap().expect("a grant");
+    // Once nothing holds it, it is unloaded: a load fetches it again.
+    sandbox.unload_unused_models();
+    assert!(sandbox.models_to_load(&second).to_fetch.is_empty());
+    drop(grant);
+    sandbox.unload_unused_models();
+    assert_eq!(sandbox.models_to_load(&second).to_fetch.len(), 1);
+}
+
 // Multi-threaded, as Axon serves: inference runs in `block_in_place`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_inference_gets_its_limit_code_while_others_answer() {
