@@ -129,12 +129,7 @@ fn main() {
         // One extra block of each to warm up, not counted.
         for block in 0..=BLOCKS {
             for call in 0..BLOCK {
-                let tensor =
-                    Tensor::from_array((vec![1i64, WIDTH as i64], values.clone())).expect("tensor");
-                let started = Instant::now();
-                let outputs = native.run(ort::inputs![tensor]).expect("native run");
-                let elapsed = started.elapsed().as_nanos() as u64;
-                drop(outputs);
+                let elapsed = native_call(&mut native, &values);
                 if block > 0 && call >= WARM_UP {
                     native_ns.push(elapsed);
                 }
@@ -143,12 +138,7 @@ fn main() {
                 let Some(native_cpu) = native_cpu.as_mut() else {
                     break;
                 };
-                let tensor =
-                    Tensor::from_array((vec![1i64, WIDTH as i64], values.clone())).expect("tensor");
-                let started = Instant::now();
-                let outputs = native_cpu.run(ort::inputs![tensor]).expect("native run");
-                let elapsed = started.elapsed().as_nanos() as u64;
-                drop(outputs);
+                let elapsed = native_call(native_cpu, &values);
                 if block > 0 && call >= WARM_UP {
                     cpu_ns.push(elapsed);
                 }
@@ -173,12 +163,7 @@ fn main() {
                     .block_on(sandbox.run(&plugin, invocation(&no_call)))
                     .expect("the plugin answers");
                 assert_eq!(answer.stats.inference_calls, 0);
-                let tensor =
-                    Tensor::from_array((vec![1i64, WIDTH as i64], values.clone())).expect("tensor");
-                let started = Instant::now();
-                let outputs = native.run(ort::inputs![tensor]).expect("native run");
-                let elapsed = started.elapsed().as_nanos() as u64;
-                drop(outputs);
+                let elapsed = native_call(&mut native, &values);
                 if block > 0 && call >= WARM_UP {
                     after_ns.push(elapsed);
                 }
@@ -430,6 +415,17 @@ fn batching(model: &TrainedModel, cuda: bool) {
 /// `$AGENT_RUNTIME_INFERENCE_THREADS`, else 0 (one per core).
 fn threads() -> usize {
     std::env::var("AGENT_RUNTIME_INFERENCE_THREADS").map_or(0, |n| n.parse().expect("a number"))
+}
+
+/// One native `run` of `session` on a [1, WIDTH] tensor of `values`: how
+/// long it took, in nanoseconds.
+fn native_call(session: &mut Session, values: &[f32]) -> u64 {
+    let tensor = Tensor::from_array((vec![1i64, WIDTH as i64], values.to_vec())).expect("tensor");
+    let started = Instant::now();
+    let outputs = session.run(ort::inputs![tensor]).expect("native run");
+    let elapsed = started.elapsed().as_nanos() as u64;
+    drop(outputs);
+    elapsed
 }
 
 /// A native session on `bytes`, on CUDA (failing if it cannot) or the CPU.
