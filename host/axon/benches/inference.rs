@@ -347,7 +347,9 @@ fn concurrency(library: &Path, source: &PluginSource, trust: &Trust, accelerator
         for (side, (label, _, _)) in sides.iter().enumerate() {
             rates[side].sort_by(f64::total_cmp);
             let (p50, p99) = percentiles(&mut latencies[side]);
-            let rate = rates[side][rates[side].len() / 2];
+            // The median round: with an even count, the mean of the middle two.
+            let n = rates[side].len();
+            let rate = (rates[side][(n - 1) / 2] + rates[side][n / 2]) / 2.0;
             println!(
                 "  {in_flight:>2} in flight on {label:<12}: {rate:>8.0} requests/s (median round) | p50 {:>8.1} us  p99 {:>8.1} us",
                 p50 / 1e3,

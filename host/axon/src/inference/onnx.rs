@@ -808,36 +808,38 @@ fn new_session(bytes: &[u8], accelerator: Accelerator) -> ort::Result<Session> {
 /// The calls running now, each with its deadline and the flag that stops
 /// it, and one thread that sets each flag at its deadline. The thread
 /// sleeps until the earliest deadline and is woken only by a call due
-/// before that: an idle Axon's thread does not wake at all, and a busy
-/// one's about once per request deadline, where a tick every millisecond
-/// woke it a thousand times a second, taking a core from a running call's
-/// threads each time. A call registers in a map under a lock: cheaper than
+/// before that: about once per deadline's length (once a second with the
+/// default 1 s), plus once for each call due before the one it waits for,
+/// and once more after the last call, at its deadline; where a tick every
+/// millisecond woke it a thousand times a second, taking a core from a
+/// running call's threads each time. A call registers in a map under a lock: cheaper than
 /// a timer of its own, which cost about 14 us a call (a task spawned on
 /// another tokio worker).
 pub(super) struct Deadlines {
-    shared: Arc<Watch>,
+    shared: Arc<Shared>,
 }
 
-struct Watch {
-    state: Mutex<Watching>,
+/// What the thread and the calls share.
+struct Shared {
+    state: Mutex<WatchList>,
     changed: Condvar,
 }
 
 #[derive(Default)]
-struct Watching {
+struct WatchList {
     /// Each call not stopped yet, by its number: its deadline and flag.
     calls: HashMap<u64, (Instant, Arc<RunOptions>)>,
     next: u64,
     /// When the thread wakes next; `None`: when a call comes.
     wakes_at: Option<Instant>,
-    /// Times the thread looked at the calls.
+    /// Times the thread looked at the calls (read by the tests).
     rounds: u64,
     /// The last holder of [`Deadlines`] dropped it: the thread ends.
     closed: bool,
 }
 
-impl Watch {
-    fn lock(&self) -> MutexGuard<'_, Watching> {
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, WatchList> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -874,9 +876,9 @@ impl Watch {
 }
 
 impl Deadlines {
-    /// Starts the thread, which ends when this is dropped.
+    /// Starts the thread, which ends when the last holder drops this.
     pub(super) fn start() -> std::io::Result<Arc<Self>> {
-        let shared = Arc::new(Watch {
+        let shared = Arc::new(Shared {
             state: Mutex::default(),
             changed: Condvar::new(),
         });
@@ -894,8 +896,12 @@ impl Deadlines {
         watching.next += 1;
         watching.calls.insert(id, (deadline, options));
         // Wake the thread only if it would sleep past this deadline.
-        if watching.wakes_at.is_none_or(|at| deadline < at) {
+        let wake = watching.wakes_at.is_none_or(|at| deadline < at);
+        if wake {
             watching.wakes_at = Some(deadline);
+        }
+        drop(watching);
+        if wake {
             self.shared.changed.notify_one();
         }
         Watched {
@@ -983,7 +989,8 @@ mod tests {
         load(&SUPPORT_INTENT_MODEL, max_batch_rows)
     }
 
-    /// libonnxruntime, loaded once for the process.
+    /// libonnxruntime, loaded for the process by the first call (later
+    /// commits of the environment change nothing).
     fn onnxruntime() {
         let library = plugin_artifacts::onnxruntime_library().unwrap();
         let started = ort::init_from(library.display().to_string())
@@ -1312,8 +1319,9 @@ mod tests {
     fn the_deadline_thread_wakes_for_deadlines_not_on_a_clock() {
         onnxruntime();
         let deadlines = Deadlines::start().unwrap();
-        let rounds = || deadlines.shared.lock().rounds;
-        let watched = || deadlines.shared.lock().calls.len();
+        let shared = deadlines.shared.clone();
+        let rounds = || shared.lock().rounds;
+        let watched = || shared.lock().calls.len();
         std::thread::sleep(Duration::from_millis(20));
         let idle = rounds();
         std::thread::sleep(Duration::from_millis(50));
@@ -1321,13 +1329,18 @@ mod tests {
         assert!(rounds() - idle <= 1, "it woke with no call to watch");
 
         // A call due later than one watched already does not wake it; the
-        // earlier one is stopped at its deadline, the later one at its own.
+        // earlier one is stopped at its deadline, not before, the later one
+        // at its own.
         let options = || Arc::new(RunOptions::new().unwrap());
-        let soon = deadlines.watch(Instant::now() + Duration::from_millis(30), options());
-        let later = deadlines.watch(Instant::now() + Duration::from_millis(60), options());
+        let first = Instant::now() + Duration::from_millis(100);
+        let soon = deadlines.watch(first, options());
+        let later = deadlines.watch(Instant::now() + Duration::from_millis(150), options());
+        assert_eq!(watched(), 2, "none stopped before its deadline");
         for _ in 0..400 {
-            if watched() == 0 {
-                break;
+            match watched() {
+                2 => {}
+                1 => assert!(Instant::now() >= first, "stopped before its deadline"),
+                _ => break,
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -1341,5 +1354,15 @@ mod tests {
         drop(deadlines.watch(Instant::now() + Duration::from_secs(60), options()));
         std::thread::sleep(Duration::from_millis(50));
         assert!(rounds() - before <= 2, "woken once, for the call");
+
+        // Its last holder gone, the thread ends (and drops its share).
+        drop(deadlines);
+        for _ in 0..400 {
+            if Arc::strong_count(&shared) == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(Arc::strong_count(&shared), 1, "the thread still runs");
     }
 }
