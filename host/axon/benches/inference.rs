@@ -18,8 +18,9 @@
 //!   sandbox request that does all but the call (what the request's other
 //!   work costs the run that follows, in caches);
 //! - sandbox on a worker thread: the same, as a task on one of the
-//!   runtime's workers, as Axon serves a request: the call runs in
-//!   `block_in_place` there, which it does not on the benchmark's thread.
+//!   runtime's workers, as Axon serves a request (a call that may take
+//!   longer than 1 ms runs in `block_in_place` there, which it does not on
+//!   the benchmark's thread).
 //!
 //! The sides alternate in blocks of 50 calls, so that drift hits all;
 //! the first 10 calls of each block are not counted (caches warm again).
@@ -28,7 +29,8 @@
 //! cores from the other's next call. It prints each side's median and p99
 //! per call and their ratio, for `bench-medium` (about 8 million
 //! multiply-adds) and for the small support-intent model, where the host's
-//! fixed cost shows.
+//! fixed cost shows; and where the sandbox's time goes, by phase
+//! (`RunStats::timing_ns`), with the call and without it.
 //!
 //! With `AGENT_RUNTIME_ACCELERATOR=cuda` (scripts/gpu-check.sh, on a machine
 //! with a GPU) both sides run on CUDA, and a third, native on the CPU with
@@ -46,7 +48,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axon::inference::{Accelerator, InferenceConfig, InferenceLimits, fetch_model};
-use axon::sandbox::{Invocation, PreparedPlugin, Sandbox, SandboxConfig};
+use axon::sandbox::{Invocation, PreparedPlugin, Sandbox, SandboxConfig, Timing};
 use clap::ValueEnum as _;
 use ort::execution_providers::{CPUExecutionProvider, CUDAExecutionProvider};
 use ort::session::Session;
@@ -124,6 +126,7 @@ fn main() {
         let no_call = format!(r#"{{"model":"{}","rows":1,"calls":0}}"#, model.name);
         let values = vec![0.01f32; WIDTH];
         let mut after_ns = Vec::new();
+        let (mut phases, mut phases_no_call) = (Phases::default(), Phases::default());
 
         let (mut native_ns, mut sandbox_ns, mut cpu_ns) = (Vec::new(), Vec::new(), Vec::new());
         // One extra block of each to warm up, not counted.
@@ -152,6 +155,7 @@ fn main() {
                 assert_eq!(answer.stats.inference_calls, 1);
                 if block > 0 && call >= WARM_UP {
                     sandbox_ns.push(elapsed);
+                    phases.push(answer.stats.timing_ns);
                 }
             }
             // Native again, each call right after a request that does all
@@ -166,10 +170,10 @@ fn main() {
                 let elapsed = native_call(&mut native, &values);
                 if block > 0 && call >= WARM_UP {
                     after_ns.push(elapsed);
+                    phases_no_call.push(answer.stats.timing_ns);
                 }
             }
-            // As Axon serves: the request a task on a worker thread, where
-            // the inference call runs in `block_in_place`.
+            // As Axon serves: the request a task on a worker thread.
             for call in 0..BLOCK {
                 let (sandbox, plugin) = (Arc::clone(&sandbox), Arc::clone(&plugin));
                 let input = input.clone();
@@ -209,6 +213,12 @@ fn main() {
             a99 / 1e3,
             a50 / n50,
             s50 / a50
+        );
+        println!(
+            "  {:<15} sandbox by phase (p50): {} | without its call: {}",
+            model.name,
+            phases.medians(),
+            phases_no_call.medians()
         );
         let (w50, w99) = percentiles(&mut worker_ns);
         println!(
@@ -503,6 +513,34 @@ fn invocation(input: &str) -> Invocation {
         intent: "bench".to_owned(),
         input: input.to_owned(),
         context: Vec::new(),
+    }
+}
+
+/// A request's phases in the sandbox (`RunStats::timing_ns`), each phase's
+/// samples apart.
+#[derive(Default)]
+struct Phases([Vec<u64>; 4]);
+
+impl Phases {
+    fn push(&mut self, timing: Timing) {
+        let Timing {
+            setup,
+            instantiate,
+            call,
+            teardown,
+        } = timing;
+        for (samples, ns) in self.0.iter_mut().zip([setup, instantiate, call, teardown]) {
+            samples.push(ns);
+        }
+    }
+
+    /// Each phase's median, in microseconds.
+    fn medians(&mut self) -> String {
+        let [setup, instantiate, call, teardown] =
+            self.0.each_mut().map(|s| percentiles(s).0 / 1e3);
+        format!(
+            "setup {setup:.1}, instantiate {instantiate:.1}, call {call:.1}, teardown {teardown:.1} us"
+        )
     }
 }
 
