@@ -20,7 +20,11 @@
 //! - sandbox on a worker thread: the same, as a task on one of the
 //!   runtime's workers, as Axon serves a request (a call that may take
 //!   longer than 1 ms runs in `block_in_place` there, which it does not on
-//!   the benchmark's thread).
+//!   the benchmark's thread);
+//! - native on a worker thread: the native call the same way, a task
+//!   spawned from the benchmark's thread and awaited there, so that the
+//!   two sides on a worker pay the same hand-over (printed too: an empty
+//!   task's).
 //!
 //! The sides alternate in blocks of 50 calls, so that drift hits all;
 //! the first 10 calls of each block are not counted (caches warm again).
@@ -44,7 +48,7 @@
 #![allow(clippy::expect_used)] // a benchmark fails loudly
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axon::inference::{Accelerator, InferenceConfig, InferenceLimits, fetch_model};
@@ -119,6 +123,9 @@ fn main() {
         let mut worker_ns = Vec::new();
         let cuda = accelerator == Accelerator::Cuda;
         let mut native = native_session(&bytes, cuda);
+        // Native the same way: the hand-over and the worker, without the sandbox.
+        let native_on_worker = Arc::new(Mutex::new(native_session(&bytes, cuda)));
+        let (mut native_worker_ns, mut hand_over_ns) = (Vec::new(), Vec::new());
         // On a GPU, native on the CPU too: GPU against CPU in the same run.
         let mut native_cpu = cuda.then(|| native_session(&bytes, false));
         let input = format!(r#"{{"model":"{}","rows":1,"calls":1}}"#, model.name);
@@ -191,6 +198,31 @@ fn main() {
                     worker_ns.push(elapsed);
                 }
             }
+            for call in 0..BLOCK {
+                let (session, values) = (Arc::clone(&native_on_worker), values.clone());
+                let started = Instant::now();
+                runtime
+                    .block_on(runtime.spawn(async move {
+                        let mut session = session.lock().expect("the native session");
+                        native_call(&mut session, &values)
+                    }))
+                    .expect("a native task");
+                let elapsed = started.elapsed().as_nanos() as u64;
+                if block > 0 && call >= WARM_UP {
+                    native_worker_ns.push(elapsed);
+                }
+            }
+            // The hand-over alone: a task that does nothing.
+            for call in 0..BLOCK {
+                let started = Instant::now();
+                runtime
+                    .block_on(runtime.spawn(async {}))
+                    .expect("an empty task");
+                let elapsed = started.elapsed().as_nanos() as u64;
+                if block > 0 && call >= WARM_UP {
+                    hand_over_ns.push(elapsed);
+                }
+            }
         }
         let (n50, n99) = percentiles(&mut native_ns);
         let (s50, s99) = percentiles(&mut sandbox_ns);
@@ -228,6 +260,17 @@ fn main() {
             w99 / 1e3,
             w50 / n50,
             w99 / n99
+        );
+        let (nw50, nw99) = percentiles(&mut native_worker_ns);
+        let (h50, _) = percentiles(&mut hand_over_ns);
+        println!(
+            "  {:<15} native on a worker thread p50 {:>8.1} us  p99 {:>8.1} us | on a worker: sandbox/native {:.3}x (p50), {:.3}x (p99); an empty task's hand-over p50 {:.1} us",
+            model.name,
+            nw50 / 1e3,
+            nw99 / 1e3,
+            w50 / nw50,
+            w99 / nw99,
+            h50 / 1e3
         );
         if !cpu_ns.is_empty() {
             let (c50, c99) = percentiles(&mut cpu_ns);
