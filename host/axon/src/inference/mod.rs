@@ -178,6 +178,7 @@ impl Inference {
                 accelerator: config.accelerator,
                 deadlines,
                 max_batch_rows: config.limits.max_batch_rows,
+                max_sessions: config.limits.max_concurrent_per_model as usize,
                 metrics: InferenceMetrics::default(),
             },
             models: Mutex::default(),

@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use ort::environment::GlobalThreadPoolOptions;
@@ -83,6 +83,8 @@ pub(super) struct Runner {
     pub deadlines: Arc<Deadlines>,
     /// Rows one batch of merged calls may have (1: calls are not merged).
     pub max_batch_rows: u32,
+    /// Sessions one model may have, made or being made: its calls at once.
+    pub max_sessions: usize,
     pub metrics: InferenceMetrics,
 }
 
@@ -191,13 +193,7 @@ impl OnnxModel {
             bytes: bytes.into(),
             accelerator,
             inputs,
-            sessions: Arc::new(Sessions {
-                state: Mutex::new(SessionState {
-                    idle: vec![session],
-                    failure: None,
-                }),
-                changed: Condvar::new(),
-            }),
+            sessions: Sessions::with(session, runner.max_sessions),
             deadlines: runner.deadlines.clone(),
             batcher,
             last_run_ns: AtomicU64::new(u64::MAX),
@@ -223,7 +219,7 @@ impl OnnxModel {
             Some(batcher) => self.run_merged(batcher, Call::new(inputs, deadline)),
             None => {
                 let mut session = self.take_session(deadline)?;
-                let outputs = self.run_on(&mut session, inputs, deadline);
+                let outputs = self.run_on(&mut session.session, inputs, deadline);
                 self.give_back(session);
                 outputs
             }
@@ -416,7 +412,7 @@ impl OnnxModel {
             }
             Err(failure) => return all(failure),
         };
-        let outputs = self.run_on(&mut session, inputs, deadline);
+        let outputs = self.run_on(&mut session.session, inputs, deadline);
         self.give_back(session);
         match outputs {
             Ok(outputs) if calls == 1 => vec![Outcome::Answer(Ok(outputs))],
@@ -439,21 +435,51 @@ impl OnnxModel {
         }
     }
 
-    /// An idle session, or a new one: the guard's slots bound how many
-    /// calls run at once, and so how many sessions there are. A new one is
-    /// made on a thread of its own, as it can take long (the weights copied
-    /// and optimised, onto the GPU for the GPU pool), and the call waits
-    /// for it, or for any session given back, no later than `deadline`. A
-    /// session made after that is kept for the next call.
-    fn take_session(&self, deadline: Instant) -> Result<Session, RunFailure> {
+    /// An idle session, or the first to be given back or made. A call
+    /// that finds none starts making one, unless as many are being made as
+    /// calls wait (a call that gave up waiting leaves its session to the
+    /// next) or the model has `max_sessions` already: so the model is in
+    /// memory no more times than it has calls at once. A session is made
+    /// on a thread of its own, as it can take long (the weights copied and
+    /// optimised, onto the GPU for the GPU pool), and the call waits no
+    /// later than `deadline`.
+    fn take_session(&self, deadline: Instant) -> Result<Counted, RunFailure> {
         let sessions = &self.sessions;
         let mut state = sessions.lock();
         if let Some(session) = state.idle.pop() {
             return Ok(session);
         }
+        state.waiting += 1;
+        if state.making < state.waiting
+            && state.made < sessions.max
+            && let Err(failure) = self.make_session(&mut state)
+        {
+            state.waiting -= 1;
+            return Err(failure);
+        }
+        let taken = loop {
+            if let Some(session) = state.idle.pop() {
+                break Ok(session);
+            }
+            if let Some(failure) = state.failure.take() {
+                break Err(RunFailure::Failed(failure));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(RunFailure::PastDeadline);
+            }
+            let waited = sessions.changed.wait_timeout(state, left);
+            state = waited.unwrap_or_else(PoisonError::into_inner).0;
+        };
+        state.waiting -= 1;
+        taken
+    }
+
+    /// Starts making one more session, counted in `state` from now on.
+    fn make_session(&self, state: &mut SessionState) -> Result<(), RunFailure> {
         // A failure seen by an earlier call is not this call's.
         state.failure = None;
-        let (maker, bytes) = (sessions.clone(), self.bytes.clone());
+        let (maker, bytes) = (self.sessions.clone(), self.bytes.clone());
         let (accelerator, label) = (self.accelerator, self.label.clone());
         let made = std::thread::Builder::new()
             .name("axon-onnx-session".into())
@@ -463,39 +489,59 @@ impl OnnxModel {
                 match session {
                     Ok(session) => {
                         tracing::info!(model = %label, "another ONNX Runtime session made, for calls at once");
-                        state.idle.push(session);
+                        state.idle.push(Counted::new(session, &maker));
                     }
                     Err(e) => {
                         tracing::warn!(model = %label, "cannot make another ONNX Runtime session (out of memory? lower --max-inference-concurrency): {e}");
+                        state.made -= 1;
                         state.failure = Some(e.to_string());
                     }
                 }
+                state.making -= 1;
                 maker.changed.notify_one();
             });
-        if let Err(e) = made {
-            return Err(RunFailure::Failed(format!(
+        match made {
+            Ok(_) => {
+                state.made += 1;
+                state.making += 1;
+                Ok(())
+            }
+            Err(e) => Err(RunFailure::Failed(format!(
                 "cannot start a thread to make a session: {e}"
-            )));
-        }
-        loop {
-            if let Some(session) = state.idle.pop() {
-                return Ok(session);
-            }
-            if let Some(failure) = state.failure.take() {
-                return Err(RunFailure::Failed(failure));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RunFailure::PastDeadline);
-            }
-            let waited = sessions.changed.wait_timeout(state, left);
-            state = waited.unwrap_or_else(PoisonError::into_inner).0;
+            ))),
         }
     }
 
-    fn give_back(&self, session: Session) {
+    fn give_back(&self, session: Counted) {
         self.sessions.lock().idle.push(session);
         self.sessions.changed.notify_one();
+    }
+}
+
+/// A session of a model, counted in the model's `made` for as long as it
+/// lives: one lost (dropped by a panic in a run) is no longer counted, so
+/// it can be made again.
+struct Counted {
+    session: Session,
+    sessions: Weak<Sessions>,
+}
+
+impl Counted {
+    fn new(session: Session, sessions: &Arc<Sessions>) -> Self {
+        Self {
+            session,
+            sessions: Arc::downgrade(sessions),
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // Held in `idle`, a session is dropped only with the model (then
+        // this cannot upgrade); so never under the lock taken here.
+        if let Some(sessions) = self.sessions.upgrade() {
+            sessions.lock().made -= 1;
+        }
     }
 }
 
@@ -504,15 +550,41 @@ impl OnnxModel {
 struct Sessions {
     state: Mutex<SessionState>,
     changed: Condvar,
+    /// Sessions the model may have, made or being made.
+    max: usize,
 }
 
 struct SessionState {
-    idle: Vec<Session>,
+    idle: Vec<Counted>,
+    /// Sessions made (idle or running a call) and being made.
+    made: usize,
+    /// Sessions being made.
+    making: usize,
+    /// Calls waiting for a session.
+    waiting: usize,
     /// Why the last session could not be made: for a call waiting for it.
     failure: Option<String>,
 }
 
 impl Sessions {
+    /// A model's sessions, `first` idle, at most `max` in all.
+    fn with(first: Session, max: usize) -> Arc<Self> {
+        let sessions = Arc::new(Self {
+            state: Mutex::new(SessionState {
+                idle: Vec::new(),
+                made: 1,
+                making: 0,
+                waiting: 0,
+                failure: None,
+            }),
+            changed: Condvar::new(),
+            max: max.max(1),
+        });
+        let first = Counted::new(first, &sessions);
+        sessions.lock().idle.push(first);
+        sessions
+    }
+
     fn lock(&self) -> MutexGuard<'_, SessionState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -1000,12 +1072,17 @@ mod tests {
     }
 
     fn load(model: &plugin_artifacts::TrainedModel, max_batch_rows: u32) -> OnnxModel {
+        let manifest = manifest(model);
+        assert!(manifest.independent_rows);
+        OnnxModel::load(&manifest, model.bytes().unwrap(), &runner(max_batch_rows)).unwrap()
+    }
+
+    /// `model`'s manifest, with libonnxruntime loaded.
+    fn manifest(model: &plugin_artifacts::TrainedModel) -> ModelManifest {
         onnxruntime();
         let bytes = model.bytes().unwrap();
         let spec = ModelSpec::from_toml(&model.spec_text().unwrap()).unwrap();
-        let manifest = ModelManifest::new(spec, &bytes, "test".into());
-        assert!(manifest.independent_rows);
-        OnnxModel::load(&manifest, bytes, &runner(max_batch_rows)).unwrap()
+        ModelManifest::new(spec, &bytes, "test".into())
     }
 
     fn runner(max_batch_rows: u32) -> Runner {
@@ -1013,6 +1090,7 @@ mod tests {
             accelerator: Accelerator::Cpu,
             deadlines: deadlines(),
             max_batch_rows,
+            max_sessions: 4,
             metrics: InferenceMetrics::default(),
         }
     }
@@ -1268,26 +1346,68 @@ mod tests {
     #[test]
     fn a_call_waits_for_a_new_session_no_longer_than_its_deadline() {
         // The medium model: making a session (32 MiB of weights, optimised)
-        // takes far longer than the call's millisecond.
+        // takes far longer than the call's millisecond. (Taken here, not
+        // through `run`, which does not start a call already past its
+        // deadline: on a loaded machine the millisecond can pass first.)
         let model = load(&plugin_artifacts::BENCH_MEDIUM_MODEL, 1);
         let held = model.take_session(later()).unwrap();
         let soon = Instant::now() + Duration::from_millis(1);
-        let result = model.run(one_row(), soon);
+        let result = model.take_session(soon);
         assert!(
             matches!(result, Err(RunFailure::PastDeadline)),
             "{:?}",
             result.err()
         );
         // The session made meanwhile is kept for the next call.
-        for _ in 0..10_000 {
-            if !model.sessions.lock().idle.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(model.sessions.lock().idle.len(), 1);
+        let made = model.take_session(later()).unwrap();
+        assert_eq!(model.sessions.lock().made, 2);
+        model.give_back(made);
         model.give_back(held);
         assert!(model.run(one_row(), later()).is_ok());
+        assert_eq!(model.sessions.lock().idle.len(), 2);
+    }
+
+    #[test]
+    fn a_model_has_no_more_sessions_than_calls_at_once() {
+        // Two calls at once: calls that give up waiting while the second
+        // session is made do not start a third.
+        let model = OnnxModel::load(
+            &manifest(&plugin_artifacts::BENCH_MEDIUM_MODEL),
+            plugin_artifacts::BENCH_MEDIUM_MODEL.bytes().unwrap(),
+            &Runner {
+                max_sessions: 2,
+                ..runner(1)
+            },
+        )
+        .unwrap();
+        let held = model.take_session(later()).unwrap();
+        for _ in 0..3 {
+            let result = model.take_session(Instant::now());
+            assert!(matches!(result, Err(RunFailure::PastDeadline)));
+        }
+        assert_eq!(model.sessions.lock().made, 2);
+        let second = model.take_session(later()).unwrap();
+        // Both held: the next call waits for one, to its deadline.
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(matches!(
+            model.take_session(soon),
+            Err(RunFailure::PastDeadline)
+        ));
+        assert_eq!(model.sessions.lock().made, 2);
+        model.give_back(second);
+        let second = model.take_session(later()).unwrap();
+        model.give_back(second);
+
+        // A session lost (dropped by a panic in a run) is not counted: the
+        // next call can make one again.
+        drop(held);
+        assert_eq!(model.sessions.lock().made, 1);
+        let first = model.take_session(later()).unwrap();
+        let again = model.take_session(later()).unwrap();
+        assert_eq!(model.sessions.lock().made, 2);
+        model.give_back(first);
+        model.give_back(again);
+        assert_eq!(model.sessions.lock().idle.len(), 2);
     }
 
     #[test]
@@ -1297,9 +1417,9 @@ mod tests {
         let bytes = SUPPORT_INTENT_MODEL.bytes().unwrap();
         let spec = ModelSpec::from_toml(&SUPPORT_INTENT_MODEL.spec_text().unwrap()).unwrap();
         let mut manifest = ModelManifest::new(spec, &bytes, "test".into());
-        assert!(fits(&manifest, &session).is_ok());
+        assert!(fits(&manifest, &session.session).is_ok());
         manifest.inputs[0].name = "pixels".into();
-        let err = fits(&manifest, &session).unwrap_err();
+        let err = fits(&manifest, &session.session).unwrap_err();
         assert!(
             err.contains(r#"declares inputs {"pixels"}, and the ONNX graph has {"features"}"#),
             "{err}"
