@@ -44,7 +44,7 @@ impl Outcome {
     /// The outcome of a failed run.
     pub fn of(error: &RunError) -> Self {
         match error {
-            RunError::Overloaded { .. } => Self::overloaded,
+            RunError::Overloaded { .. } | RunError::ModelBusy(_) => Self::overloaded,
             RunError::InvalidInput(_) => Self::invalid_input,
             RunError::Failed(_) | RunError::InvalidOutput(_) => Self::plugin_error,
             RunError::Timeout { .. } => Self::timeout,

@@ -260,7 +260,7 @@ fn load_error(error: LoadError) -> ApiError {
 /// The API error for a failed run; every plugin failure has its own code.
 pub fn run_error(plugin: &PluginName, error: RunError) -> ApiError {
     let code = match &error {
-        RunError::Overloaded { .. } => ErrorCode::Overloaded,
+        RunError::Overloaded { .. } | RunError::ModelBusy(_) => ErrorCode::Overloaded,
         RunError::InvalidInput(_) => ErrorCode::PluginInvalidInput,
         RunError::Failed(_) | RunError::InvalidOutput(_) => ErrorCode::PluginError,
         RunError::Timeout { .. } => ErrorCode::PluginTimeout,

@@ -276,7 +276,7 @@ impl GuardedContext {
         if in_flight.fetch_add(1, Ordering::AcqRel) >= limits.max_concurrent_per_model {
             in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(self.budget.refuse(Outcome::Busy(format!(
-                "model `{}` is running {} calls already; retry shortly",
+                "model `{}` is running all the {} calls it may run at once (--max-inference-concurrency); retry shortly",
                 self.model.manifest.name, limits.max_concurrent_per_model
             ))));
         }

@@ -111,6 +111,9 @@ pub enum PrepareError {
 pub enum RunError {
     #[error("all {scope} sandbox slots are busy; retry shortly")]
     Overloaded { scope: &'static str },
+    /// A model the plugin called was running all the calls it may at once.
+    #[error("{0}")]
+    ModelBusy(String),
     #[error("the plugin rejected the input: {0}")]
     InvalidInput(String),
     #[error("the plugin could not answer: {0}")]
@@ -585,7 +588,7 @@ impl Sandbox {
         // the error it was given.
         match budget.map(|b| b.outcome()) {
             Some(Outcome::LimitBroken(message)) => return Err(RunError::ResourceLimit(message)),
-            Some(Outcome::Busy(_)) => return Err(RunError::Overloaded { scope: "inference" }),
+            Some(Outcome::Busy(message)) => return Err(RunError::ModelBusy(message)),
             // Whatever the plugin made of the error: it answered too late.
             Some(Outcome::DeadlinePassed { in_call }) => {
                 return Err(RunError::Timeout {

@@ -690,6 +690,13 @@ async fn bounds_on_input_bytes_and_calls_at_once_hold() {
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(reply.code(), "OVERLOADED", "{}", reply.body);
     assert!(
+        reply
+            .message()
+            .contains("model `support-intent` is running all the 0 calls it may run at once"),
+        "{}",
+        reply.message()
+    );
+    assert!(
         reply.headers.contains_key("retry-after"),
         "{:?}",
         reply.headers
