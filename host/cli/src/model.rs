@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use plugin_store::model::ModelSpec;
-use plugin_store::{PluginSource, Version, verify_entry};
+use plugin_store::{Digest, InferenceNeed, PluginName, PluginSource, Version, verify_entry};
 
 use crate::plugin::{actor, dev_publisher_key, parse_name, read_key, trust, upload_bar};
 
@@ -176,7 +176,7 @@ async fn describe(data_dir: &Path, source: &PluginSource, which: &str) -> anyhow
                 v.manifest
                     .inference
                     .as_ref()
-                    .is_some_and(|need| need.models.get(&name) == Some(&record.version))
+                    .is_some_and(|need| pins(need, &name, &record.version, &record.digest))
             })
             .map(|v| format!("{}@{}", v.manifest.name, v.manifest.version))
             .collect();
@@ -201,4 +201,37 @@ async fn describe(data_dir: &Path, source: &PluginSource, which: &str) -> anyhow
         bail!("no model `{which}` is published: publish it with `agentctl model publish`");
     }
     Ok(())
+}
+
+/// Whether a plugin version that needs `need` pins model `name` at
+/// `version` with the bytes of `digest`, as Axon would load it: that
+/// version, and those bytes where the plugin pins a digest (manifests from
+/// before models were pinned by digest do not).
+fn pins(need: &InferenceNeed, name: &PluginName, version: &Version, digest: &Digest) -> bool {
+    need.models.get(name) == Some(version) && need.digests.get(name).is_none_or(|d| d == digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_is_pinned_by_its_version_and_the_digest_pinned_with_it() {
+        let name: PluginName = "support-intent".parse().unwrap();
+        let (v1, v2) = (Version::new(1, 0, 0), Version::new(1, 1, 0));
+        let (these, other) = (Digest::of(b"these bytes"), Digest::of(b"other bytes"));
+        let mut need = InferenceNeed {
+            models: [(name.clone(), v1.clone())].into(),
+            gpu: Default::default(),
+            digests: Default::default(),
+        };
+        // No digest pinned (published before digests were): any bytes.
+        assert!(pins(&need, &name, &v1, &other));
+        assert!(!pins(&need, &name, &v2, &these));
+        need.digests.insert(name.clone(), these);
+        assert!(pins(&need, &name, &v1, &these));
+        assert!(!pins(&need, &name, &v1, &other));
+        let elsewhere: PluginName = "bench-medium".parse().unwrap();
+        assert!(!pins(&need, &elsewhere, &v1, &these));
+    }
 }
