@@ -449,6 +449,8 @@ impl OnnxModel {
         if let Some(session) = state.idle.pop() {
             return Ok(session);
         }
+        // A session that cannot be made fails every call waiting then.
+        let failures = state.failures;
         state.waiting += 1;
         if state.making < state.waiting
             && state.made < sessions.max
@@ -461,8 +463,8 @@ impl OnnxModel {
             if let Some(session) = state.idle.pop() {
                 break Ok(session);
             }
-            if let Some(failure) = state.failure.take() {
-                break Err(RunFailure::Failed(failure));
+            if state.failures != failures {
+                break Err(RunFailure::Failed(state.last_failure.clone()));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -477,28 +479,21 @@ impl OnnxModel {
 
     /// Starts making one more session, counted in `state` from now on.
     fn make_session(&self, state: &mut SessionState) -> Result<(), RunFailure> {
-        // A failure seen by an earlier call is not this call's.
-        state.failure = None;
         let (maker, bytes) = (self.sessions.clone(), self.bytes.clone());
         let (accelerator, label) = (self.accelerator, self.label.clone());
         let made = std::thread::Builder::new()
             .name("axon-onnx-session".into())
             .spawn(move || {
                 let session = new_session(&bytes, accelerator);
-                let mut state = maker.lock();
-                match session {
-                    Ok(session) => {
+                match &session {
+                    Ok(_) => {
                         tracing::info!(model = %label, "another ONNX Runtime session made, for calls at once");
-                        state.idle.push(Counted::new(session, &maker));
                     }
                     Err(e) => {
                         tracing::warn!(model = %label, "cannot make another ONNX Runtime session (out of memory? lower --max-inference-concurrency): {e}");
-                        state.made -= 1;
-                        state.failure = Some(e.to_string());
                     }
                 }
-                state.making -= 1;
-                maker.changed.notify_one();
+                maker.finish_making(session.map_err(|e| e.to_string()));
             });
         match made {
             Ok(_) => {
@@ -562,8 +557,9 @@ struct SessionState {
     making: usize,
     /// Calls waiting for a session.
     waiting: usize,
-    /// Why the last session could not be made: for a call waiting for it.
-    failure: Option<String>,
+    /// Sessions that could not be made, and why the last one.
+    failures: u64,
+    last_failure: String,
 }
 
 impl Sessions {
@@ -575,7 +571,8 @@ impl Sessions {
                 made: 1,
                 making: 0,
                 waiting: 0,
-                failure: None,
+                failures: 0,
+                last_failure: String::new(),
             }),
             changed: Condvar::new(),
             max: max.max(1),
@@ -587,6 +584,27 @@ impl Sessions {
 
     fn lock(&self) -> MutexGuard<'_, SessionState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A session being made is made, or could not be: a failure is told
+    /// to every call waiting (none of them would get that session).
+    fn finish_making(self: &Arc<Self>, made: Result<Session, String>) {
+        let mut state = self.lock();
+        state.making -= 1;
+        match made {
+            Ok(session) => {
+                state.idle.push(Counted::new(session, self));
+                drop(state);
+                self.changed.notify_one();
+            }
+            Err(why) => {
+                state.made -= 1;
+                state.failures += 1;
+                state.last_failure = why;
+                drop(state);
+                self.changed.notify_all();
+            }
+        }
     }
 }
 
@@ -1365,6 +1383,52 @@ mod tests {
         model.give_back(held);
         assert!(model.run(one_row(), later()).is_ok());
         assert_eq!(model.sessions.lock().idle.len(), 2);
+    }
+
+    #[test]
+    fn a_session_that_cannot_be_made_fails_every_call_waiting_for_it() {
+        let mut model = OnnxModel::load(
+            &manifest(&SUPPORT_INTENT_MODEL),
+            SUPPORT_INTENT_MODEL.bytes().unwrap(),
+            &Runner {
+                max_sessions: 2,
+                ..runner(1)
+            },
+        )
+        .unwrap();
+        // Any session made from now on fails.
+        model.bytes = Arc::from(&b"not a model"[..]);
+        let held = model.take_session(later()).unwrap();
+        // As if a session were being made: the calls wait for it.
+        {
+            let mut state = model.sessions.lock();
+            state.made += 1;
+            state.making += 1;
+        }
+        let model = Arc::new(model);
+        let soon = Instant::now() + Duration::from_secs(30);
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let model = model.clone();
+                std::thread::spawn(move || model.take_session(soon).map(drop))
+            })
+            .collect();
+        while model.sessions.lock().waiting < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        model
+            .sessions
+            .finish_making(Err("out of memory, say".into()));
+        for call in waiting {
+            let result = call.join().unwrap();
+            assert!(
+                matches!(&result, Err(RunFailure::Failed(why)) if why == "out of memory, say"),
+                "{:?}",
+                result.err()
+            );
+        }
+        assert_eq!(model.sessions.lock().made, 1);
+        model.give_back(held);
     }
 
     #[test]
