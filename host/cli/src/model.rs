@@ -169,6 +169,11 @@ async fn describe(data_dir: &Path, source: &PluginSource, which: &str) -> anyhow
         .filter(|r| r.name == name && version.as_ref().is_none_or(|v| &r.version == v))
     {
         found = true;
+        let verified = trust.verify_model(&record.envelope, &record.name, &record.version, now);
+        // Pins hold the signed digest, as Axon compares them.
+        let digest = verified
+            .as_ref()
+            .map_or(record.digest, |v| v.manifest.digest);
         let pinned_by: Vec<String> = plugins
             .iter()
             .filter_map(|entry| verify_entry(&trust, entry, now).ok())
@@ -176,7 +181,7 @@ async fn describe(data_dir: &Path, source: &PluginSource, which: &str) -> anyhow
                 v.manifest
                     .inference
                     .as_ref()
-                    .is_some_and(|need| pins(need, &name, &record.version, &record.digest))
+                    .is_some_and(|need| pins(need, &name, &record.version, &digest))
             })
             .map(|v| format!("{}@{}", v.manifest.name, v.manifest.version))
             .collect();
@@ -188,8 +193,14 @@ async fn describe(data_dir: &Path, source: &PluginSource, which: &str) -> anyhow
             "published_by": record.published_by,
             "pinned_by": pinned_by,
         });
-        match trust.verify_model(&record.envelope, &record.name, &record.version, now) {
+        match verified {
             Ok(v) => {
+                if v.manifest.digest != record.digest {
+                    // As Axon refuses it.
+                    doc["not_servable"] = serde_json::json!(
+                        "the registry's digest differs from the signed manifest's: the registry record was altered"
+                    );
+                }
                 doc["verified_publisher"] = serde_json::json!(v.publisher);
                 doc["manifest"] = serde_json::to_value(&v.manifest)?;
             }

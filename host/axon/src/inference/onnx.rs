@@ -215,19 +215,30 @@ impl OnnxModel {
         }
         let inputs = self.in_order(inputs)?;
         self.calls.inc();
-        let call = || match &self.batcher {
-            Some(batcher) => self.run_merged(batcher, Call::new(inputs, deadline)),
-            None => {
-                let mut session = self.take_session(deadline)?;
-                let outputs = self.run_on(&mut session.session, inputs, deadline);
-                self.give_back(session);
-                outputs
+        let at_once = self.runs_at_once();
+        match &self.batcher {
+            Some(batcher) => {
+                let call = || self.run_merged(batcher, Call::new(inputs, deadline));
+                if at_once { call() } else { blocking(call) }
             }
-        };
-        if self.runs_at_once() {
-            call()
-        } else {
-            blocking(call)
+            None => {
+                // The idle session seen may be taken by another call first:
+                // then waiting for one is blocking work too.
+                let idle = if at_once {
+                    self.sessions.lock().idle.pop()
+                } else {
+                    None
+                };
+                let run = |mut session: Counted| {
+                    let outputs = self.run_on(&mut session.session, inputs, deadline);
+                    self.give_back(session);
+                    outputs
+                };
+                match idle {
+                    Some(session) => run(session),
+                    None => blocking(|| run(self.take_session(deadline)?)),
+                }
+            }
         }
     }
 
@@ -452,19 +463,14 @@ impl OnnxModel {
         // A session that cannot be made fails every call waiting then.
         let failures = state.failures;
         state.waiting += 1;
-        if state.making < state.waiting
-            && state.made < sessions.max
-            && let Err(failure) = self.make_session(&mut state)
-        {
-            state.waiting -= 1;
-            return Err(failure);
-        }
         let taken = loop {
-            if let Some(session) = state.idle.pop() {
-                break Ok(session);
-            }
-            if state.failures != failures {
-                break Err(RunFailure::Failed(state.last_failure.clone()));
+            // At each wake too: the session made for this call may have
+            // gone to a call that came meanwhile, or one been lost.
+            if state.making < state.waiting
+                && state.made < sessions.max
+                && let Err(failure) = self.make_session(&mut state)
+            {
+                break Err(failure);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -472,6 +478,12 @@ impl OnnxModel {
             }
             let waited = sessions.changed.wait_timeout(state, left);
             state = waited.unwrap_or_else(PoisonError::into_inner).0;
+            if let Some(session) = state.idle.pop() {
+                break Ok(session);
+            }
+            if state.failures != failures {
+                break Err(RunFailure::Failed(state.last_failure.clone()));
+            }
         };
         state.waiting -= 1;
         taken
@@ -484,7 +496,11 @@ impl OnnxModel {
         let made = std::thread::Builder::new()
             .name("axon-onnx-session".into())
             .spawn(move || {
-                let session = new_session(&bytes, accelerator);
+                // A panic must not leave the session counted as being made.
+                let made = std::panic::catch_unwind(|| new_session(&bytes, accelerator));
+                let session = made.unwrap_or_else(|_| {
+                    Err(ort::Error::new("making the session panicked (a bug)"))
+                });
                 match &session {
                     Ok(_) => {
                         tracing::info!(model = %label, "another ONNX Runtime session made, for calls at once");
@@ -536,6 +552,8 @@ impl Drop for Counted {
         // this cannot upgrade); so never under the lock taken here.
         if let Some(sessions) = self.sessions.upgrade() {
             sessions.lock().made -= 1;
+            // A call waiting may make one now.
+            sessions.changed.notify_all();
         }
     }
 }
@@ -1433,13 +1451,14 @@ mod tests {
 
     #[test]
     fn a_model_has_no_more_sessions_than_calls_at_once() {
-        // Two calls at once: calls that give up waiting while the second
-        // session is made do not start a third.
+        // Three calls at once, on the medium model (a session takes long to
+        // make). Calls that give up waiting while the second session is made
+        // do not start a third; the third is made for a call that waits.
         let model = OnnxModel::load(
             &manifest(&plugin_artifacts::BENCH_MEDIUM_MODEL),
             plugin_artifacts::BENCH_MEDIUM_MODEL.bytes().unwrap(),
             &Runner {
-                max_sessions: 2,
+                max_sessions: 3,
                 ..runner(1)
             },
         )
@@ -1451,27 +1470,30 @@ mod tests {
         }
         assert_eq!(model.sessions.lock().made, 2);
         let second = model.take_session(later()).unwrap();
-        // Both held: the next call waits for one, to its deadline.
+        let third = model.take_session(later()).unwrap();
+        assert_eq!(model.sessions.lock().made, 3);
+        // All held: the next call waits for one, to its deadline.
         let soon = Instant::now() + Duration::from_millis(50);
         assert!(matches!(
             model.take_session(soon),
             Err(RunFailure::PastDeadline)
         ));
-        assert_eq!(model.sessions.lock().made, 2);
+        assert_eq!(model.sessions.lock().made, 3);
         model.give_back(second);
-        let second = model.take_session(later()).unwrap();
-        model.give_back(second);
+        model.give_back(third);
 
         // A session lost (dropped by a panic in a run) is not counted: the
         // next call can make one again.
         drop(held);
-        assert_eq!(model.sessions.lock().made, 1);
-        let first = model.take_session(later()).unwrap();
-        let again = model.take_session(later()).unwrap();
         assert_eq!(model.sessions.lock().made, 2);
-        model.give_back(first);
-        model.give_back(again);
-        assert_eq!(model.sessions.lock().idle.len(), 2);
+        let taken: Vec<_> = (0..3)
+            .map(|_| model.take_session(later()).unwrap())
+            .collect();
+        assert_eq!(model.sessions.lock().made, 3);
+        for session in taken {
+            model.give_back(session);
+        }
+        assert_eq!(model.sessions.lock().idle.len(), 3);
     }
 
     #[test]
